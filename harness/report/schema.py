@@ -1,0 +1,123 @@
+"""run.json and samples.jsonl: the schema other tools and `harness check` read."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SCHEMA_VERSION = 1
+Direction = Literal["increase", "decrease"]
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EffectRecord(_Record):
+    """One metric of one steered condition of one task, paired by prompt against unsteered."""
+
+    task: str
+    condition: str
+    metric: str
+    expected_direction: Direction | None = None
+    headline: bool = False
+    n: int
+    n_excluded: int = 0
+    mean_unsteered: float
+    mean_steered: float
+    diff: float
+    effect_size: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    p_adjusted: float
+    significant: bool
+
+
+class FluencyRecord(_Record):
+    """Fluency cost: Δ mean log-perplexity of completions under the judge (steered − unsteered)."""
+
+    task: str
+    condition: str
+    judge: str
+    n: int
+    mean_unsteered: float
+    mean_steered: float
+    diff: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    ppl_ratio: float
+
+
+class Headline(_Record):
+    """Per task and condition: the headline metric's effect, its fluency cost and the verdict."""
+
+    task: str
+    condition: str
+    metric: str
+    expected_direction: Direction
+    diff: float
+    ci_low: float
+    ci_high: float
+    effect_size: float
+    significant: bool
+    moved_as_expected: bool
+    fluency_diff: float | None = None
+    ppl_ratio: float | None = None
+
+
+class PromptSummary(_Record):
+    """Per-prompt means of one metric, kept so baselines can be compared paired by prompt."""
+
+    task: str
+    condition: str
+    metric: str
+    prompts: dict[str, list[float]]  # prompt key -> [mean unsteered, mean steered]
+
+
+class TaskInfo(_Record):
+    name: str
+    kind: str
+    description: str = ""
+    conditions: dict[str, dict[str, Any]] = Field(default_factory=dict)  # name -> resolved steering
+    n_prompts: int = 0
+
+
+class RunResult(_Record):
+    """Everything needed to read, report and reproduce a run."""
+
+    schema_version: int = SCHEMA_VERSION
+    config: dict[str, Any]
+    config_hash: str
+    model: dict[str, Any]
+    versions: dict[str, str]
+    started: str
+    finished: str
+    tasks: list[TaskInfo]
+    effects: list[EffectRecord]
+    fluency_cost: list[FluencyRecord]
+    headlines: list[Headline]
+    per_prompt: list[PromptSummary] = Field(default_factory=list)
+    flagged_samples: int = 0
+    notes: list[str] = Field(default_factory=list)
+
+
+class SampleRecord(_Record):
+    """One line of samples.jsonl: a completion and every score it got."""
+
+    key: str
+    task: str
+    condition: str
+    prompt_index: int
+    prompt: str
+    sample: int
+    seed: int
+    completion: str
+    token_ids: list[int]
+    prompt_ids: list[int]
+    scores: dict[str, float] = Field(default_factory=dict)
+    reasons: dict[str, str] = Field(default_factory=dict)
+    token_logprobs: list[float] | None = None
+    flagged: str | None = None  # why the sample is excluded (e.g. non-finite logits)

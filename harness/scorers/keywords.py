@@ -1,0 +1,50 @@
+"""Topic-word rate: hits per 100 words and whether a completion mentions the topic at all."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from harness.scorers.base import Sample, Score, ScoringContext, unscorable
+
+_WORD = re.compile(r"[A-Za-z0-9']+")
+
+
+class KeywordParams(BaseModel):
+    """`words` are whole words matched case-insensitively with common inflections
+    (s, es, ed, ing, er, ers); `patterns` are extra regular expressions, matched whole-word."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    words: list[str] = Field(default_factory=list)
+    patterns: list[str] = Field(default_factory=list)
+
+
+class KeywordScorer:
+    """`rate`: topic words per 100 words of the completion; `any`: 1 if any topic word occurs."""
+
+    name = "keywords"
+    metrics = ("rate", "any")
+    Params = KeywordParams
+
+    def __init__(self, params: KeywordParams):
+        if not params.words and not params.patterns:
+            raise ValueError("keywords scorer needs at least one of `words` or `patterns`")
+        alternatives = [rf"{re.escape(w)}(?:s|es|ed|d|ing|er|ers)?" for w in params.words]
+        alternatives += [f"(?:{p})" for p in params.patterns]
+        self.pattern = re.compile(r"\b(?:" + "|".join(alternatives) + r")\b", re.IGNORECASE)
+
+    def hits(self, text: str) -> int:
+        return len(self.pattern.findall(text))
+
+    def score(self, samples: Sequence[Sample], ctx: ScoringContext) -> list[Score]:
+        return [self._score_one(s.completion) for s in samples]
+
+    def _score_one(self, text: str) -> Score:
+        n_words = len(_WORD.findall(text))
+        if n_words == 0:
+            return unscorable(self.metrics, "empty completion")
+        hits = self.hits(text)
+        return Score({"rate": 100.0 * hits / n_words, "any": float(hits > 0)})
