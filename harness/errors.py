@@ -3,5 +3,5 @@
 from __future__ import annotations
 
 
-class UserError(Exception):
+class UserError(ValueError):
     """Bad input (a file, a flag, a model name): the message says what and where."""

@@ -14,7 +14,8 @@ _WORD = re.compile(r"[A-Za-z0-9']+")
 
 class KeywordParams(BaseModel):
     """`words` are whole words matched case-insensitively with common inflections
-    (s, es, ed, ing, er, ers); `patterns` are extra regular expressions, matched whole-word."""
+    (s, es, ed, d, ing, er, ers); `patterns` are extra regular expressions, matched as
+    written (add `\\b` yourself for whole words; `!` counts exclamation marks)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -32,9 +33,9 @@ class KeywordScorer:
     def __init__(self, params: KeywordParams):
         if not params.words and not params.patterns:
             raise ValueError("keywords scorer needs at least one of `words` or `patterns`")
-        alternatives = [rf"{re.escape(w)}(?:s|es|ed|d|ing|er|ers)?" for w in params.words]
+        alternatives = [rf"\b{re.escape(w)}(?:s|es|ed|d|ing|er|ers)?\b" for w in params.words]
         alternatives += [f"(?:{p})" for p in params.patterns]
-        self.pattern = re.compile(r"\b(?:" + "|".join(alternatives) + r")\b", re.IGNORECASE)
+        self.pattern = re.compile("|".join(alternatives), re.IGNORECASE)
 
     def hits(self, text: str) -> int:
         return len(self.pattern.findall(text))

@@ -1,0 +1,41 @@
+"""Distinct-n of a completion: share of unique word n-grams, low for degenerate repetition."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from pydantic import BaseModel, ConfigDict
+
+from harness.scorers.base import Sample, Score, ScoringContext, unscorable
+
+_WORD = re.compile(r"\w+|[^\w\s]")
+
+
+class DiversityParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def distinct_n(tokens: Sequence[str], n: int) -> float:
+    grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else float("nan")
+
+
+class DiversityScorer:
+    """`distinct1`, `distinct2`: unique / total word unigrams and bigrams (lower-cased)."""
+
+    name = "diversity"
+    metrics = ("distinct1", "distinct2")
+    Params = DiversityParams
+
+    def __init__(self, params: DiversityParams):
+        self.params = params
+
+    def score(self, samples: Sequence[Sample], ctx: ScoringContext) -> list[Score]:
+        return [self._score_one(s.completion) for s in samples]
+
+    def _score_one(self, text: str) -> Score:
+        tokens = _WORD.findall(text.lower())
+        if len(tokens) < 2:
+            return unscorable(self.metrics, "fewer than two words")
+        return Score({"distinct1": distinct_n(tokens, 1), "distinct2": distinct_n(tokens, 2)})

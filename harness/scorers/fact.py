@@ -1,0 +1,89 @@
+"""Fact-edit probes: does steering make the model prefer the edited answer (CounterFact style)?"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from harness.scorers.base import Sample, Score, ScoringContext
+from harness.scorers.logprobs import continuation_logprobs
+from harness.tokens import encode
+
+NAN = float("nan")
+
+
+class FactParams(BaseModel):
+    """`target`/`original` are the default answers; a prompt record's own fields override them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target: str | None = None
+    original: str | None = None
+    batch_size: int = Field(32, ge=1)
+
+
+def _answer(text: str) -> str:
+    return text if text[:1].isspace() else " " + text
+
+
+class FactScorer:
+    """Per prompt, under the sample's own steering (next-token log-probs, answers summed):
+
+    - `margin`: log P(target) − log P(original) on probe prompts;
+    - `efficacy`: 1 if the target beats the original on a probe prompt;
+    - `neighbour_margin`, `specificity`: the same margin, and 1 if the original still wins,
+      on neighbourhood prompts (other subjects whose answer must not change);
+    - `mentions_target`, `mentions_original`: whether the completion names each answer.
+    Metrics of the other prompt group are NaN with that reason.
+    """
+
+    name = "fact"
+    metrics = ("margin", "efficacy", "neighbour_margin", "specificity", "mentions_target",
+               "mentions_original")
+    Params = FactParams
+
+    def __init__(self, params: FactParams):
+        self.params = params
+
+    def score(self, samples: Sequence[Sample], ctx: ScoringContext) -> list[Score]:
+        if ctx.lm is None:
+            raise ValueError("the fact scorer needs the generation model in the scoring context")
+        answers = [self._answers(s) for s in samples]
+        keys = sorted({(s.prompt, s.condition, a) for s, a in zip(samples, answers, strict=True)})
+        prefixes, conts, steer = [], [], []
+        for prompt, condition, (target, original) in keys:
+            for ans in (target, original):
+                prefixes.append(encode(ctx.lm.tokenizer, prompt))
+                conts.append(ctx.lm.tokenizer(ans, add_special_tokens=False).input_ids)
+                steer.append(ctx.steerings.get(condition))
+        lps = continuation_logprobs(ctx.lm, prefixes, conts, steer, self.params.batch_size)
+        margin = {k: sum(lps[2 * i]) - sum(lps[2 * i + 1]) for i, k in enumerate(keys)}
+        return [
+            self._score_one(s, a, margin[(s.prompt, s.condition, a)])
+            for s, a in zip(samples, answers, strict=True)
+        ]
+
+    def _answers(self, s: Sample) -> tuple[str, str]:
+        target = s.meta.get("target") or self.params.target
+        original = s.meta.get("original") or self.params.original
+        if not target or not original:
+            raise ValueError(f"fact prompt {s.prompt!r} needs `target` and `original` answers")
+        return _answer(target), _answer(original)
+
+    def _score_one(self, s: Sample, answers: tuple[str, str], margin: float) -> Score:
+        mentions = [float(bool(re.search(rf"\b{re.escape(a.strip())}\b", s.completion, re.I)))
+                    for a in answers]
+        probe = s.meta.get("group", "probe") == "probe"
+        values = {
+            "margin": margin if probe else NAN,
+            "efficacy": float(margin > 0) if probe else NAN,
+            "neighbour_margin": NAN if probe else margin,
+            "specificity": NAN if probe else float(margin < 0),
+            "mentions_target": mentions[0],
+            "mentions_original": mentions[1],
+        }
+        other = "neighbourhood prompt" if not probe else "probe prompt"
+        reasons = {k: other for k, v in values.items() if v != v}
+        return Score(values, reasons)

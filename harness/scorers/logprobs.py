@@ -1,0 +1,50 @@
+"""Log-probabilities of continuation tokens given their prefixes, in batched forward passes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from harness.models import LoadedModel
+from harness.steering.base import Steering
+from harness.steering.hooks import build_deltas, steering_hooks
+
+
+def continuation_logprobs(
+    lm: LoadedModel,
+    prefixes: Sequence[Sequence[int]],
+    continuations: Sequence[Sequence[int]],
+    steerings: Sequence[Steering | None] | None = None,
+    batch_size: int = 32,
+) -> list[list[float]]:
+    """log P(token | everything before it) for every continuation token, row by row.
+
+    Rows are left-padded so all continuations end at the last position, and only
+    the last `max continuation length + 1` positions' logits are computed.
+    `steerings` applies each row's steering during its forward pass (fact probes).
+    """
+    out: list[list[float]] = [[] for _ in prefixes]
+    order = sorted(range(len(prefixes)), key=lambda i: len(prefixes[i]) + len(continuations[i]))
+    for start in range(0, len(order), batch_size):
+        idx = [i for i in order[start : start + batch_size] if continuations[i]]
+        if not idx:
+            continue
+        rows = [list(prefixes[i]) + list(continuations[i]) for i in idx]
+        width = max(map(len, rows))
+        pad = lm.tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=lm.device)
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=lm.device)
+        keep = max(len(continuations[i]) for i in idx) + 1
+        steer = [steerings[i] for i in idx] if steerings else [None] * len(idx)
+        dtype = next(lm.model.parameters()).dtype
+        deltas = build_deltas(steer, mask, lm.model.config.get_text_config().hidden_size, dtype)
+        with steering_hooks(lm.model, deltas), torch.no_grad():
+            logits = lm.model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits
+        logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+        targets = ids[:, width - keep + 1 :]
+        picked = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        for row, i in enumerate(idx):
+            n = len(continuations[i])
+            out[i] = picked[row, keep - 1 - n :].tolist()
+    return out

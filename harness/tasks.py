@@ -1,0 +1,159 @@
+"""Find and load task and suite files; errors name the file, line, field and value."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from harness.config import PromptFileSpec, PromptRecord, SuiteSpec, TaskSpec
+from harness.errors import UserError
+
+TASKS_DIR = Path(os.environ.get("HARNESS_TASKS_DIR", Path(__file__).resolve().parent.parent / "tasks"))
+
+
+@dataclass(frozen=True)
+class Task:
+    """A validated task with its prompts loaded."""
+
+    spec: TaskSpec
+    path: Path
+    prompts: list[PromptRecord]
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+def find(name: str, kind: str = "task") -> Path:
+    """Resolve a task or suite name (or a path) to its YAML file."""
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise UserError(f"{kind} file not found: {path}")
+        return path
+    folder = TASKS_DIR / "suites" if kind == "suite" else TASKS_DIR
+    matches = sorted(p for p in folder.rglob(f"{name}.yaml") if kind == "suite" or "suites" not in p.parts)
+    if not matches:
+        raise UserError(f"no {kind} named '{name}' under {folder}; known: {', '.join(known(kind))}")
+    return matches[0]
+
+
+def known(kind: str = "task") -> list[str]:
+    if kind == "suite":
+        return sorted(p.stem for p in (TASKS_DIR / "suites").glob("*.yaml"))
+    return sorted(p.stem for p in TASKS_DIR.rglob("*.yaml") if "suites" not in p.parts)
+
+
+def is_suite(name: str) -> bool:
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml"):
+        return "tasks" in (read_yaml(path)[0] or {})
+    return (TASKS_DIR / "suites" / f"{name}.yaml").is_file()
+
+
+def read_yaml(path: Path) -> tuple[Any, dict[tuple[str, ...], int]]:
+    """The parsed document and the line (1-based) of every key path in it."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text (byte {err.start})") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise UserError(f"{where}: invalid YAML: {getattr(err, 'problem', err)}") from None
+    lines: dict[tuple[str, ...], int] = {}
+    _index_lines(node, (), lines)
+    return data, lines
+
+
+def _index_lines(node: Any, path: tuple[str, ...], lines: dict[tuple[str, ...], int]) -> None:
+    if node is None:
+        return
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            sub = (*path, str(key.value))
+            lines[sub] = key.start_mark.line + 1
+            _index_lines(value, sub, lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _index_lines(item, (*path, str(i)), lines)
+
+
+def validation_message(path: Path, err: ValidationError, lines: dict[tuple[str, ...], int]) -> str:
+    """One line per schema error: file:line: field: what is wrong (found value)."""
+    out = []
+    for e in err.errors():
+        loc = tuple(str(p) for p in e["loc"] if not str(p).startswith(("str", "list[", "PromptRecord")))
+        key = loc
+        while key and key not in lines:
+            key = key[:-1]
+        line = lines.get(key, 1)
+        field = ".".join(loc) or "(top level)"
+        found = "" if e["type"] == "missing" else f" (found {e['input']!r})"[:120]
+        out.append(f"{path}:{line}: {field}: {e['msg']}{found}")
+    return "\n".join(out)
+
+
+def _validate(model: type[Any], path: Path, data: Any, lines: dict[tuple[str, ...], int]) -> Any:
+    if not isinstance(data, dict):
+        raise UserError(f"{path}:1: expected a mapping of fields, found {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise UserError(validation_message(path, err, lines)) from None
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply `--set a.b=value` overrides (value parsed as YAML) to a raw task document."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"bad --set {item!r}: expected FIELD.PATH=VALUE, e.g. steering.layer=4")
+        node = data
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise UserError(f"bad --set {item!r}: '{part}' is not a mapping")
+        node[leaf] = yaml.safe_load(raw)
+    return data
+
+
+def load_task(name_or_path: str, overrides: Sequence[str] = ()) -> Task:
+    """Load, validate and resolve one task (prompts included)."""
+    path = find(name_or_path)
+    data, lines = read_yaml(path)
+    if isinstance(data, dict):
+        data = apply_overrides(data, overrides)
+    spec: TaskSpec = _validate(TaskSpec, path, data, lines)
+    prompts = load_prompts(spec.prompts, path, lines)
+    if not prompts:
+        raise UserError(f"{path}:{lines.get(('prompts',), 1)}: prompts: no prompts")
+    return Task(spec, path, prompts)
+
+
+def load_suite(name_or_path: str) -> SuiteSpec:
+    path = find(name_or_path, "suite")
+    data, lines = read_yaml(path)
+    return _validate(SuiteSpec, path, data, lines)
+
+
+def load_prompts(
+    prompts: list[str | PromptRecord] | PromptFileSpec, task_path: Path, lines: dict[tuple[str, ...], int]
+) -> list[PromptRecord]:
+    if isinstance(prompts, list):
+        return [p if isinstance(p, PromptRecord) else PromptRecord(text=p) for p in prompts]
+    from harness.prompt_files import read_prompt_file
+
+    where = f"{task_path}:{lines.get(('prompts', 'file'), 1)}"
+    records = read_prompt_file(task_path.parent / prompts.file, prompts.field, where)
+    return records[: prompts.limit] if prompts.limit else records
