@@ -47,6 +47,64 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from harness.models import load_model
+    from harness.report.terminal import print_results
+    from harness.runner import RunOptions, run
+
+    options = RunOptions(samples=args.samples, max_new_tokens=args.max_new_tokens, seed=args.seed,
+                         max_prompts=args.max_prompts, overrides=args.set or (),
+                         batch_size=args.batch_size)
+    out = Path(args.out or f"runs/{Path(args.target).stem}")
+    lm = load_model(args.model, dtype=args.dtype)
+    result = run(args.target, out, model=lm, options=options)
+    print_results(result)
+    print(f"wrote {out / 'run.json'}, {out / 'samples.jsonl'}, {out / 'report.md'}, {out / 'report.html'}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from harness.report.html import render_html
+    from harness.report.io import read_run
+    from harness.report.markdown import render_markdown
+    from harness.report.terminal import print_results
+    from harness.store import atomic_write_text
+
+    run, samples = read_run(Path(args.run))
+    print_results(run)
+    if args.md:
+        atomic_write_text(Path(args.md), render_markdown(run, samples))
+    if args.html:
+        atomic_write_text(Path(args.html), render_html(run, samples))
+    return 0
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from harness.scorers import make_scorer
+    from harness.scorers.base import Sample, ScoringContext
+    from harness.store import read_jsonl
+
+    rows = read_jsonl(Path(args.samples))
+    samples = [Sample(r.get("prompt", ""), r["completion"], r.get("condition", ""),
+                      meta={k: r[k] for k in ("target", "original", "group") if k in r}) for r in rows]
+    scorer = make_scorer(args.scorer, json.loads(args.params))
+    lm = None
+    if args.scorer in ("perplexity", "fact"):
+        from harness.models import load_model
+
+        lm = load_model(args.model, dtype=args.dtype)
+    ctx = ScoringContext(lm=lm, load_judge=lambda name: lm if name is None else load_model(name))
+    for row, score in zip(rows, scorer.score(samples, ctx), strict=True):
+        print(json.dumps({**row, "scores": score.values, "reasons": score.reasons}))
+    return 0
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="smollm2-135m", help="embedded name, local path or cached HF id")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
@@ -69,6 +127,31 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--json", action="store_true", help="print JSON records instead of a table")
     _add_model_args(gen)
     gen.set_defaults(func=_cmd_generate)
+
+    run = sub.add_parser("run", help="run a task or suite: samples, scores, effects, reports")
+    run.add_argument("target", help="task or suite name (e.g. quick, love_hate) or a YAML path")
+    run.add_argument("--out", help="run folder (default runs/TARGET); rerun to resume")
+    run.add_argument("--samples", type=int, help="samples per prompt and condition")
+    run.add_argument("--max-new-tokens", type=int)
+    run.add_argument("--max-prompts", type=int, help="use only the first N prompts of each task")
+    run.add_argument("--batch-size", type=int)
+    run.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                     help="override a task field, e.g. steering.layer=4 (repeatable)")
+    _add_model_args(run)
+    run.set_defaults(func=_cmd_run, seed=None)
+
+    rep = sub.add_parser("report", help="print and re-render the reports of a run")
+    rep.add_argument("run", help="run.json or its folder")
+    rep.add_argument("--html", help="write the HTML report here")
+    rep.add_argument("--md", help="write the Markdown report here")
+    rep.set_defaults(func=_cmd_report)
+
+    score = sub.add_parser("score", help="score JSONL samples ({prompt, completion}) with a scorer")
+    score.add_argument("samples", help="JSONL file, one {prompt, completion} object per line")
+    score.add_argument("--scorer", required=True)
+    score.add_argument("--params", default="{}", help="scorer parameters as JSON")
+    _add_model_args(score)
+    score.set_defaults(func=_cmd_score)
     return parser
 
 

@@ -1,0 +1,183 @@
+"""Plan work items, drive the engine and scorers, cache samples, write the run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from harness import analysis
+from harness.engine import UNSTEERED, Row, generate_rows, row_seed
+from harness.models import LoadedModel, load_model
+from harness.report.schema import RunResult, SampleRecord, TaskInfo
+from harness.scorers import make_scorer
+from harness.scorers.base import Sample, ScoringContext
+from harness.steering.base import Steering
+from harness.steering.build import build_steering
+from harness.store import SampleLog, atomic_write_text
+from harness.tasks import Task, is_suite, load_suite, load_task
+
+STEERED = "steered"
+
+
+@dataclass
+class RunOptions:
+    """What the command line may change about the tasks of a run."""
+
+    samples: int | None = None
+    max_new_tokens: int | None = None
+    seed: int | None = None
+    max_prompts: int | None = None
+    overrides: Sequence[str] = ()
+    batch_size: int | None = None
+    progress: bool = True
+
+
+@dataclass
+class ModelPool:
+    """The generation model, shared with every task and with judges of the same name."""
+
+    lm: LoadedModel
+    judges: dict[str, LoadedModel] = field(default_factory=dict)
+
+    def judge(self, name: str | None) -> LoadedModel:
+        if name is None or name == self.lm.name:
+            return self.lm
+        if name not in self.judges:
+            self.judges[name] = load_model(name, dtype=next(self.lm.model.parameters()).dtype)
+        return self.judges[name]
+
+
+def resolve_tasks(target: str, options: RunOptions) -> list[Task]:
+    """The tasks of a task or suite name, with suite limits and command-line overrides applied."""
+    names, limits = [target], RunOptions()
+    if is_suite(target):
+        suite = load_suite(target)
+        names = suite.tasks
+        limits = RunOptions(samples=suite.samples, max_new_tokens=suite.max_new_tokens,
+                            max_prompts=suite.max_prompts)
+    sets = []
+    for key, value in (("samples", options.samples or limits.samples),
+                       ("generation.max_new_tokens", options.max_new_tokens or limits.max_new_tokens),
+                       ("seed", options.seed)):
+        if value is not None:
+            sets.append(f"{key}={value}")
+    tasks = [load_task(name, [*sets, *options.overrides]) for name in names]
+    max_prompts = options.max_prompts or limits.max_prompts
+    if max_prompts:
+        tasks = [Task(t.spec, t.path, t.prompts[:max_prompts]) for t in tasks]
+    return tasks
+
+
+def task_hash(task: Task, lm: LoadedModel) -> str:
+    """Identity of everything that determines a task's samples: config, prompts and model."""
+    blob = json.dumps({"spec": task.spec.model_dump(mode="json"),
+                       "prompts": [p.model_dump(mode="json") for p in task.prompts],
+                       "model": lm.identity()}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def run(target: str, out: Path, *, model: str | LoadedModel = "smollm2-135m",
+        options: RunOptions | None = None) -> RunResult:
+    """Run a task or suite end to end and write run.json, samples.jsonl and the reports."""
+    options = options or RunOptions()
+    started = _now()
+    tasks = resolve_tasks(target, options)
+    pool = ModelPool(model if isinstance(model, LoadedModel) else load_model(model))
+    log = SampleLog(out / "samples.jsonl")
+    records: list[SampleRecord] = []
+    infos, effects, fluency, summaries = [], [], [], []
+    for task in tasks:
+        conditions = {UNSTEERED: None, STEERED: build_steering(pool.lm, task.spec.steering)}
+        task_records = _generate_task(pool, task, conditions, log, options)
+        task_records = _score_task(pool, task, conditions, task_records, options)
+        records += task_records
+        e, f, s = analysis.task_effects(task.spec, list(conditions), task_records, task.spec.seed)
+        effects += e
+        fluency += f
+        summaries += s
+        infos.append(TaskInfo(name=task.name, kind=task.spec.kind, description=task.spec.description,
+                              conditions={STEERED: task.spec.steering.model_dump(mode="json")},
+                              n_prompts=len(task.prompts)))
+    effects = analysis.adjust(effects)
+    result = RunResult(
+        config={"target": target, "model": pool.lm.name,
+                "tasks": {t.name: _resolved(t) for t in tasks}},
+        config_hash=hashlib.sha256(json.dumps([task_hash(t, pool.lm) for t in tasks]).encode())
+        .hexdigest()[:16],
+        model=pool.lm.identity(), versions=_versions(), started=started, finished=_now(),
+        tasks=infos, effects=effects, fluency_cost=fluency,
+        headlines=analysis.headlines([t.spec for t in tasks], effects, fluency),
+        per_prompt=summaries, flagged_samples=sum(1 for r in records if r.flagged),
+    )
+    _write_run(out, result, records, pool.lm)
+    return result
+
+
+def _resolved(task: Task) -> dict[str, Any]:
+    return {**task.spec.model_dump(mode="json"), "prompts": [p.model_dump(mode="json") for p in task.prompts]}
+
+
+def _generate_task(pool: ModelPool, task: Task, conditions: dict[str, Steering | None],
+                   log: SampleLog, options: RunOptions) -> list[SampleRecord]:
+    spec, digest = task.spec, task_hash(task, pool.lm)
+    plan = [(i, Row(p.text, c, s, row_seed(spec.seed, p.text, s)))
+            for i, p in enumerate(task.prompts) for s in range(spec.samples) for c in conditions]
+    key = {id(row): f"{digest}:{row.condition}:{i}:{row.sample}" for i, row in plan}
+    index = {id(row): i for i, row in plan}
+    todo = [row for _, row in plan if key[id(row)] not in log.records]
+    for batch in generate_rows(pool.lm, todo, conditions, spec.generation,
+                               batch_size=options.batch_size, progress=options.progress):
+        log.append(SampleRecord(
+            key=key[id(g.row)], task=task.name, condition=g.row.condition,
+            prompt_index=index[id(g.row)], prompt=g.row.prompt, sample=g.row.sample, seed=g.row.seed,
+            completion=g.completion, token_ids=g.token_ids, prompt_ids=g.prompt_ids,
+        ).model_dump(mode="json") for g in batch)
+    return [SampleRecord.model_validate(log.records[key[id(row)]]) for _, row in plan]
+
+
+def _score_task(pool: ModelPool, task: Task, conditions: dict[str, Steering | None],
+                records: list[SampleRecord], options: RunOptions) -> list[SampleRecord]:
+    from tqdm.auto import tqdm
+
+    ctx = ScoringContext(lm=pool.lm, steerings=conditions, load_judge=pool.judge)
+    samples = [Sample(r.prompt, r.completion, r.condition, tuple(r.prompt_ids), tuple(r.token_ids),
+                      task.prompts[r.prompt_index].model_dump(exclude_none=True)) for r in records]
+    scores: list[dict[str, float]] = [{} for _ in records]
+    reasons: list[dict[str, str]] = [{} for _ in records]
+    token_lps: list[list[float] | None] = [None for _ in records]
+    for name, params in tqdm(task.spec.scorers.items(), desc=f"score {task.name}",
+                             disable=not options.progress):
+        for i, score in enumerate(make_scorer(name, params).score(samples, ctx)):
+            scores[i].update({f"{name}.{m}": v for m, v in score.values.items()})
+            reasons[i].update({f"{name}.{m}": r for m, r in score.reasons.items()})
+            token_lps[i] = score.detail.get("token_logprobs", token_lps[i])
+    return [r.model_copy(update={"scores": s, "reasons": why, "token_logprobs": lp})
+            for r, s, why, lp in zip(records, scores, reasons, token_lps, strict=True)]
+
+
+def _write_run(out: Path, result: RunResult, records: list[SampleRecord], lm: LoadedModel) -> None:
+    from harness.report.io import write_reports
+
+    atomic_write_text(out / "samples.jsonl",
+                      "".join(r.model_dump_json() + "\n" for r in records))
+    atomic_write_text(out / "run.json", result.model_dump_json(indent=2))
+    token_texts = {r.key: [lm.tokenizer.decode([t]) for t in r.token_ids] for r in records}
+    write_reports(result, records, out, token_texts=token_texts)
+
+
+def _versions() -> dict[str, str]:
+    import torch
+    import transformers
+
+    from harness import __version__
+
+    return {"harness": __version__, "torch": torch.__version__, "transformers": transformers.__version__}
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")

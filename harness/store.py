@@ -1,0 +1,70 @@
+"""Files of a run folder: append-only samples while running, atomic writes at the end."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+
+class CorruptLineWarning(UserWarning):
+    """A partial or malformed line in samples.jsonl was dropped (e.g. after a crash)."""
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` so readers see the old file or the new one, never half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Whole, valid JSON lines of `path`; a broken line is dropped with a warning."""
+    if not path.is_file():
+        return []
+    records = []
+    with path.open(encoding="utf-8", errors="replace") as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                if not line.endswith("\n"):
+                    raise ValueError("no line end")
+                records.append(json.loads(line))
+            except ValueError:
+                warnings.warn(f"{path}:{number}: dropped a corrupt line", CorruptLineWarning, stacklevel=2)
+    return records
+
+
+class SampleLog:
+    """Append generation records to a JSONL file as they are produced, one whole line each."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        existing = read_jsonl(path)
+        # Rewrite without any broken tail so appends start on a fresh line.
+        atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in existing))
+        self.records: dict[str, dict[str, Any]] = {r["key"]: r for r in existing if "key" in r}
+
+    def append(self, records: Iterable[dict[str, Any]]) -> None:
+        records = list(records)
+        lines = "".join(json.dumps(r) + "\n" for r in records)
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write(lines)
+            fh.flush()
+            os.fsync(fh.fileno())
+        for r in records:
+            self.records[r["key"]] = r
