@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from collections.abc import Callable, Sequence
 
@@ -105,6 +106,35 @@ def _cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_check(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from harness.check import Tolerance, compare, lines_as_json, print_check, read_baseline
+    from harness.report.io import read_run
+
+    run, _ = read_run(Path(args.run))
+    tolerance = Tolerance(effect=args.effect_tolerance, fluency=args.fluency_tolerance)
+    floors = {"min_effect": args.min_effect, "max_fluency_cost": args.max_fluency_cost}
+    status, lines, reasons = compare(run, read_baseline(Path(args.baseline)), tolerance, floors)
+    if args.json:
+        print(lines_as_json(status, lines, reasons))
+    else:
+        print_check(status, lines, reasons)
+    return status
+
+
+def _cmd_baseline(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from harness.check import write_baseline
+    from harness.report.io import read_run
+
+    run, _ = read_run(Path(args.run))
+    write_baseline(run, Path(args.to))
+    print(f"wrote baseline {args.to}")
+    return 0
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="smollm2-135m", help="embedded name, local path or cached HF id")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
@@ -152,12 +182,33 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--params", default="{}", help="scorer parameters as JSON")
     _add_model_args(score)
     score.set_defaults(func=_cmd_score)
+    chk = sub.add_parser("check", help="compare a run with a baseline; exit 1 on regression")
+    chk.add_argument("run", help="run.json or its folder")
+    chk.add_argument("--baseline", required=True)
+    chk.add_argument("--effect-tolerance", type=float, default=0.25,
+                     help="fraction of the baseline effect a significant shrink must exceed")
+    chk.add_argument("--fluency-tolerance", type=float, default=0.15,
+                     help="nats of log-perplexity a significant fluency-cost growth must exceed")
+    chk.add_argument("--min-effect", type=float, help="absolute floor of the headline effect")
+    chk.add_argument("--max-fluency-cost", type=float, help="absolute ceiling of the fluency cost")
+    chk.add_argument("--json", action="store_true")
+    chk.set_defaults(func=_cmd_check)
+
+    base = sub.add_parser("baseline", help="write a baseline from a run")
+    base.add_argument("run", help="run.json or its folder")
+    base.add_argument("--to", required=True, help="baseline JSON to write")
+    base.set_defaults(func=_cmd_baseline)
     return parser
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     func: Command = args.func
+    signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM unwinds like Ctrl-C: locks and hooks released
     try:
         return func(args)
     except UserError as err:
@@ -165,6 +216,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished samples are kept; rerun the same command to resume",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from transformers import LogitsProcessorList
 
 from harness.models import LoadedModel
-from harness.sampling import RowSeededSampler
+from harness.sampling import NonFiniteGuard, RowSeededSampler
 from harness.steering.base import Steering
 from harness.steering.hooks import build_deltas, steering_hooks
 from harness.tokens import encode
@@ -52,6 +52,7 @@ class Generation:
     completion: str
     token_ids: list[int]
     prompt_ids: list[int]
+    flagged: str | None = None  # why the completion cannot be trusted (e.g. NaN logits)
 
 
 def row_seed(seed: int, prompt: str, sample: int) -> int:
@@ -128,7 +129,9 @@ def _generate_batch(
     hidden = lm.model.config.get_text_config().hidden_size
     dtype = next(lm.model.parameters()).dtype
     deltas = build_deltas(steerings, attention_mask, hidden, dtype)
-    processors = LogitsProcessorList()
+    eos = tok.eos_token_id
+    guard = NonFiniteGuard(eos if isinstance(eos, int) else eos[0])
+    processors = LogitsProcessorList([guard])
     if not settings.greedy:
         processors.append(
             RowSeededSampler([r.seed for r in rows], settings.temperature, settings.top_k, settings.top_p)
@@ -144,10 +147,11 @@ def _generate_batch(
             pad_token_id=tok.pad_token_id,
             eos_token_id=tok.eos_token_id,
         )
-    new = out[:, input_ids.shape[1] :].tolist()
+    new = [_until_eos(t, eos) for t in out[:, input_ids.shape[1] :].tolist()]
     return [
-        Generation(row, tok.decode(ids, skip_special_tokens=True), ids, p)
-        for row, ids, p in zip(rows, (_until_eos(t, tok.eos_token_id) for t in new), prompt_ids, strict=True)
+        Generation(row, tok.decode(ids, skip_special_tokens=True), ids, p,
+                   "non-finite logits" if i in guard.bad_rows else None)
+        for i, (row, ids, p) in enumerate(zip(rows, new, prompt_ids, strict=True))
     ]
 
 

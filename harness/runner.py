@@ -18,7 +18,7 @@ from harness.scorers import make_scorer
 from harness.scorers.base import Sample, ScoringContext
 from harness.steering.base import Steering
 from harness.steering.build import build_steering
-from harness.store import SampleLog, atomic_write_text
+from harness.store import SampleLog, atomic_write_text, folder_lock
 from harness.tasks import Task, is_suite, load_suite, load_task
 
 STEERED = "steered"
@@ -85,9 +85,15 @@ def run(target: str, out: Path, *, model: str | LoadedModel = "smollm2-135m",
         options: RunOptions | None = None) -> RunResult:
     """Run a task or suite end to end and write run.json, samples.jsonl and the reports."""
     options = options or RunOptions()
-    started = _now()
     tasks = resolve_tasks(target, options)
     pool = ModelPool(model if isinstance(model, LoadedModel) else load_model(model))
+    with folder_lock(out):
+        return _run_locked(target, out, tasks, pool, options)
+
+
+def _run_locked(target: str, out: Path, tasks: list[Task], pool: ModelPool,
+                options: RunOptions) -> RunResult:
+    started = _now()
     log = SampleLog(out / "samples.jsonl")
     records: list[SampleRecord] = []
     infos, effects, fluency, summaries = [], [], [], []
@@ -135,7 +141,7 @@ def _generate_task(pool: ModelPool, task: Task, conditions: dict[str, Steering |
         log.append(SampleRecord(
             key=key[id(g.row)], task=task.name, condition=g.row.condition,
             prompt_index=index[id(g.row)], prompt=g.row.prompt, sample=g.row.sample, seed=g.row.seed,
-            completion=g.completion, token_ids=g.token_ids, prompt_ids=g.prompt_ids,
+            completion=g.completion, token_ids=g.token_ids, prompt_ids=g.prompt_ids, flagged=g.flagged,
         ).model_dump(mode="json") for g in batch)
     return [SampleRecord.model_validate(log.records[key[id(row)]]) for _, row in plan]
 

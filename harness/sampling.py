@@ -14,6 +14,28 @@ from transformers import (
 )
 
 
+class NonFiniteGuard(LogitsProcessor):
+    """Record rows whose logits hold NaN or +inf and end them with EOS instead of crashing.
+
+    Steering can push a model into overflow; those rows are flagged and excluded
+    from statistics by the caller, never averaged in.
+    """
+
+    def __init__(self, eos_token_id: int):
+        self.eos_token_id = eos_token_id
+        self.bad_rows: set[int] = set()
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        bad = (torch.isnan(scores) | torch.isposinf(scores)).any(dim=-1)
+        if not bad.any():
+            return scores
+        self.bad_rows.update(int(i) for i in bad.nonzero().flatten())
+        scores = scores.clone()
+        scores[bad] = float("-inf")
+        scores[bad, self.eos_token_id] = 0.0
+        return scores
+
+
 class RowSeededSampler(LogitsProcessor):
     """Sample each row's next token from its own `torch.Generator`.
 

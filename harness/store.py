@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from harness.errors import UserError
 
 
 class CorruptLineWarning(UserWarning):
@@ -68,3 +72,30 @@ class SampleLog:
             os.fsync(fh.fileno())
         for r in records:
             self.records[r["key"]] = r
+
+
+@contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """Hold `folder/.lock` (with our PID in it) for the duration of a run.
+
+    A second run on the same folder is refused with the owner's PID. The lock is
+    a kernel `flock`, so a lock file left by a dead process is simply taken over.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / ".lock"
+    fh = path.open("a+", encoding="utf-8")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            owner = fh.read().strip() or "unknown"
+            raise UserError(f"{folder} is in use by another run (PID {owner}); wait for it to "
+                            "finish or choose another --out") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        yield
+    finally:
+        fh.close()
