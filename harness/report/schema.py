@@ -11,7 +11,8 @@ Direction = Literal["increase", "decrease"]
 
 
 class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # NaN/inf are written as the strings "NaN"/"Infinity" so the files stay strict JSON.
+    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="strings")
 
 
 class EffectRecord(_Record):
