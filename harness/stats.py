@@ -1,0 +1,164 @@
+"""Paired statistics of steered vs unsteered scores: effect sizes, bootstrap CIs, p-values.
+
+Every comparison is paired by prompt: the samples of a prompt are first averaged into one
+per-prompt mean (non-finite values dropped), and the unit of analysis is the prompt.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+NAN = float("nan")
+
+
+@dataclass(frozen=True)
+class Effect:
+    """The paired effect of steering on one metric, prompt by prompt."""
+
+    n: int  # prompts paired (both sides have at least one finite value)
+    n_excluded: int  # sample values dropped as non-finite, both sides
+    mean_unsteered: float  # mean over paired prompts of the per-prompt unsteered mean
+    mean_steered: float
+    diff: float  # mean_steered - mean_unsteered (= mean of per-prompt differences)
+    effect_size: float  # Hedges' g_av, see `hedges_g`
+    ci_low: float  # bootstrap CI of diff
+    ci_high: float
+    p_value: float  # sign-flip permutation test by prompt
+
+
+def _mean(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.mean(x, axis=axis)
+
+
+def per_prompt_means(values: dict[str, list[float]]) -> tuple[dict[str, float], int]:
+    """Mean of the finite values of every prompt, and the count of non-finite values dropped.
+
+    Prompts with no finite value are left out.
+    """
+    means: dict[str, float] = {}
+    dropped = 0
+    for key, vals in values.items():
+        arr = np.asarray(vals, dtype=float)
+        finite = arr[np.isfinite(arr)]
+        dropped += arr.size - finite.size
+        if finite.size:
+            means[key] = float(finite.mean())
+    return means, dropped
+
+
+def hedges_g(unsteered: Sequence[float], steered: Sequence[float]) -> float:
+    """Hedges' g of paired per-prompt means: the "g_av" of Lakens (2013).
+
+    g = (mean(s) - mean(u)) / sqrt((var_u + var_s) / 2) * J, variances with ddof=1 and
+    J = 1 - 3 / (4 df - 1), df = n - 1 (so J = 0 at n = 2). The standardizer is the root
+    mean square of the two SDs; Lakens' d_av uses their plain mean, which differs slightly.
+    n < 2 gives nan; zero variance on both sides gives 0.0 or +-inf by the sign of the mean
+    difference.
+    """
+    u, s = np.asarray(unsteered, dtype=float), np.asarray(steered, dtype=float)
+    if u.shape != s.shape:
+        raise ValueError(f"unpaired inputs: {u.size} unsteered vs {s.size} steered")
+    n = u.size
+    if n < 2:
+        return NAN
+    diff = float(s.mean() - u.mean())
+    var_u, var_s = float(u.var(ddof=1)), float(s.var(ddof=1))
+    if var_u == 0 and var_s == 0:
+        return 0.0 if diff == 0 else math.copysign(math.inf, diff)
+    j = 1 - 3 / (4 * (n - 1) - 1)
+    return diff / math.sqrt((var_u + var_s) / 2) * j
+
+
+def bootstrap_ci(values: Sequence[float], confidence: float = 0.95, seed: int = 0,
+                 n_resamples: int = 2000) -> tuple[float, float]:
+    """BCa bootstrap CI of the mean of `values` (scipy.stats.bootstrap), seeded.
+
+    Falls back to the percentile method where BCa gives non-finite bounds (degenerate
+    resamples). All values equal gives (v, v); fewer than 2 values gives (nan, nan).
+    """
+    x = np.asarray(values, dtype=float)
+    if x.size < 2:
+        return NAN, NAN
+    if np.all(x == x[0]):
+        return float(x[0]), float(x[0])
+
+    def run(method: str) -> tuple[float, float]:
+        res = stats.bootstrap((x,), _mean, vectorized=True, n_resamples=n_resamples,
+                              confidence_level=confidence, method=method,
+                              rng=np.random.default_rng(seed))
+        return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+    with warnings.catch_warnings():
+        # BCa on degenerate resamples warns (nan arithmetic, DegenerateDataWarning); we fall back.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        low, high = run("BCa")
+    if math.isfinite(low) and math.isfinite(high):
+        return low, high
+    return run("percentile")
+
+
+def paired_p_value(diffs: Sequence[float], seed: int = 0, n_resamples: int = 9999) -> float:
+    """Two-sided sign-flip permutation p-value of mean(diffs) == 0 (scipy.stats.permutation_test).
+
+    Exact (all 2**n sign flips) when 2**n <= n_resamples, else seeded Monte Carlo.
+    All diffs zero gives 1.0; n < 2 gives nan.
+    """
+    d = np.asarray(diffs, dtype=float)
+    if d.size < 2:
+        return NAN
+    if np.all(d == 0):
+        return 1.0
+    res = stats.permutation_test((d,), _mean, permutation_type="samples", vectorized=True,
+                                 n_resamples=n_resamples, alternative="two-sided",
+                                 rng=np.random.default_rng(seed))
+    return float(res.pvalue)
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values in input order; NaNs stay NaN and do not count in m."""
+    p = np.asarray(p_values, dtype=float)
+    out = np.full(p.shape, NAN)
+    idx = np.flatnonzero(~np.isnan(p))
+    order = idx[np.argsort(p[idx], kind="stable")]
+    m = order.size
+    scaled = (m - np.arange(m)) * p[order]
+    out[order] = np.minimum(np.maximum.accumulate(scaled), 1.0)
+    return out.tolist()
+
+
+def paired_effect(unsteered: dict[str, list[float]], steered: dict[str, list[float]],
+                  seed: int = 0, confidence: float = 0.95) -> Effect:
+    """Steered minus unsteered, paired by prompt key, from per-prompt means of finite values.
+
+    `n_excluded` counts the non-finite values of every prompt on both sides. Prompts with a
+    finite value on one side only are not paired. No paired prompt gives n=0 and nan values.
+    """
+    base, dropped_u = per_prompt_means(unsteered)
+    steer, dropped_s = per_prompt_means(steered)
+    keys = sorted(base.keys() & steer.keys())
+    excluded = dropped_u + dropped_s
+    if not keys:
+        return Effect(0, excluded, NAN, NAN, NAN, NAN, NAN, NAN, NAN)
+    u = np.array([base[k] for k in keys])
+    s = np.array([steer[k] for k in keys])
+    mean_u, mean_s = float(u.mean()), float(s.mean())
+    diffs = s - u
+    low, high = bootstrap_ci(diffs, confidence=confidence, seed=seed)
+    return Effect(
+        n=len(keys), n_excluded=excluded, mean_unsteered=mean_u, mean_steered=mean_s,
+        diff=mean_s - mean_u, effect_size=hedges_g(u, s), ci_low=low, ci_high=high,
+        p_value=paired_p_value(diffs, seed=seed),
+    )
+
+
+def fluency_cost(unsteered: dict[str, list[float]], steered: dict[str, list[float]],
+                 seed: int = 0, confidence: float = 0.95) -> tuple[Effect, float]:
+    """`paired_effect` on log-perplexities, and the perplexity ratio exp(diff)."""
+    eff = paired_effect(unsteered, steered, seed=seed, confidence=confidence)
+    return eff, math.exp(eff.diff)
