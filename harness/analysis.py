@@ -82,12 +82,17 @@ def _summary(task: str, condition: str, metric: str, base: dict[str, list[float]
 
 
 def adjust(effects: list[EffectRecord]) -> list[EffectRecord]:
-    """Holm-correct the p-values across all metrics of a run and mark significance."""
-    adjusted = holm([e.p_value for e in effects])
-    return [
-        e.model_copy(update={"p_adjusted": p, "significant": bool(p < ALPHA)})
-        for e, p in zip(effects, adjusted, strict=True)
-    ]
+    """Holm-correct p-values and mark significance, in two families: the metrics a task
+    declares with an expected direction (the confirmatory tests of the run), and all other
+    metrics (exploratory: diversity, mention rates, ...), so extra metrics never dilute the
+    declared ones."""
+    out = list(effects)
+    for declared in (True, False):
+        idx = [i for i, e in enumerate(effects) if (e.expected_direction is not None) == declared]
+        adjusted = holm([effects[i].p_value for i in idx])
+        for i, p in zip(idx, adjusted, strict=True):
+            out[i] = effects[i].model_copy(update={"p_adjusted": p, "significant": bool(p < ALPHA)})
+    return out
 
 
 def headlines(

@@ -56,16 +56,16 @@ def hedges_g(unsteered: Sequence[float], steered: Sequence[float]) -> float:
     """Hedges' g of paired per-prompt means: the "g_av" of Lakens (2013).
 
     g = (mean(s) - mean(u)) / sqrt((var_u + var_s) / 2) * J, variances with ddof=1 and
-    J = 1 - 3 / (4 df - 1), df = n - 1 (so J = 0 at n = 2). The standardizer is the root
-    mean square of the two SDs; Lakens' d_av uses their plain mean, which differs slightly.
-    n < 2 gives nan; zero variance on both sides gives 0.0 or +-inf by the sign of the mean
+    J = 1 - 3 / (4 df - 1), df = n - 1. The standardizer is the root mean square of the two
+    SDs; Lakens' d_av uses their plain mean, which differs slightly. n < 3 gives nan (J is 0
+    at n = 2, which would read as "no effect"); zero variance on both sides gives 0.0 or +-inf by the sign of the mean
     difference.
     """
     u, s = np.asarray(unsteered, dtype=float), np.asarray(steered, dtype=float)
     if u.shape != s.shape:
         raise ValueError(f"unpaired inputs: {u.size} unsteered vs {s.size} steered")
     n = u.size
-    if n < 2:
+    if n < 3:
         return NAN
     diff = float(s.mean() - u.mean())
     var_u, var_s = float(u.var(ddof=1)), float(s.var(ddof=1))
@@ -161,4 +161,4 @@ def fluency_cost(unsteered: dict[str, list[float]], steered: dict[str, list[floa
                  seed: int = 0, confidence: float = 0.95) -> tuple[Effect, float]:
     """`paired_effect` on log-perplexities, and the perplexity ratio exp(diff)."""
     eff = paired_effect(unsteered, steered, seed=seed, confidence=confidence)
-    return eff, math.exp(eff.diff)
+    return eff, math.exp(min(eff.diff, 700.0))
