@@ -90,8 +90,10 @@ def read_baseline(path: Path) -> Baseline:
 
 
 def _comparable(task_config: dict[str, Any]) -> dict[str, Any]:
-    """The parts of a task's config that must match for a comparison to mean anything."""
-    return {k: task_config.get(k) for k in ("steering", "generation", "scorers", "headline", "prompts")}
+    """The parts of a task's config that define the measurement and must match for a
+    comparison to mean anything. The steering is what is under test, so it may differ;
+    so may seeds and sample counts (their noise is what the statistical verdict absorbs)."""
+    return {k: task_config.get(k) for k in ("generation", "scorers", "headline", "prompts")}
 
 
 def incomparable_reasons(run: RunResult, baseline: Baseline) -> list[str]:

@@ -1,0 +1,129 @@
+"""`harness run` end to end on a tiny random model: files, resume after a kill, cache keys."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.report.io import read_run
+from harness.runner import RunOptions, run
+from harness.store import read_jsonl
+from tests.conftest import save_tiny_model
+
+TASK = """\
+name: tiny_topic
+kind: topic
+prompts: [{prompts}]
+steering: {{method: actadd, layer: 1, coeff: {coeff}, positive: love, negative: hate}}
+generation: {{max_new_tokens: 6}}
+samples: 2
+scorers:
+  keywords: {{words: [love, tower, water]}}
+  perplexity: {{}}
+metrics: {{keywords.rate: increase}}
+headline: keywords.rate
+"""
+PROMPTS = ["I love the way", "The tower", "We talked about", "To see the", "In the morning",
+           "The light falls", "People flock to", "I hate you"]
+QUIET = RunOptions(progress=False)
+
+
+def write_task(folder: Path, coeff: float = 8.0, prompts: list[str] = PROMPTS) -> Path:
+    path = folder / "tiny_topic.yaml"
+    path.write_text(TASK.format(prompts=", ".join(json.dumps(p) for p in prompts), coeff=coeff))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory) -> Path:
+    return save_tiny_model("llama", tmp_path_factory.mktemp("tiny_runner"))
+
+
+def effects_of(folder: Path) -> list[dict]:
+    return json.loads((folder / "run.json").read_text())["effects"]
+
+
+def test_run_writes_every_file_and_all_fields(tiny_llama, tmp_path):
+    result = run(str(write_task(tmp_path)), tmp_path / "out", model=tiny_llama, options=QUIET)
+    out = tmp_path / "out"
+    for name in ("run.json", "samples.jsonl", "report.md", "report.html"):
+        assert (out / name).stat().st_size > 0, name
+    data = json.loads((out / "run.json").read_text())
+    assert data["schema_version"] == 1 and data["model"]["sha256"] and data["versions"]["torch"]
+    for field in ("task", "condition", "metric", "expected_direction", "n", "mean_unsteered",
+                  "mean_steered", "diff", "effect_size", "ci_low", "ci_high", "p_value",
+                  "p_adjusted", "significant"):
+        assert field in data["effects"][0]
+    assert {f["condition"] for f in data["fluency_cost"]} == {"steered"}
+    assert len(read_jsonl(out / "samples.jsonl")) == len(PROMPTS) * 2 * 2
+    assert result.headlines[0].metric == "keywords.rate"
+    run_back, samples = read_run(out)
+    assert run_back.effects == result.effects and len(samples) == len(PROMPTS) * 4
+
+
+def test_rerun_reuses_samples_and_changed_config_does_not(tiny_llama, tmp_path):
+    out = tmp_path / "out"
+    run(str(write_task(tmp_path)), out, model=tiny_llama, options=QUIET)
+    first = (out / "samples.jsonl").read_text()
+    run(str(write_task(tmp_path)), out, model=tiny_llama, options=QUIET)
+    assert (out / "samples.jsonl").read_text() == first  # nothing regenerated
+    run(str(write_task(tmp_path, coeff=2.0)), out, model=tiny_llama, options=QUIET)
+    keys = {r["key"].split(":")[0] for r in read_jsonl(out / "samples.jsonl")}
+    assert len(keys) == 1 and keys != {json.loads(first.splitlines()[0])["key"].split(":")[0]}
+
+
+def test_corrupt_trailing_line_is_dropped_and_regenerated(tiny_llama, tmp_path):
+    out = tmp_path / "out"
+    run(str(write_task(tmp_path)), out, model=tiny_llama, options=QUIET)
+    expected = effects_of(out)
+    lines = (out / "samples.jsonl").read_text().splitlines(keepends=True)
+    (out / "samples.jsonl").write_text("".join(lines[:5]) + lines[5][:17])
+    with pytest.warns(UserWarning, match="samples.jsonl:6"):
+        run(str(write_task(tmp_path)), out, model=tiny_llama, options=QUIET)
+    assert effects_of(out) == expected
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "harness", *args]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_run_resumes_to_the_same_effects(tiny_dir, tmp_path, sig):
+    task = write_task(tmp_path, prompts=PROMPTS * 3)
+    args = [str(task), "--model", str(tiny_dir), "--batch-size", "1"]
+    full, part = tmp_path / "full", tmp_path / "part"
+    subprocess.run(_cli("run", *args, "--out", str(full)), check=True, capture_output=True)
+    proc = subprocess.Popen(_cli("run", *args, "--out", str(part)), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (part / "samples.jsonl").exists() and (part / "samples.jsonl").read_text().count("\n") >= 10:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 130 and "rerun the same command to resume" in err
+    assert not (part / "run.json").exists()
+    assert not [p for p in part.iterdir() if p.name.endswith(".tmp")]
+    done = len(read_jsonl(part / "samples.jsonl"))
+    assert 10 <= done < len(PROMPTS) * 3 * 4
+    subprocess.run(_cli("run", *args, "--out", str(part)), check=True, capture_output=True)
+    assert effects_of(part) == effects_of(full)
+
+
+def test_second_run_on_a_locked_folder_refuses(tiny_llama, tmp_path):
+    from harness.errors import UserError
+    from harness.store import folder_lock
+
+    out = tmp_path / "out"
+    with folder_lock(out), pytest.raises(UserError, match=f"PID {os.getpid()}"):
+        run(str(write_task(tmp_path)), out, model=tiny_llama, options=QUIET)
