@@ -53,12 +53,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     from harness.models import load_model
     from harness.report.terminal import print_results
-    from harness.runner import RunOptions, run
+    from harness.runner import RunOptions, resolve_tasks, run
 
     options = RunOptions(samples=args.samples, max_new_tokens=args.max_new_tokens, seed=args.seed,
                          max_prompts=args.max_prompts, overrides=args.set or (),
                          batch_size=args.batch_size)
     out = Path(args.out or f"runs/{Path(args.target).stem}")
+    resolve_tasks(args.target, options)  # a bad task file fails before the model loads
     lm = load_model(args.model, dtype=args.dtype)
     result = run(args.target, out, model=lm, options=options)
     print_results(result)
@@ -112,10 +113,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from harness.check import Tolerance, compare, lines_as_json, print_check, read_baseline
     from harness.report.io import read_run
 
+    baseline = read_baseline(Path(args.baseline))
     run, _ = read_run(Path(args.run))
     tolerance = Tolerance(effect=args.effect_tolerance, fluency=args.fluency_tolerance)
     floors = {"min_effect": args.min_effect, "max_fluency_cost": args.max_fluency_cost}
-    status, lines, reasons = compare(run, read_baseline(Path(args.baseline)), tolerance, floors)
+    status, lines, reasons = compare(run, baseline, tolerance, floors)
     if args.json:
         print(lines_as_json(status, lines, reasons))
     else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from harness.engine import GenerationSettings
 from harness.models import HookPoint
@@ -31,8 +31,8 @@ class ActAddSpec(_Spec):
     method: Literal["actadd"] = "actadd"
     layer: int | None = Field(None, ge=0)
     coeff: float | None = Field(None, allow_inf_nan=False)
-    positive: str | None = None
-    negative: str | None = None
+    positive: str | None = Field(None, min_length=1)
+    negative: str | None = Field(None, min_length=1)
     additions: list[AdditionSpec] = Field(default_factory=list)
     use_bos: bool = True
     point: HookPoint = "resid"
@@ -102,7 +102,12 @@ class TaskSpec(_Spec):
         from harness.scorers import scorer_class
 
         for name, params in scorers.items():
-            scorer_class(name).Params.model_validate(params or {})
+            try:
+                scorer_class(name).Params.model_validate(params or {})
+            except ValidationError as err:
+                problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'params'}: {e['msg']}"
+                                     for e in err.errors())
+                raise ValueError(f"scorer '{name}': {problems}") from None
         return scorers
 
     @model_validator(mode="after")

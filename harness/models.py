@@ -210,7 +210,9 @@ def hook_module(model: nn.Module, layer: int, point: HookPoint = "resid") -> nn.
     """The module whose output is steered: a decoder block, or its attention or MLP."""
     blocks = decoder_blocks(model)
     if not 0 <= layer < len(blocks):
-        raise ValueError(f"layer {layer} is out of range: the model has {len(blocks)} layers (0-{len(blocks) - 1})")
+        raise UserError(
+            f"layer {layer} is out of range: the model has {len(blocks)} layers (0-{len(blocks) - 1})"
+        )
     block = blocks[layer]
     if point == "resid":
         return block

@@ -53,7 +53,8 @@ def known(kind: str = "task") -> list[str]:
 def is_suite(name: str) -> bool:
     path = Path(name)
     if path.suffix in (".yaml", ".yml"):
-        return "tasks" in (read_yaml(path)[0] or {})
+        data = read_yaml(path)[0] if path.is_file() else None
+        return isinstance(data, dict) and "tasks" in data
     return (TASKS_DIR / "suites" / f"{name}.yaml").is_file()
 
 
@@ -138,7 +139,21 @@ def load_task(name_or_path: str, overrides: Sequence[str] = ()) -> Task:
     prompts = load_prompts(spec.prompts, path, lines)
     if not prompts:
         raise UserError(f"{path}:{lines.get(('prompts',), 1)}: prompts: no prompts")
+    _check_fact_answers(spec, prompts, path, lines)
     return Task(spec, path, prompts)
+
+
+def _check_fact_answers(spec: TaskSpec, prompts: list[PromptRecord], path: Path,
+                        lines: dict[tuple[str, ...], int]) -> None:
+    """Fail at load, not after generation, when a fact prompt has no answers to compare."""
+    if "fact" not in spec.scorers:
+        return
+    defaults = spec.scorers["fact"] or {}
+    for i, p in enumerate(prompts):
+        if not (p.target or defaults.get("target")) or not (p.original or defaults.get("original")):
+            line = lines.get(("prompts", str(i)), lines.get(("prompts",), 1))
+            raise UserError(f"{path}:{line}: prompts.{i}: the fact scorer needs `target` and "
+                            f"`original` answers (on the prompt or in scorers.fact); found {p.text!r}")
 
 
 def load_suite(name_or_path: str) -> SuiteSpec:

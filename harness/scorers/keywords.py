@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from harness.scorers.base import Sample, Score, ScoringContext, unscorable
 
@@ -22,6 +22,17 @@ class KeywordParams(BaseModel):
     words: list[str] = Field(default_factory=list)
     patterns: list[str] = Field(default_factory=list)
 
+    @model_validator(mode="after")
+    def _something_to_count(self) -> KeywordParams:
+        if not self.words and not self.patterns:
+            raise ValueError("needs at least one of `words` or `patterns`")
+        for p in self.patterns:
+            try:
+                re.compile(p)
+            except re.error as err:
+                raise ValueError(f"pattern {p!r} is not a valid regular expression: {err}") from None
+        return self
+
 
 class KeywordScorer:
     """`rate`: topic words per 100 words of the completion; `any`: 1 if any topic word occurs."""
@@ -31,8 +42,6 @@ class KeywordScorer:
     Params = KeywordParams
 
     def __init__(self, params: KeywordParams):
-        if not params.words and not params.patterns:
-            raise ValueError("keywords scorer needs at least one of `words` or `patterns`")
         alternatives = [rf"\b{re.escape(w)}(?:s|es|ed|d|ing|er|ers)?\b" for w in params.words]
         alternatives += [f"(?:{p})" for p in params.patterns]
         self.pattern = re.compile("|".join(alternatives), re.IGNORECASE)

@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
+from harness.errors import UserError
 from harness.models import HookPoint, LoadedModel
 from harness.steering.base import Intervention, Steering
 from harness.steering.hooks import capture_outputs
 from harness.tokens import encode, space_token_id
+
+MAX_LENGTH_RATIO = 2.0
+
+
+class ContrastLengthWarning(UserWarning):
+    """Contrast prompts of very different token lengths (ActAdd pads them with spaces)."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +44,11 @@ def contrast_token_ids(lm: LoadedModel, texts: Sequence[str], use_bos: bool = Tr
     """Tokenize contrast prompts and pad them on the right with spaces to one length (as the paper)."""
     ids = [encode(lm.tokenizer, text, use_bos) for text in texts]
     width = max(len(t) for t in ids)
+    if width > MAX_LENGTH_RATIO * min(len(t) for t in ids):
+        lengths = ", ".join(f"{text!r}: {len(t)}" for text, t in zip(texts, ids, strict=True))
+        warnings.warn(f"contrast prompts differ in token length ({lengths}); the shorter ones are "
+                      "padded with spaces, which then carry part of the vector",
+                      ContrastLengthWarning, stacklevel=2)
     space = space_token_id(lm.tokenizer)
     return [t + [space] * (width - len(t)) for t in ids]
 
@@ -57,7 +70,7 @@ def build_actadd(
         raise ValueError("ActAdd needs at least one addition")
     for add in additions:
         if not add.text.strip():
-            raise ValueError(f"empty contrast text in addition at layer {add.layer}")
+            raise UserError(f"empty contrast text in the addition at layer {add.layer}")
     ids = torch.tensor(contrast_token_ids(lm, [a.text for a in additions], use_bos), device=lm.device)
     sites = [(a.layer, point) for a in additions]
     acts = capture_outputs(lm.model, sites, input_ids=ids, attention_mask=torch.ones_like(ids))
