@@ -1,0 +1,38 @@
+"""VADER lexicon sentiment: the rule-based compound polarity in [-1, 1]."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pydantic import BaseModel, ConfigDict
+
+from harness.scorers.base import Sample, Score, ScoringContext, unscorable
+
+
+class VaderParams(BaseModel):
+    """VADER takes no parameters."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class VaderScorer:
+    """`compound`: VADER's normalised polarity; the pos/neu/neg proportions go in `detail`."""
+
+    name = "vader"
+    metrics = ("compound",)
+    Params = VaderParams
+
+    def __init__(self, params: VaderParams):
+        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+        self.analyzer = SentimentIntensityAnalyzer()
+
+    def score(self, samples: Sequence[Sample], ctx: ScoringContext) -> list[Score]:
+        return [self._score_one(s.completion) for s in samples]
+
+    def _score_one(self, text: str) -> Score:
+        if not text.strip():
+            return unscorable(self.metrics, "empty completion")
+        polarity = self.analyzer.polarity_scores(text)
+        detail = {k: polarity[k] for k in ("pos", "neu", "neg")}
+        return Score({"compound": float(polarity["compound"])}, detail=detail)
