@@ -56,6 +56,7 @@ th{text-align:left;background:#f0f2f5;font-weight:600;padding:6px 8px;
 border-bottom:2px solid var(--line);white-space:nowrap}
 td{padding:6px 8px;border-bottom:1px solid var(--line);vertical-align:top}
 tr:nth-child(even) td{background:#fafbfc}
+td.num{white-space:nowrap}.ci{display:block;color:var(--muted);font-size:11.5px}
 .badge{display:inline-block;border-radius:10px;padding:1px 9px;font-weight:600;white-space:nowrap;
 font-size:12px}
 .badge.ok{background:#e3f4e8;color:var(--ok)}.badge.bad{background:#fde5e5;color:var(--bad)}
@@ -85,10 +86,14 @@ def _img(data: bytes, alt: str, caption: str) -> str:
     )
 
 
-def _cell(text: str) -> str:
-    if text in _VERDICTS:
+def _cell(column: str, text: str) -> str:
+    """A table cell: verdicts as badges, "value [low, high]" with the CI small below."""
+    if column == "verdict" and text in _VERDICTS:
         cls, words = _VERDICTS[text]
         return f'<td><span class="badge {cls}">{escape(words)}</span></td>'
+    value, bracket, ci = text.partition(" [")
+    if bracket and text.endswith("]"):
+        return f'<td class="num">{escape(value)}<span class="ci">[{escape(ci)}</span></td>'
     return f"<td>{escape(text)}</td>"
 
 
@@ -96,7 +101,10 @@ def _table(columns: list[str], rows: list[list[str]]) -> str:
     if not rows:
         return '<p class="legend">none</p>'
     head = "".join(f"<th>{escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(_cell(c) for c in row) + "</tr>" for row in rows)
+    body = "".join(
+        "<tr>" + "".join(_cell(col, c) for col, c in zip(columns, row, strict=True)) + "</tr>"
+        for row in rows
+    )
     return (
         f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
         f"<tbody>{body}</tbody></table></div>"
@@ -239,9 +247,9 @@ def render_html(
 ) -> str:
     """The whole run as one self-contained HTML page."""
     legend = (
-        '<p class="legend">Verdicts use Holm-adjusted p &lt; 0.05; CIs are 95% bootstrap intervals '
-        "paired by prompt; Hedges g is nan below 3 prompts. Δ logppl &gt; 0 means the steered "
-        "completions are less fluent under the judge.</p>"
+        '<p class="legend">↑/↓ = expected direction. Verdicts use Holm-adjusted p &lt; 0.05; '
+        "CIs are 95% bootstrap intervals paired by prompt; Hedges g is nan below 3 prompts. "
+        "Δ logppl &gt; 0 means the steered completions are less fluent under the judge.</p>"
     )
     shading = (
         '<p class="legend">Completion tokens are shaded by their surprisal −log p under the judge '

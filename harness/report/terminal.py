@@ -7,6 +7,7 @@ import math
 
 from rich import box
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -178,6 +179,18 @@ def _table(title: str, columns: list[str], rows: list[list[str]]) -> Table:
     return table
 
 
+def _print_wide(console: Console, table: Table) -> None:
+    """Print `table` at least at its natural width: a narrow console (or a pipe, 80 columns)
+    would otherwise squeeze the name columns away."""
+    natural = Measurement.get(console, console.options.update_width(1000), table).maximum
+    width = console.width
+    console.width = max(width, natural)
+    try:
+        console.print(table)
+    finally:
+        console.width = width
+
+
 def print_results(run: RunResult, console: Console | None = None) -> None:
     """Headline table, the other metrics, flagged samples and notes of a run."""
     console = console or Console()
@@ -187,12 +200,13 @@ def print_results(run: RunResult, console: Console | None = None) -> None:
             f"steering run: {run.config.get('target', '?')} · model {model} · "
             f"config {run.config_hash}",
             style="bold",
-        )
+        ),
+        soft_wrap=True,
     )
-    console.print(_table("Headline effects", HEADLINE_COLUMNS, headline_rows(run)))
+    _print_wide(console, _table("Headline effects", HEADLINE_COLUMNS, headline_rows(run)))
     others = effect_rows(run, headlines=False)
     if others:
-        console.print(_table("Other metrics", EFFECT_COLUMNS, others))
+        _print_wide(console, _table("Other metrics", EFFECT_COLUMNS, others))
     console.print(Text(LEGEND, style="dim"))
     if run.flagged_samples:
         console.print(
