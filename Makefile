@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/harness generate --prompt "I hate you because" --add "6:+4:Love" --add "6:-4:Hate" -n 3
+	$(BIN)/harness run quick --out runs/demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" -q

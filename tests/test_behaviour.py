@@ -1,0 +1,66 @@
+"""Steering moves the metric it should on the real embedded model; coefficient 0 is null."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from harness.engine import GenerationSettings, generate
+from harness.runner import RunOptions, run
+from harness.scorers import make_scorer
+from harness.scorers.base import Sample, ScoringContext
+from harness.steering.build import build_steering
+from harness.tasks import load_task
+
+
+def _mean_scores(lm, task_name: str, scorer: str, metric: str, *, prompts: int, samples: int,
+                 tokens: int, seed: int = 0, params: dict | None = None) -> dict[str, float]:
+    task = load_task(task_name)
+    conds = {"unsteered": None, "steered": build_steering(lm, task.spec.steering)}
+    texts = [p.text for p in task.prompts[:prompts]]
+    gens = generate(lm, texts, conds, GenerationSettings(max_new_tokens=tokens), samples=samples,
+                    seed=seed)
+    scores = make_scorer(scorer, params or task.spec.scorers[scorer]).score(
+        [Sample(g.row.prompt, g.completion, g.row.condition) for g in gens], ScoringContext())
+    return {c: float(np.nanmean([s.values[metric] for g, s in zip(gens, scores, strict=True)
+                                 if g.row.condition == c])) for c in conds}
+
+
+def test_love_hate_raises_vader_compound_over_seeds(smollm):
+    for seed in (0, 1):
+        means = _mean_scores(smollm, "love_hate", "vader", "compound", prompts=12, samples=2,
+                             tokens=20, seed=seed, params={})
+        assert means["steered"] > means["unsteered"] + 0.15, (seed, means)
+
+
+def test_weddings_vector_raises_wedding_word_rate(smollm):
+    means = _mean_scores(smollm, "weddings", "keywords", "any", prompts=16, samples=2, tokens=30)
+    assert means["steered"] > means["unsteered"] + 0.1, means
+
+
+def test_eiffel_vector_moves_probes_toward_rome_and_spares_neighbours(smollm):
+    task = load_task("eiffel_rome")
+    steering = build_steering(smollm, task.spec.steering)
+    samples = [Sample(p.text, "", c, meta=p.model_dump(exclude_none=True))
+               for p in task.prompts for c in ("unsteered", "steered")]
+    ctx = ScoringContext(lm=smollm, steerings={"unsteered": None, "steered": steering})
+    scores = make_scorer("fact").score(samples, ctx)
+    margin = {(s.prompt, s.condition): sc.values for s, sc in zip(samples, scores, strict=True)}
+    probes = [p.text for p in task.prompts if p.group == "probe"]
+    moved = [margin[(p, "steered")]["margin"] - margin[(p, "unsteered")]["margin"] for p in probes]
+    assert sum(m > 0 for m in moved) >= len(probes) - 1 and np.mean(moved) > 0.5, moved
+    neighbours = [p.text for p in task.prompts if p.group == "neighbourhood"]
+    kept = [margin[(p, "steered")]["specificity"] for p in neighbours]
+    assert np.mean(kept) >= 0.75, kept
+
+
+def test_coefficient_zero_is_not_reported_significant(smollm, tmp_path):
+    options = RunOptions(progress=False, max_prompts=8, samples=2, max_new_tokens=12,
+                         overrides=["steering.coeff=0"])
+    result = run("love_hate", tmp_path / "null", model=smollm, options=options)
+    assert result.effects and not any(e.significant for e in result.effects)
+    for e in result.effects:
+        assert e.diff == 0 or math.isnan(e.diff)
+    (cost,) = result.fluency_cost
+    assert cost.ci_low <= 0 <= cost.ci_high and cost.ppl_ratio == 1.0
