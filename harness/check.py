@@ -178,7 +178,7 @@ def print_check(status: int, lines: list[Line], reasons: list[str], console: Any
     from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
+    console = console or Console(width=max(Console().width, 130))  # pipes default to 80
     if status == INCOMPARABLE:
         console.print("[bold red]cannot compare[/]: " + "; ".join(reasons))
         return

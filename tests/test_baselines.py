@@ -1,0 +1,18 @@
+"""Our own CI check: the quick suite on the embedded model holds against the committed baseline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.check import HOLDS, compare, read_baseline
+from harness.runner import RunOptions, run
+
+BASELINE = Path(__file__).resolve().parent.parent / "results/baselines/smollm2-135m/quick.json"
+
+
+def test_quick_suite_holds_against_committed_baseline(smollm, tmp_path):
+    result = run("quick", tmp_path / "quick", model=smollm, options=RunOptions(progress=False))
+    status, lines, reasons = compare(result, read_baseline(BASELINE))
+    assert status == HOLDS, (reasons, [line for line in lines if line.verdict != "holds"])
+    for head in result.headlines:  # the demo's promise: every quick task moves as expected
+        assert head.moved_as_expected, head
