@@ -1,6 +1,6 @@
 """harness: measure what activation steering does to a language model."""
 
-from harness.engine import GenerationSettings, Generation, generate
+from harness.engine import Generation, GenerationSettings, generate
 from harness.models import LoadedModel, load_model
 from harness.steering.actadd import Addition, build_actadd
 from harness.steering.base import Intervention, Steering

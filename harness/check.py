@@ -103,7 +103,8 @@ def incomparable_reasons(run: RunResult, baseline: Baseline) -> list[str]:
         reasons.append(f"different tasks: run has {sorted(tasks_now)}, baseline {sorted(tasks_base)}")
     for key in ("name", "sha256"):
         if run.model.get(key) != baseline.model.get(key):
-            reasons.append(f"different model {key}: run {run.model.get(key)}, baseline {baseline.model.get(key)}")
+            reasons.append(f"different model {key}: run {run.model.get(key)}, "
+                           f"baseline {baseline.model.get(key)}")
     for name in sorted(tasks_now & tasks_base):
         now, base = _comparable(run.config["tasks"][name]), baseline.task_configs[name]
         changed = [k for k in base if now.get(k) != base[k]]
@@ -141,7 +142,8 @@ def compare(run: RunResult, baseline: Baseline, tolerance: Tolerance | None = No
         now = next((h for h in run.headlines if (h.task, h.condition) == (base.task, base.condition)), None)
         if now is None:
             return INCOMPARABLE, [], [f"run has no condition {base.condition} of task {base.task}"]
-        task_floors = {**baseline.floors.get(base.task, {}), **{k: v for k, v in (floors or {}).items() if v is not None}}
+        given = {k: v for k, v in (floors or {}).items() if v is not None}
+        task_floors = {**baseline.floors.get(base.task, {}), **given}
         sign = 1.0 if base.expected_direction == "increase" else -1.0
         key = (base.task, base.condition, base.metric)
         delta, low, high = _paired_delta(summary[key], base_summary[key], tol.confidence)
@@ -160,8 +162,8 @@ def compare(run: RunResult, baseline: Baseline, tolerance: Tolerance | None = No
             verdict, reason = "holds", ""
             if low > tol.fluency:
                 verdict, reason = "regression", "fluency cost significantly larger than baseline"
-            elif task_floors.get("max_fluency_cost") is not None and f_now.diff > task_floors["max_fluency_cost"]:
-                verdict, reason = "regression", f"fluency cost above max_fluency_cost {task_floors['max_fluency_cost']}"
+            elif (ceiling := task_floors.get("max_fluency_cost")) is not None and f_now.diff > ceiling:
+                verdict, reason = "regression", f"fluency cost above max_fluency_cost {ceiling}"
             lines.append(Line(base.task, base.condition, "fluency cost (Δ log-ppl)", f_base.diff,
                               f_now.diff, delta, low, high, verdict, reason))
     status = REGRESSION if any(line.verdict == "regression" for line in lines) else HOLDS

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -119,9 +120,21 @@ def _run_locked(target: str, out: Path, tasks: list[Task], pool: ModelPool,
         tasks=infos, effects=effects, fluency_cost=fluency,
         headlines=analysis.headlines([t.spec for t in tasks], effects, fluency),
         per_prompt=summaries, flagged_samples=sum(1 for r in records if r.flagged),
+        notes=_notes(records),
     )
     _write_run(out, result, records, pool.lm)
     return result
+
+
+def _notes(records: list[SampleRecord]) -> list[str]:
+    """What a reader must know about excluded samples and values."""
+    notes = []
+    flagged = [r for r in records if r.flagged]
+    if flagged:
+        notes.append(f"{len(flagged)} samples flagged and excluded from statistics "
+                     f"({'; '.join(sorted({r.flagged for r in flagged if r.flagged}))})")
+        print(f"warning: {notes[-1]}", file=sys.stderr)
+    return notes
 
 
 def _resolved(task: Task) -> dict[str, Any]:

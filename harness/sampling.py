@@ -60,7 +60,8 @@ class RowSeededSampler(LogitsProcessor):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         probs = torch.softmax(self.warp(input_ids, scores).float(), dim=-1).cpu()
-        picks = [int(torch.multinomial(p, 1, generator=g)) for p, g in zip(probs, self.generators, strict=True)]
+        rows = zip(probs, self.generators, strict=True)
+        picks = [int(torch.multinomial(p, 1, generator=g)) for p, g in rows]
         out = torch.full_like(scores, float("-inf"))
         out[torch.arange(len(picks)), torch.tensor(picks, device=scores.device)] = 0.0
         return out

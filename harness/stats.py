@@ -58,8 +58,8 @@ def hedges_g(unsteered: Sequence[float], steered: Sequence[float]) -> float:
     g = (mean(s) - mean(u)) / sqrt((var_u + var_s) / 2) * J, variances with ddof=1 and
     J = 1 - 3 / (4 df - 1), df = n - 1. The standardizer is the root mean square of the two
     SDs; Lakens' d_av uses their plain mean, which differs slightly. n < 3 gives nan (J is 0
-    at n = 2, which would read as "no effect"); zero variance on both sides gives 0.0 or +-inf by the sign of the mean
-    difference.
+    at n = 2, which would read as "no effect"); zero variance on both sides gives 0.0 or
+    +-inf by the sign of the mean difference.
     """
     u, s = np.asarray(unsteered, dtype=float), np.asarray(steered, dtype=float)
     if u.shape != s.shape:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from pathlib import Path
@@ -77,8 +78,8 @@ TASK_CASES = [
      {"p.jsonl": b'{"prompt": "a"}\n'}, [], ["p.jsonl:1", "no field 'text'", "prompt"]),
     ("no prompts", edit(GOOD, "  - I hate you because", "  []").replace("prompts:\n  []", "prompts: []"),
      {}, [], ["prompts", "no prompts"]),
-    ("fact prompt without answers", edit(edit(GOOD, "vader: {}", "fact: {}"),
-                                         "vader.compound", "fact.margin").replace("vader.compound", "fact.margin"),
+    ("fact prompt without answers",
+     edit(GOOD, "vader: {}", "fact: {}").replace("vader.compound", "fact.margin"),
      {}, [], ["prompts.0", "target", "original"]),
     ("bad --set", GOOD, {}, ["--set", "steering.layer"], ["bad --set", "FIELD.PATH=VALUE"]),
     ("--set wrong type", GOOD, {}, ["--set", "steering.layer=four"], ["steering.layer", "'four'"]),
@@ -163,7 +164,5 @@ def test_arbitrary_yaml_only_ever_raises_user_error(doc, tmp_path):
 
     path = Path(tmp_path) / "fuzz.yaml"
     path.write_text(yaml.safe_dump(doc))
-    try:
+    with contextlib.suppress(UserError):
         load_task(str(path))
-    except UserError:
-        pass

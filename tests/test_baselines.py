@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from harness.check import HOLDS, compare, read_baseline
 from harness.runner import RunOptions, run
 
 BASELINE = Path(__file__).resolve().parent.parent / "results/baselines/smollm2-135m/quick.json"
 
 
+@pytest.mark.slow  # ~3 min; .ci/run runs the same check through the CLI
 def test_quick_suite_holds_against_committed_baseline(smollm, tmp_path):
     result = run("quick", tmp_path / "quick", model=smollm, options=RunOptions(progress=False))
     status, lines, reasons = compare(result, read_baseline(BASELINE))

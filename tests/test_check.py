@@ -16,8 +16,6 @@ from harness.report.schema import PromptSummary, RunResult
 from harness.runner import RunOptions, run
 from tests.test_runner import QUIET, write_task
 
-SMALL = RunOptions(progress=False, max_prompts=12, samples=2, max_new_tokens=16)
-
 
 @pytest.fixture(scope="module")
 def tiny_run(tiny_llama, tmp_path_factory) -> tuple[Path, RunResult]:
@@ -89,7 +87,8 @@ def test_different_tasks_or_prompts_cannot_be_compared(tiny_run, tmp_path, capsy
     assert main(["check", str(out), "--baseline", str(tmp_path / "b.json")]) == 2
     assert "different tasks" in capsys.readouterr().out
     changed = json.loads((out / "run.json").read_text())
-    changed["config"]["tasks"]["tiny_topic"]["prompts"] = changed["config"]["tasks"]["tiny_topic"]["prompts"][:3]
+    config = changed["config"]["tasks"]["tiny_topic"]
+    config["prompts"] = config["prompts"][:3]
     status, _, reasons = compare(RunResult.model_validate(changed), make_baseline(result))
     assert status == INCOMPARABLE and "prompts" in reasons[0]
 
@@ -103,8 +102,7 @@ def test_summaries_pair_by_prompt(tiny_run):
 # Real model: the behaviour the check exists for.
 
 def _love_hate(smollm, out: Path, *sets: str, seed: int | None = None) -> RunResult:
-    options = RunOptions(progress=False, max_prompts=12, samples=2, max_new_tokens=16, seed=seed,
-                         overrides=sets)
+    options = RunOptions(progress=False, samples=4, max_new_tokens=16, seed=seed, overrides=sets)
     return run("love_hate", out, model=smollm, options=options)
 
 
@@ -124,7 +122,8 @@ def test_real_coefficient_zero_fails_and_names_task_and_metric(smollm, love_base
     assert "love_hate" in out and "sentiment.p_positive" in out and "REGRESSION" in out
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", [1, pytest.param(2, marks=pytest.mark.slow),
+                                  pytest.param(3, marks=pytest.mark.slow)])
 def test_real_reseeded_runs_do_not_fail_each_other(smollm, love_baseline, tmp_path, seed):
     base, _ = love_baseline
     status, lines, _ = compare(_love_hate(smollm, tmp_path / "again", seed=seed), base)
@@ -134,7 +133,7 @@ def test_real_reseeded_runs_do_not_fail_each_other(smollm, love_baseline, tmp_pa
 def test_pytest_plugin_passes_on_baseline_and_fails_on_broken_config(love_baseline, tmp_path):
     _, path = love_baseline
     (tmp_path / "test_user.py").write_text(textwrap.dedent(f"""
-        KW = dict(max_prompts=12, samples=2, max_new_tokens=16)
+        KW = dict(samples=4, max_new_tokens=16)
 
         def test_holds(steering_check):
             steering_check("love_hate", baseline={str(path)!r}, **KW)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -127,3 +128,33 @@ def test_second_run_on_a_locked_folder_refuses(tiny_llama, tmp_path):
     out = tmp_path / "out"
     with folder_lock(out), pytest.raises(UserError, match=f"PID {os.getpid()}"):
         run(str(write_task(tmp_path)), out, model=tiny_llama, options=QUIET)
+
+
+def test_two_concurrent_runs_on_one_folder_never_interleave(tiny_dir, tmp_path):
+    task = write_task(tmp_path, prompts=PROMPTS * 3)
+    cmd = _cli("run", str(task), "--model", str(tiny_dir), "--batch-size", "1", "--out", str(tmp_path / "o"))
+    procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 2], results
+    assert "in use by another run (PID" in next(err for code, err in results if code == 2)
+    lines = (tmp_path / "o" / "samples.jsonl").read_text().splitlines()
+    assert len(lines) == len(PROMPTS) * 3 * 4 and all(json.loads(line)["key"] for line in lines)
+
+
+def test_flagged_samples_are_excluded_and_noted(tiny_llama, tmp_path, monkeypatch):
+    import harness.engine as engine
+
+    real = engine._generate_batch
+
+    def poisoned(*args, **kwargs):
+        gens = real(*args, **kwargs)
+        return [g if g.row.prompt != PROMPTS[0] or g.row.condition != "steered"
+                else dataclasses.replace(g, flagged="non-finite logits") for g in gens]
+
+    monkeypatch.setattr(engine, "_generate_batch", poisoned)
+    result = run(str(write_task(tmp_path)), tmp_path / "out", model=tiny_llama, options=QUIET)
+    assert result.flagged_samples == 2 and "2 samples flagged" in result.notes[0]
+    rate = next(e for e in result.effects if e.metric == "keywords.rate")
+    assert rate.n == len(PROMPTS) - 1 and rate.n_excluded >= 2  # + empty completions

@@ -43,8 +43,8 @@ def test_keywords_needs_words_or_patterns():
 
 
 def test_diversity_distinct_n_on_crafted_text():
-    assert distinct_n("a b a b".split(), 1) == 0.5
-    assert distinct_n("a b a b".split(), 2) == pytest.approx(2 / 3)
+    assert distinct_n(["a", "b", "a", "b"], 1) == 0.5
+    assert distinct_n(["a", "b", "a", "b"], 2) == pytest.approx(2 / 3)
     (v,) = _texts(make_scorer("diversity"), ["the cat the cat the cat"])
     assert v == {"distinct1": pytest.approx(2 / 6), "distinct2": pytest.approx(2 / 5)}
     (empty,) = make_scorer("diversity").score([Sample("p", "", "u")], CTX)

@@ -30,7 +30,8 @@ class Intervention:
     def __post_init__(self) -> None:
         want = 2 if self.positions == "prefix" else 1
         if self.vector.dim() != want:
-            raise ValueError(f"{self.positions} intervention needs a {want}-d vector, got {tuple(self.vector.shape)}")
+            raise ValueError(f"{self.positions} intervention needs a {want}-d vector, "
+                             f"got {tuple(self.vector.shape)}")
         if not torch.isfinite(self.vector).all():
             raise ValueError(f"steering vector at layer {self.layer} has NaN or inf entries")
 
