@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-all lint bench clean
+.PHONY: setup demo test test-all lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -28,9 +28,6 @@ test-all: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check harness tests
-
-bench: $(STAMP)
-	$(BIN)/harness bench
 
 clean:
 	rm -rf $(VENV) runs
