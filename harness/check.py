@@ -180,7 +180,9 @@ def print_check(status: int, lines: list[Line], reasons: list[str], console: Any
     from rich.console import Console
     from rich.table import Table
 
-    console = console or Console(width=max(Console().width, 130))  # pipes default to 80
+    from harness.report.terminal import print_wide
+
+    console = console or Console()
     if status == INCOMPARABLE:
         console.print("[bold red]cannot compare[/]: " + "; ".join(reasons))
         return
@@ -192,5 +194,5 @@ def print_check(status: int, lines: list[Line], reasons: list[str], console: Any
         table.add_row(line.task, line.condition, line.what, f"{line.baseline:+.3f}", f"{line.now:+.3f}",
                       f"{line.diff:+.3f} [{line.ci_low:+.3f}, {line.ci_high:+.3f}]",
                       f"[{style}]{line.verdict}[/] {line.reason}")
-    console.print(table)
+    print_wide(console, table)
     console.print("[bold red]REGRESSION[/]" if status == REGRESSION else "[bold green]holds[/]")

@@ -59,9 +59,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
                          max_prompts=args.max_prompts, overrides=args.set or (),
                          batch_size=args.batch_size)
     out = Path(args.out or f"runs/{Path(args.target).stem}")
-    resolve_tasks(args.target, options)  # a bad task file fails before the model loads
+    tasks = resolve_tasks(args.target, options)  # a bad task file fails before the model loads
     lm = load_model(args.model, dtype=args.dtype)
-    result = run(args.target, out, model=lm, options=options)
+    result = run(args.target, out, model=lm, options=options, tasks=tasks)
     print_results(result)
     print(f"wrote {out / 'run.json'}, {out / 'samples.jsonl'}, {out / 'report.md'}, {out / 'report.html'}")
     return 0

@@ -83,10 +83,13 @@ def task_hash(task: Task, lm: LoadedModel) -> str:
 
 
 def run(target: str, out: Path, *, model: str | LoadedModel = "smollm2-135m",
-        options: RunOptions | None = None) -> RunResult:
-    """Run a task or suite end to end and write run.json, samples.jsonl and the reports."""
+        options: RunOptions | None = None, tasks: list[Task] | None = None) -> RunResult:
+    """Run a task or suite end to end and write run.json, samples.jsonl and the reports.
+
+    `tasks`: the already resolved tasks of `target` (resolved here when not given).
+    """
     options = options or RunOptions()
-    tasks = resolve_tasks(target, options)
+    tasks = tasks if tasks is not None else resolve_tasks(target, options)
     pool = ModelPool(model if isinstance(model, LoadedModel) else load_model(model))
     with folder_lock(out):
         return _run_locked(target, out, tasks, pool, options)

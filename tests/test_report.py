@@ -108,40 +108,19 @@ def make_samples() -> list[SampleRecord]:
     return out
 
 
+def _fluency(task: str, diff: float, low: float, high: float, p: float) -> FluencyRecord:
+    return FluencyRecord(task=task, condition="steered", judge="generation model", n=3,
+                         mean_unsteered=3.0, mean_steered=3.0 + diff, diff=diff, ci_low=low,
+                         ci_high=high, p_value=p, ppl_ratio=math.exp(diff))
+
+
 def make_run() -> RunResult:
     effects = [
         _effect("love_hate", "vader.compound", 0.42, 0.21, 0.6, 0.012, headline=True, g=1.234),
         _effect("weddings", "keywords.rate", -0.05, -0.08, -0.02, 0.003, headline=True),
         _effect("weddings", "diversity.distinct2", 0.02, NAN, NAN, 0.7, direction=None, g=NAN),
     ]
-    fluency = [
-        FluencyRecord(
-            task="love_hate",
-            condition="steered",
-            judge="generation model",
-            n=3,
-            mean_unsteered=3.0,
-            mean_steered=3.4,
-            diff=0.4,
-            ci_low=0.1,
-            ci_high=0.7,
-            p_value=0.02,
-            ppl_ratio=math.exp(0.4),
-        ),
-        FluencyRecord(
-            task="weddings",
-            condition="steered",
-            judge="generation model",
-            n=3,
-            mean_unsteered=3.0,
-            mean_steered=2.9,
-            diff=-0.1,
-            ci_low=NAN,
-            ci_high=NAN,
-            p_value=NAN,
-            ppl_ratio=math.exp(-0.1),
-        ),
-    ]
+    fluency = [_fluency("love_hate", 0.4, 0.1, 0.7, 0.02), _fluency("weddings", -0.1, NAN, NAN, NAN)]
     headlines = [
         Headline(
             task=e.task,

@@ -179,7 +179,7 @@ def _table(title: str, columns: list[str], rows: list[list[str]]) -> Table:
     return table
 
 
-def _print_wide(console: Console, table: Table) -> None:
+def print_wide(console: Console, table: Table) -> None:
     """Print `table` at least at its natural width: a narrow console (or a pipe, 80 columns)
     would otherwise squeeze the name columns away."""
     natural = Measurement.get(console, console.options.update_width(1000), table).maximum
@@ -203,10 +203,10 @@ def print_results(run: RunResult, console: Console | None = None) -> None:
         ),
         soft_wrap=True,
     )
-    _print_wide(console, _table("Headline effects", HEADLINE_COLUMNS, headline_rows(run)))
+    print_wide(console, _table("Headline effects", HEADLINE_COLUMNS, headline_rows(run)))
     others = effect_rows(run, headlines=False)
     if others:
-        _print_wide(console, _table("Other metrics", EFFECT_COLUMNS, others))
+        print_wide(console, _table("Other metrics", EFFECT_COLUMNS, others))
     console.print(Text(LEGEND, style="dim"))
     if run.flagged_samples:
         console.print(
