@@ -53,17 +53,59 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     from harness.models import load_model
     from harness.report.terminal import print_results
-    from harness.runner import RunOptions, resolve_tasks, run
+    from harness.runner import resolve_tasks, run
 
-    options = RunOptions(samples=args.samples, max_new_tokens=args.max_new_tokens, seed=args.seed,
-                         max_prompts=args.max_prompts, overrides=args.set or (),
-                         batch_size=args.batch_size)
+    options = _run_options(args)
     out = Path(args.out or f"runs/{Path(args.target).stem}")
     tasks = resolve_tasks(args.target, options)  # a bad task file fails before the model loads
     lm = load_model(args.model, dtype=args.dtype)
     result = run(args.target, out, model=lm, options=options, tasks=tasks)
     print_results(result)
     print(f"wrote {out / 'run.json'}, {out / 'samples.jsonl'}, {out / 'report.md'}, {out / 'report.html'}")
+    return 0
+
+
+def _run_options(args: argparse.Namespace):  # noqa: ANN202 (RunOptions; imported lazily)
+    from harness.runner import RunOptions
+
+    return RunOptions(samples=args.samples, max_new_tokens=args.max_new_tokens, seed=args.seed,
+                      max_prompts=args.max_prompts, overrides=args.set or (),
+                      batch_size=args.batch_size, method=args.method)
+
+
+def _numbers(text: str, kind: type) -> tuple:  # noqa: ANN001
+    try:
+        return tuple(kind(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise UserError(f"bad list {text!r}: expected comma-separated {kind.__name__}s, e.g. 2,4,6") from None
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from harness.models import load_model
+    from harness.report.io import read_run
+    from harness.report.sweep_report import print_sweep, write_sweep_reports
+    from harness.runner import resolve_tasks
+    from harness.sweep import SweepGrid, run_sweep
+    from harness.sweep_analysis import summarize_sweep
+    from harness.tasks import is_suite
+
+    grid = SweepGrid(_numbers(args.layers, int), _numbers(args.coeffs, float), args.coeff_unit)
+    options = _run_options(args)
+    if is_suite(args.task):
+        raise UserError(f"sweep takes one task, not the suite '{args.task}'")
+    (task,) = resolve_tasks(args.task, options)
+    out = Path(args.out or f"runs/sweep-{task.name}")
+    lm = load_model(args.model, dtype=args.dtype)
+    run_sweep(task, out, lm, grid, options)
+    run, samples = read_run(out)
+    budget = args.max_fluency_cost if args.max_fluency_cost is not None else task.spec.max_fluency_cost
+    summary = summarize_sweep(run, samples, task.name, max_fluency_cost=budget, select_on=args.select_on,
+                              seed=task.spec.seed)
+    write_sweep_reports(summary, out)
+    print_sweep(summary)
+    print(f"wrote {out / 'sweep.md'}, {out / 'sweep.html'}, {out / 'sweep.json'}, {out / 'run.json'}")
     return 0
 
 
@@ -143,6 +185,17 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
+def _add_task_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--samples", type=int, help="samples per prompt and condition")
+    p.add_argument("--max-new-tokens", type=int)
+    p.add_argument("--max-prompts", type=int, help="use only the first N prompts of each task")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--method", help="steer with the task's `methods:` entry of this name "
+                   "(e.g. mean_diff, prompting) instead of its `steering:`")
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                   help="override a task field, e.g. steering.layer=4 (repeatable)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
@@ -163,14 +216,24 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a task or suite: samples, scores, effects, reports")
     run.add_argument("target", help="task or suite name (e.g. quick, love_hate) or a YAML path")
     run.add_argument("--out", help="run folder (default runs/TARGET); rerun to resume")
-    run.add_argument("--samples", type=int, help="samples per prompt and condition")
-    run.add_argument("--max-new-tokens", type=int)
-    run.add_argument("--max-prompts", type=int, help="use only the first N prompts of each task")
-    run.add_argument("--batch-size", type=int)
-    run.add_argument("--set", action="append", metavar="FIELD=VALUE",
-                     help="override a task field, e.g. steering.layer=4 (repeatable)")
+    _add_task_args(run)
     _add_model_args(run)
     run.set_defaults(func=_cmd_run, seed=None)
+
+    swp = sub.add_parser("sweep", help="run a task over layers x coefficients; curves and frontier")
+    swp.add_argument("task", help="task name or YAML path")
+    swp.add_argument("--layers", required=True, help="comma-separated layers, e.g. 2,4,6")
+    swp.add_argument("--coeffs", required=True, help="comma-separated coefficients, e.g. -8,-4,0,4,8")
+    swp.add_argument("--coeff-unit", choices=["raw", "norm"], default="raw",
+                     help="norm: multiples of the mean residual norm at the layer")
+    swp.add_argument("--select-on", choices=["all", "half"], default="all",
+                     help="half: pick the best config on half the prompts, report it on the other")
+    swp.add_argument("--max-fluency-cost", type=float,
+                     help="fluency budget (Δ log-perplexity) for the best config")
+    swp.add_argument("--out", help="run folder (default runs/sweep-TASK); rerun to resume")
+    _add_task_args(swp)
+    _add_model_args(swp)
+    swp.set_defaults(func=_cmd_sweep, seed=None)
 
     rep = sub.add_parser("report", help="print and re-render the reports of a run")
     rep.add_argument("run", help="run.json or its folder")
@@ -207,8 +270,17 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _join_lists(argv: Sequence[str]) -> list[str]:
+    """`--coeffs -8,-4,0` as `--coeffs=-8,-4,0`: argparse reads a leading '-' as an option."""
+    out = list(argv)
+    for i in range(len(out) - 1):
+        if out[i] in ("--coeffs", "--layers"):
+            out[i : i + 2] = [f"{out[i]}={out[i + 1]}", ""]
+    return [a for a in out if a != ""]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_join_lists(sys.argv[1:] if argv is None else argv))
     func: Command = args.func
     signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM unwinds like Ctrl-C: locks and hooks released
     try:

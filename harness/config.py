@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -28,7 +28,7 @@ class AdditionSpec(_Spec):
 class ActAddSpec(_Spec):
     """ActAdd: `coeff`·(positive − negative) at `layer`, or explicit `additions`."""
 
-    method: Literal["actadd"] = "actadd"
+    method: Literal["actadd"]
     layer: int | None = Field(None, ge=0)
     coeff: float | None = Field(None, allow_inf_nan=False)
     positive: str | None = Field(None, min_length=1)
@@ -57,8 +57,78 @@ class ActAddSpec(_Spec):
         ]
 
 
-SteeringSpec = ActAddSpec
-METHODS = ("actadd",)
+class ContrastPair(_Spec):
+    """One (positive, negative) pair of texts whose activation difference is averaged."""
+
+    positive: str = Field(min_length=1)
+    negative: str = Field(min_length=1)
+
+
+class PairFileSpec(_Spec):
+    """Contrast pairs from a JSONL file next to the task file, one object per line."""
+
+    file: str
+    positive_field: str = "positive"
+    negative_field: str = "negative"
+    limit: int | None = Field(None, ge=1)
+
+
+class MeanDiffSpec(_Spec):
+    """Mean difference of activations over contrast pairs (CAA; AxBench's DiffMean).
+
+    Each text's activations at `layer` are reduced to one vector: the mean over its
+    tokens (BOS excluded) with `token: mean`, or its last token with `token: last`.
+    `coeff` × mean(positive − negative) is added at every position of the prompt and of
+    the generated tokens, except the BOS position (the attention sink).
+    """
+
+    method: Literal["mean_diff"]
+    layer: int = Field(ge=0)
+    coeff: float = Field(allow_inf_nan=False)
+    pairs: list[ContrastPair] | PairFileSpec
+    token: Literal["mean", "last"] = "mean"
+    use_bos: bool = True
+    point: HookPoint = "resid"
+
+    @field_validator("pairs")
+    @classmethod
+    def _some_pairs(cls, pairs: list[ContrastPair] | PairFileSpec) -> list[ContrastPair] | PairFileSpec:
+        if isinstance(pairs, list) and not pairs:
+            raise ValueError("needs at least one contrast pair")
+        return pairs
+
+
+class PromptingSpec(_Spec):
+    """The prompting baseline: no vector; `instruction` is put before every prompt.
+
+    `chat: false` puts the instruction and a newline before the prompt as plain text;
+    `chat: true` renders it as the system message of the tokenizer's chat template and
+    lets the assistant's turn begin with the prompt. Scorers see only the completion.
+    """
+
+    method: Literal["prompting"]
+    instruction: str = Field(min_length=1)
+    chat: bool = False
+
+
+class VectorFileSpec(_Spec):
+    """A vector trained elsewhere: `.pt`, `.safetensors` or `.npy`, one vector per layer.
+
+    The file holds a `[n_layers, d]` tensor, a `[d]` tensor (the vector of `layer`), or a
+    mapping from layer index to `[d]` tensor. `coeff` × the vector of `layer` is added at
+    every position (BOS excluded), like `mean_diff`.
+    """
+
+    method: Literal["vector_file"]
+    path: str = Field(min_length=1)
+    layer: int = Field(ge=0)
+    coeff: float = Field(1.0, allow_inf_nan=False)
+    point: HookPoint = "resid"
+
+
+SteeringSpec = Annotated[ActAddSpec | MeanDiffSpec | PromptingSpec | VectorFileSpec,
+                         Field(discriminator="method")]
+METHODS = ("actadd", "mean_diff", "prompting", "vector_file")
 
 
 class PromptFileSpec(_Spec):
@@ -87,6 +157,7 @@ class TaskSpec(_Spec):
     version: int = 1
     prompts: list[str | PromptRecord] | PromptFileSpec
     steering: SteeringSpec
+    methods: dict[str, SteeringSpec] = Field(default_factory=dict)  # alternatives, see --method
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
     samples: int = Field(4, ge=1)
     seed: int = 0

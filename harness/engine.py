@@ -15,7 +15,7 @@ from harness.models import LoadedModel
 from harness.sampling import NonFiniteGuard, RowSeededSampler
 from harness.steering.base import Steering
 from harness.steering.hooks import build_deltas, steering_hooks
-from harness.tokens import encode
+from harness.tokens import encode, encode_with_preamble
 
 UNSTEERED = "unsteered"
 
@@ -46,7 +46,8 @@ class Row:
 
 @dataclass(frozen=True)
 class Generation:
-    """A produced completion; `token_ids` are the completion's tokens only."""
+    """A produced completion; `token_ids` are the completion's tokens only, `prompt_ids` the
+    prompt's (without a prompting preamble: scorers condition on the task's prompt alone)."""
 
     row: Row
     completion: str
@@ -125,7 +126,9 @@ def _generate_batch(
 ) -> list[Generation]:
     tok = lm.tokenizer
     prompt_ids = [encode(tok, r.prompt, settings.use_bos) for r in rows]
-    input_ids, attention_mask = _left_pad(prompt_ids, tok.pad_token_id, lm.device)
+    inputs = [encode_with_preamble(tok, r.prompt, s.preamble if s else "", settings.use_bos)
+              for r, s in zip(rows, steerings, strict=True)]
+    input_ids, attention_mask = _left_pad(inputs, tok.pad_token_id, lm.device)
     hidden = lm.model.config.get_text_config().hidden_size
     dtype = next(lm.model.parameters()).dtype
     deltas = build_deltas(steerings, attention_mask, hidden, dtype)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,9 +20,27 @@ from harness.scorers.base import Sample, ScoringContext
 from harness.steering.base import Steering
 from harness.steering.build import build_steering
 from harness.store import SampleLog, atomic_write_text, folder_lock
-from harness.tasks import Task, is_suite, load_suite, load_task
+from harness.tasks import Task, is_suite, load_suite, load_task, select_method
 
 STEERED = "steered"
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One condition of a task: its steering (None = unsteered) and how run.json describes it."""
+
+    steering: Steering | None
+    description: dict[str, Any]
+
+
+ConditionBuilder = Callable[[LoadedModel, Task], dict[str, Condition]]
+
+
+def task_conditions(lm: LoadedModel, task: Task) -> dict[str, Condition]:
+    """Unsteered, and steered by the task's steering spec."""
+    spec = task.spec.steering
+    return {UNSTEERED: Condition(None, {}),
+            STEERED: Condition(build_steering(lm, spec), spec.model_dump(mode="json"))}
 
 
 @dataclass
@@ -35,6 +53,7 @@ class RunOptions:
     max_prompts: int | None = None
     overrides: Sequence[str] = ()
     batch_size: int | None = None
+    method: str | None = None  # steer with the task's `methods[method]` instead of `steering`
     progress: bool = True
 
 
@@ -71,6 +90,8 @@ def resolve_tasks(target: str, options: RunOptions) -> list[Task]:
     max_prompts = options.max_prompts or limits.max_prompts
     if max_prompts:
         tasks = [Task(t.spec, t.path, t.prompts[:max_prompts]) for t in tasks]
+    if options.method:
+        tasks = [select_method(t, options.method) for t in tasks]
     return tasks
 
 
@@ -83,26 +104,29 @@ def task_hash(task: Task, lm: LoadedModel) -> str:
 
 
 def run(target: str, out: Path, *, model: str | LoadedModel = "smollm2-135m",
-        options: RunOptions | None = None, tasks: list[Task] | None = None) -> RunResult:
+        options: RunOptions | None = None, tasks: list[Task] | None = None,
+        conditions: ConditionBuilder = task_conditions, extra: dict[str, Any] | None = None) -> RunResult:
     """Run a task or suite end to end and write run.json, samples.jsonl and the reports.
 
     `tasks`: the already resolved tasks of `target` (resolved here when not given).
+    `conditions`: the conditions of each task (a sweep gives one per config); `extra` is
+    recorded in run.json's config.
     """
     options = options or RunOptions()
     tasks = tasks if tasks is not None else resolve_tasks(target, options)
     pool = ModelPool(model if isinstance(model, LoadedModel) else load_model(model))
     with folder_lock(out):
-        return _run_locked(target, out, tasks, pool, options)
+        return _run_locked(target, out, tasks, pool, options, conditions, extra or {})
 
 
-def _run_locked(target: str, out: Path, tasks: list[Task], pool: ModelPool,
-                options: RunOptions) -> RunResult:
+def _run_locked(target: str, out: Path, tasks: list[Task], pool: ModelPool, options: RunOptions,
+                build: ConditionBuilder, extra: dict[str, Any]) -> RunResult:
     started = _now()
     log = SampleLog(out / "samples.jsonl")
     records: list[SampleRecord] = []
     infos, effects, fluency, summaries = [], [], [], []
     for task in tasks:
-        conditions = {UNSTEERED: None, STEERED: build_steering(pool.lm, task.spec.steering)}
+        conditions = build(pool.lm, task)
         task_records = _generate_task(pool, task, conditions, log, options)
         task_records = _score_task(pool, task, conditions, task_records, options)
         records += task_records
@@ -111,12 +135,12 @@ def _run_locked(target: str, out: Path, tasks: list[Task], pool: ModelPool,
         fluency += f
         summaries += s
         infos.append(TaskInfo(name=task.name, kind=task.spec.kind, description=task.spec.description,
-                              conditions={STEERED: task.spec.steering.model_dump(mode="json")},
+                              conditions={c: v.description for c, v in conditions.items() if c != UNSTEERED},
                               n_prompts=len(task.prompts)))
     effects = analysis.adjust(effects)
     result = RunResult(
         config={"target": target, "model": pool.lm.name,
-                "tasks": {t.name: _resolved(t) for t in tasks}},
+                "tasks": {t.name: _resolved(t) for t in tasks}, **extra},
         config_hash=hashlib.sha256(json.dumps([task_hash(t, pool.lm) for t in tasks]).encode())
         .hexdigest()[:16],
         model=pool.lm.identity(), versions=_versions(), started=started, finished=_now(),
@@ -144,15 +168,19 @@ def _resolved(task: Task) -> dict[str, Any]:
     return {**task.spec.model_dump(mode="json"), "prompts": [p.model_dump(mode="json") for p in task.prompts]}
 
 
-def _generate_task(pool: ModelPool, task: Task, conditions: dict[str, Steering | None],
+def _generate_task(pool: ModelPool, task: Task, conditions: dict[str, Condition],
                    log: SampleLog, options: RunOptions) -> list[SampleRecord]:
     spec, digest = task.spec, task_hash(task, pool.lm)
     plan = [(i, Row(p.text, c, s, row_seed(spec.seed, p.text, s)))
             for i, p in enumerate(task.prompts) for s in range(spec.samples) for c in conditions]
-    key = {id(row): f"{digest}:{row.condition}:{i}:{row.sample}" for i, row in plan}
+    # A condition's samples are keyed by what defines it, so a changed config is never reused.
+    tag = {c: hashlib.sha256(f"{digest}{json.dumps(v.description, sort_keys=True)}".encode())
+           .hexdigest()[:12] for c, v in conditions.items()}
+    key = {id(row): f"{tag[row.condition]}:{row.condition}:{i}:{row.sample}" for i, row in plan}
     index = {id(row): i for i, row in plan}
     todo = [row for _, row in plan if key[id(row)] not in log.records]
-    for batch in generate_rows(pool.lm, todo, conditions, spec.generation,
+    steerings = {c: v.steering for c, v in conditions.items()}
+    for batch in generate_rows(pool.lm, todo, steerings, spec.generation,
                                batch_size=options.batch_size, progress=options.progress):
         log.append(SampleRecord(
             key=key[id(g.row)], task=task.name, condition=g.row.condition,
@@ -162,11 +190,12 @@ def _generate_task(pool: ModelPool, task: Task, conditions: dict[str, Steering |
     return [SampleRecord.model_validate(log.records[key[id(row)]]) for _, row in plan]
 
 
-def _score_task(pool: ModelPool, task: Task, conditions: dict[str, Steering | None],
+def _score_task(pool: ModelPool, task: Task, conditions: dict[str, Condition],
                 records: list[SampleRecord], options: RunOptions) -> list[SampleRecord]:
     from tqdm.auto import tqdm
 
-    ctx = ScoringContext(lm=pool.lm, steerings=conditions, load_judge=pool.judge)
+    ctx = ScoringContext(lm=pool.lm, steerings={c: v.steering for c, v in conditions.items()},
+                         load_judge=pool.judge)
     samples = [Sample(r.prompt, r.completion, r.condition, tuple(r.prompt_ids), tuple(r.token_ids),
                       task.prompts[r.prompt_index].model_dump(exclude_none=True)) for r in records]
     scores: list[dict[str, float]] = [{} for _ in records]

@@ -11,7 +11,17 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from harness.config import PromptFileSpec, PromptRecord, SuiteSpec, TaskSpec
+from harness.config import (
+    METHODS,
+    MeanDiffSpec,
+    PairFileSpec,
+    PromptFileSpec,
+    PromptRecord,
+    SteeringSpec,
+    SuiteSpec,
+    TaskSpec,
+    VectorFileSpec,
+)
 from harness.errors import UserError
 
 TASKS_DIR = Path(os.environ.get("HARNESS_TASKS_DIR", Path(__file__).resolve().parent.parent / "tasks"))
@@ -93,7 +103,7 @@ def validation_message(path: Path, err: ValidationError, lines: dict[tuple[str, 
     """One line per schema error: file:line: field: what is wrong (found value)."""
     out = []
     for e in err.errors():
-        loc = tuple(str(p) for p in e["loc"] if not str(p).startswith(("str", "list[", "PromptRecord")))
+        loc = _field_path(e["loc"])
         key = loc
         while key and key not in lines:
             key = key[:-1]
@@ -102,6 +112,18 @@ def validation_message(path: Path, err: ValidationError, lines: dict[tuple[str, 
         found = "" if e["type"] == "missing" else f" (found {e['input']!r})"[:120]
         out.append(f"{path}:{line}: {field}: {e['msg']}{found}")
     return "\n".join(out)
+
+
+def _field_path(loc: tuple[int | str, ...]) -> tuple[str, ...]:
+    """The document path of an error location, without pydantic's union-member names."""
+    out: list[str] = []
+    for part in map(str, loc):
+        if part.startswith(("str", "list[", "PromptRecord", "PairFileSpec")):
+            continue
+        if part in METHODS and (out[-1:] == ["steering"] or out[-2:-1] == ["methods"]):
+            continue  # the discriminator tag of the steering union
+        out.append(part)
+    return tuple(out)
 
 
 def _validate(model: type[Any], path: Path, data: Any, lines: dict[tuple[str, ...], int]) -> Any:
@@ -140,7 +162,46 @@ def load_task(name_or_path: str, overrides: Sequence[str] = ()) -> Task:
     if not prompts:
         raise UserError(f"{path}:{lines.get(('prompts',), 1)}: prompts: no prompts")
     _check_fact_answers(spec, prompts, path, lines)
+    spec = spec.model_copy(update={
+        "steering": _resolve_files(spec.steering, path, lines, ("steering",)),
+        "methods": {k: _resolve_files(v, path, lines, ("methods", k)) for k, v in spec.methods.items()},
+    })
     return Task(spec, path, prompts)
+
+
+def select_method(task: Task, method: str) -> Task:
+    """The task steered by its alternative `methods[method]` (or its own steering of that method)."""
+    spec = task.spec
+    if method in spec.methods:
+        chosen = spec.methods[method]
+    elif spec.steering.method == method:
+        chosen = spec.steering
+    else:
+        have = sorted({spec.steering.method, *spec.methods})
+        raise UserError(f"{task.path}: task '{spec.name}' has no steering for method '{method}' "
+                        f"(it has: {', '.join(have)}); add it under `methods:`")
+    return Task(spec.model_copy(update={"steering": chosen}), task.path, task.prompts)
+
+
+def _resolve_files(spec: SteeringSpec, task_path: Path, lines: dict[tuple[str, ...], int],
+                   key: tuple[str, ...]) -> SteeringSpec:
+    """Load a mean_diff pair file into the spec and make a vector file's path absolute,
+    both relative to the task file, so the resolved spec in run.json is self-contained."""
+    if isinstance(spec, MeanDiffSpec) and isinstance(spec.pairs, PairFileSpec):
+        from harness.prompt_files import read_pair_file
+
+        files = spec.pairs
+        where = f"{task_path}:{lines.get((*key, 'pairs', 'file'), 1)}"
+        pairs = read_pair_file(task_path.parent / files.file, files.positive_field,
+                               files.negative_field, where)
+        return spec.model_copy(update={"pairs": pairs[: files.limit] if files.limit else pairs})
+    if isinstance(spec, VectorFileSpec):
+        where = f"{task_path}:{lines.get((*key, 'path'), 1)}"
+        file = (task_path.parent / spec.path).resolve()
+        if not file.is_file():
+            raise UserError(f"{where}: steering vector file not found: {file}")
+        return spec.model_copy(update={"path": str(file)})
+    return spec
 
 
 def _check_fact_answers(spec: TaskSpec, prompts: list[PromptRecord], path: Path,

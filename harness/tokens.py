@@ -19,6 +19,18 @@ def encode(tokenizer: Any, text: str, use_bos: bool = True) -> list[int]:
     return [bos_token_id(tokenizer), *ids] if use_bos else ids
 
 
+def encode_with_preamble(tokenizer: Any, text: str, preamble: str, use_bos: bool = True) -> list[int]:
+    """`encode(text)` with the tokens of `preamble` between BOS and the text (prompting).
+
+    The text is tokenized on its own, so its tokens are the same with and without a preamble.
+    """
+    ids = encode(tokenizer, text, use_bos)
+    if not preamble:
+        return ids
+    pre = list(tokenizer(preamble, add_special_tokens=False).input_ids)
+    return [*ids[:1], *pre, *ids[1:]] if use_bos else [*pre, *ids]
+
+
 def space_token_id(tokenizer: Any) -> int:
     """The token of a single space, used to pad contrast prompts to equal length."""
     ids = tokenizer(" ", add_special_tokens=False).input_ids

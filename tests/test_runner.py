@@ -76,8 +76,17 @@ def test_rerun_reuses_samples_and_changed_config_does_not(tiny_llama, tmp_path):
     run(str(write_task(tmp_path)), out, model=tiny_llama, options=QUIET)
     assert (out / "samples.jsonl").read_text() == first  # nothing regenerated
     run(str(write_task(tmp_path, coeff=2.0)), out, model=tiny_llama, options=QUIET)
-    keys = {r["key"].split(":")[0] for r in read_jsonl(out / "samples.jsonl")}
-    assert len(keys) == 1 and keys != {json.loads(first.splitlines()[0])["key"].split(":")[0]}
+
+    def tags(records: list[dict]) -> dict[str, set[str]]:  # condition -> key prefixes
+        out: dict[str, set[str]] = {}
+        for r in records:
+            out.setdefault(r["condition"], set()).add(r["key"].split(":")[0])
+        return out
+
+    before = tags([json.loads(line) for line in first.splitlines()])
+    after = tags(read_jsonl(out / "samples.jsonl"))
+    assert set(after) == {"unsteered", "steered"} and all(len(v) == 1 for v in after.values())
+    assert all(after[c] != before[c] for c in after)  # a changed config regenerates everything
 
 
 def test_corrupt_trailing_line_is_dropped_and_regenerated(tiny_llama, tmp_path):

@@ -78,7 +78,7 @@ details{margin:4px 0 8px;color:var(--muted);font-size:12px}pre{margin:4px 0;whit
 """
 
 
-def _img(data: bytes, alt: str, caption: str) -> str:
+def figure_html(data: bytes, alt: str, caption: str) -> str:
     uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
     return (
         f'<figure><img src="{uri}" alt="{escape(alt)}">'
@@ -97,7 +97,7 @@ def _cell(column: str, text: str) -> str:
     return f"<td>{escape(text)}</td>"
 
 
-def _table(columns: list[str], rows: list[list[str]]) -> str:
+def table_html(columns: list[str], rows: list[list[str]]) -> str:
     if not rows:
         return '<p class="legend">none</p>'
     head = "".join(f"<th>{escape(c)}</th>" for c in columns)
@@ -193,7 +193,7 @@ def _task(
     if not mine:
         return "".join([*parts, '<p class="legend">no samples in this run folder</p>'])
     parts.append(
-        _img(
+        figure_html(
             distribution_plot(samples, info.name, metric),
             f"score distributions of {info.name}",
             "Per-sample scores; box = quartiles, diamond = mean, flagged samples left out.",
@@ -261,20 +261,20 @@ def render_html(
     body = [
         _header(run),
         '<section id="headline"><h2>Headline effects</h2>'
-        f"{_table(HEADLINE_COLUMNS, headline_rows(run))}"
+        f"{table_html(HEADLINE_COLUMNS, headline_rows(run))}"
         f"{legend}</section>",
         '<section id="plots"><h2>Plots</h2>'
-        + _img(
+        + figure_html(
             effects_plot(run),
             "forest plot of effects",
             "Every effect with its 95% CI; one panel per metric in its own units.",
         )
-        + _img(fluency_plot(run), "fluency cost", "Change of mean log-perplexity under the judge.")
+        + figure_html(fluency_plot(run), "fluency cost", "Change of mean log-perplexity under the judge.")
         + "</section>",
         f'<section id="effects"><h2>All effects</h2><p class="legend">★ = headline metric.</p>'
-        f"{_table(EFFECT_COLUMNS, effect_rows(run))}</section>",
+        f"{table_html(EFFECT_COLUMNS, effect_rows(run))}</section>",
         '<section id="fluency"><h2>Fluency cost</h2>'
-        f"{_table(FLUENCY_COLUMNS, fluency_rows(run))}</section>",
+        f"{table_html(FLUENCY_COLUMNS, fluency_rows(run))}</section>",
         f'<section id="samples"><h2>Samples</h2>{shading}{tasks}</section>',
     ]
     title = escape(f"Steering report: {run.config.get('target', '')}")

@@ -65,7 +65,7 @@ def md(text: str) -> str:
     return _SPECIAL.sub(r"\\\1", text).replace("\r", "").replace("\n", "<br>")
 
 
-def _table(columns: list[str], rows: list[list[str]]) -> list[str]:
+def table_md(columns: list[str], rows: list[list[str]]) -> list[str]:
     lines = ["| " + " | ".join(md(c) for c in columns) + " |", "|" + " --- |" * len(columns)]
     lines += ["| " + " | ".join(md(c) for c in row) + " |" for row in rows]
     return [*lines, ""]
@@ -126,20 +126,20 @@ def render_markdown(run: RunResult, samples: Sequence[SampleRecord]) -> str:
         "",
         "## Headline effects",
         "",
-        *_table(HEADLINE_COLUMNS, headline_rows(run)),
+        *table_md(HEADLINE_COLUMNS, headline_rows(run)),
         md(LEGEND),
         "",
         "## All effects",
         "",
         "★ = headline metric of the task.",
         "",
-        *_table(EFFECT_COLUMNS, effect_rows(run)),
+        *table_md(EFFECT_COLUMNS, effect_rows(run)),
         "## Fluency cost",
         "",
         "Δ mean log-perplexity of the completions under the judge (steered − unsteered); "
         "ppl ratio = exp(Δ).",
         "",
-        *_table(FLUENCY_COLUMNS, fluency_rows(run)),
+        *table_md(FLUENCY_COLUMNS, fluency_rows(run)),
         *_samples(run, samples),
     ]
     return "\n".join(lines).rstrip() + "\n"

@@ -43,7 +43,7 @@ def _finite(values: Sequence[float]) -> list[float]:
     return [v for v in values if math.isfinite(v)]
 
 
-def _style(ax: Axes) -> None:
+def style_axes(ax: Axes) -> None:
     for side in ("top", "right"):
         ax.spines[side].set_visible(False)
     ax.tick_params(labelsize=8)
@@ -96,7 +96,7 @@ def _panel(ax: Axes, metric: str, by_condition: dict[str, list[float]], headline
     ax.set_title(title, fontsize=9, fontweight="bold" if headline else "normal")
     if not any(_finite(v) for v in by_condition.values()):
         ax.text(0.5, 0.5, "no finite scores", transform=ax.transAxes, ha="center", color="#888888")
-    _style(ax)
+    style_axes(ax)
 
 
 def distribution_plot(
@@ -158,7 +158,7 @@ def _forest(
         tick.set_fontweight("bold" if strong else "normal")
     ax.set_ylim(-0.7, len(labels) - 0.3)
     ax.grid(axis="x", color="#e5e5e5", linewidth=0.6)
-    _style(ax)
+    style_axes(ax)
 
 
 def effects_plot(run: RunResult) -> bytes:

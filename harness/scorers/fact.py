@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from harness.scorers.base import Sample, Score, ScoringContext
 from harness.scorers.logprobs import continuation_logprobs
-from harness.tokens import encode
+from harness.tokens import encode_with_preamble
 
 NAN = float("nan")
 
@@ -54,10 +54,12 @@ class FactScorer:
         keys = sorted({(s.prompt, s.condition, a) for s, a in zip(samples, answers, strict=True)})
         prefixes, conts, steer = [], [], []
         for prompt, condition, (target, original) in keys:
+            steering = ctx.steerings.get(condition)
             for ans in (target, original):
-                prefixes.append(encode(ctx.lm.tokenizer, prompt))
+                prefixes.append(encode_with_preamble(ctx.lm.tokenizer, prompt,
+                                                     steering.preamble if steering else ""))
                 conts.append(ctx.lm.tokenizer(ans, add_special_tokens=False).input_ids)
-                steer.append(ctx.steerings.get(condition))
+                steer.append(steering)
         lps = continuation_logprobs(ctx.lm, prefixes, conts, steer, self.params.batch_size)
         margin = {k: sum(lps[2 * i]) - sum(lps[2 * i + 1]) for i, k in enumerate(keys)}
         return [

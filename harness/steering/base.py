@@ -1,4 +1,5 @@
-"""What every steering method produces: vectors, where they go, and at which positions."""
+"""What every steering method produces: vectors, where they go, at which positions, and
+text put before the prompt (the prompting baseline)."""
 
 from __future__ import annotations
 
@@ -38,9 +39,13 @@ class Intervention:
 
 @dataclass(frozen=True)
 class Steering:
-    """The full intervention of one condition; `None` in its place means unsteered."""
+    """The full intervention of one condition; `None` in its place means unsteered.
+
+    `preamble`: text put between BOS and the prompt (prompting); scorers never see it.
+    """
 
     interventions: tuple[Intervention, ...]
+    preamble: str = ""
 
     def scaled(self, factor: float) -> Steering:
         """The same steering with every vector multiplied by `factor`."""
@@ -51,3 +56,12 @@ class Steering:
 
     def norm(self) -> float:
         return float(sum(i.vector.norm() ** 2 for i in self.interventions) ** 0.5)
+
+    def position_norm(self) -> float:
+        """Mean norm of what is added at one position: a `[d]` vector's norm, or the mean
+        over an ActAdd vector's nonzero positions (its BOS position is zero by construction)."""
+        norms = []
+        for iv in self.interventions:
+            rows = iv.vector.float().reshape(-1, iv.vector.shape[-1]).norm(dim=-1)
+            norms += rows[rows > 0].tolist()
+        return sum(norms) / len(norms) if norms else 0.0

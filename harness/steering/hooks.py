@@ -22,21 +22,25 @@ class PrefixTruncatedWarning(UserWarning):
 class _Deltas:
     prefix: torch.Tensor | None  # [B, S, d], added once, on the prompt's forward pass
     every: torch.Tensor | None  # [B, 1, d], added on every forward pass
+    every_mask: torch.Tensor | None = None  # [B, S, 1]: prompt positions `every` goes to
     prompt_pass_done: bool = False
 
     def __call__(self, module: nn.Module, args: object, output: object) -> object:
         hidden = output[0] if isinstance(output, tuple) else output
         assert isinstance(hidden, torch.Tensor)
-        if self.prefix is not None and not self.prompt_pass_done:
-            if hidden.shape[:2] != self.prefix.shape[:2]:
+        prompt_pass = not self.prompt_pass_done
+        self.prompt_pass_done = True
+        if prompt_pass:
+            expected = (self.prefix if self.prefix is not None else self.every_mask)
+            if expected is not None and hidden.shape[:2] != expected.shape[:2]:
                 raise RuntimeError(
-                    f"steering expected the prompt pass {tuple(self.prefix.shape[:2])}, "
+                    f"steering expected the prompt pass {tuple(expected.shape[:2])}, "
                     f"got hidden states {tuple(hidden.shape[:2])}"
                 )
+        if self.prefix is not None and prompt_pass:
             hidden = hidden + self.prefix
-        self.prompt_pass_done = True
         if self.every is not None:
-            hidden = hidden + self.every
+            hidden = hidden + (self.every * self.every_mask if prompt_pass else self.every)
         if isinstance(output, tuple):
             return (hidden, *output[1:])
         return hidden
@@ -51,7 +55,8 @@ def build_deltas(
     """Per (layer, hook point): the tensors that add every row's steering to the batch.
 
     Prefix vectors land on each row's own first real positions (after its left
-    padding). A vector longer than its row's prompt is cut to the prompt and a
+    padding); every-position vectors skip padding and each row's first real position.
+    A prefix vector longer than its row's prompt is cut to the prompt and a
     `PrefixTruncatedWarning` says so; nothing is skipped silently.
     """
     batch, seq = attention_mask.shape
@@ -76,6 +81,7 @@ def build_deltas(
             else:
                 if deltas.every is None:
                     deltas.every = torch.zeros(batch, 1, hidden_size, device=device, dtype=dtype)
+                    deltas.every_mask = _every_mask(attention_mask, starts, dtype)
                 deltas.every[row, 0] += vector
     if truncated:
         n, have = truncated[0]
@@ -86,6 +92,14 @@ def build_deltas(
             stacklevel=3,
         )
     return out
+
+
+def _every_mask(attention_mask: torch.Tensor, starts: list[int], dtype: torch.dtype) -> torch.Tensor:
+    """1 at a prompt's real positions except its first (BOS), 0 elsewhere; `[B, S, 1]`."""
+    mask = attention_mask.to(dtype).clone()
+    rows = torch.arange(mask.shape[0], device=mask.device)
+    mask[rows, torch.tensor(starts, device=mask.device).clamp(max=mask.shape[1] - 1)] = 0
+    return mask.unsqueeze(-1)
 
 
 @contextmanager

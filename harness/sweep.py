@@ -1,0 +1,96 @@
+"""Sweeps: every (layer, coefficient) config of a task as a condition of one run, sharing
+one set of unsteered samples and generated as rows of the same batches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from harness.config import ActAddSpec, PromptingSpec
+from harness.engine import UNSTEERED
+from harness.errors import UserError
+from harness.models import LoadedModel
+from harness.report.schema import RunResult
+from harness.runner import Condition, RunOptions, run
+from harness.steering.build import build_steering
+from harness.steering.hooks import capture_outputs
+from harness.tasks import Task
+from harness.tokens import encode
+
+CoeffUnit = Literal["raw", "norm"]
+
+
+@dataclass(frozen=True)
+class SweepGrid:
+    """Layers × coefficients; `unit="norm"` reads a coefficient as a multiple of the mean
+    residual-stream norm at the layer (so one grid means the same on any model)."""
+
+    layers: tuple[int, ...]
+    coeffs: tuple[float, ...]
+    unit: CoeffUnit = "raw"
+
+    def __post_init__(self) -> None:
+        if not self.layers or not self.coeffs:
+            raise UserError("a sweep needs at least one layer and one coefficient")
+
+    def describe(self) -> dict[str, object]:
+        return {"layers": list(self.layers), "coeffs": list(self.coeffs), "coeff_unit": self.unit}
+
+
+def condition_name(layer: int, coeff: float) -> str:
+    """`L4 c+2`: the condition name of one config (coefficient in the grid's unit)."""
+    return f"L{layer} c{coeff:+g}"
+
+
+def residual_norm(lm: LoadedModel, task: Task, layer: int) -> float:
+    """Mean norm of the residual stream after block `layer` over the task's prompts,
+    every position but BOS (the attention sink, whose norm is far larger)."""
+    use_bos = task.spec.generation.use_bos
+    norms = []
+    for prompt in task.prompts:
+        ids = torch.tensor([encode(lm.tokenizer, prompt.text, use_bos)], device=lm.device)
+        acts = capture_outputs(lm.model, [(layer, "resid")], input_ids=ids,
+                               attention_mask=torch.ones_like(ids))[(layer, "resid")][0].float()
+        body = acts[1:] if use_bos and acts.shape[0] > 1 else acts
+        norms += body.norm(dim=-1).tolist()
+    return sum(norms) / len(norms)
+
+
+def sweep_conditions(grid: SweepGrid):  # noqa: ANN201 (a ConditionBuilder)
+    """The runner's condition builder of a sweep: unsteered plus one condition per config."""
+
+    def build(lm: LoadedModel, task: Task) -> dict[str, Condition]:
+        spec = task.spec.steering
+        if isinstance(spec, PromptingSpec) or (isinstance(spec, ActAddSpec) and spec.additions):
+            raise UserError(f"task '{task.name}': a {spec.method} steering with no single layer "
+                            "and coefficient cannot be swept; give layer/coeff (ActAdd: positive/negative)")
+        out = {UNSTEERED: Condition(None, {})}
+        for layer in grid.layers:
+            unit_spec = spec.model_copy(update={"layer": layer, "coeff": 1.0})
+            unit = build_steering(lm, unit_spec)
+            scale = 1.0
+            if grid.unit == "norm":
+                size = unit.position_norm()
+                if size == 0:
+                    raise UserError(f"task '{task.name}': the layer {layer} vector is zero; "
+                                    "it cannot be scaled to a residual norm")
+                scale = residual_norm(lm, task, layer) / size
+            for coeff in grid.coeffs:
+                out[condition_name(layer, coeff)] = Condition(
+                    unit.scaled(coeff * scale),
+                    {**unit_spec.model_dump(mode="json"), "coeff": coeff * scale,
+                     "sweep": {"layer": layer, "coeff": coeff, "coeff_unit": grid.unit}},
+                )
+        return out
+
+    return build
+
+
+def run_sweep(task: Task, out: Path, lm: LoadedModel, grid: SweepGrid,
+              options: RunOptions | None = None) -> RunResult:
+    """Run every config of `grid` on `task` as one run (one condition per config)."""
+    return run(task.name, out, model=lm, options=options, tasks=[task],
+               conditions=sweep_conditions(grid), extra={"sweep": grid.describe()})

@@ -1,0 +1,172 @@
+"""What a sweep says: per-config effects, the effect-vs-fluency frontier, the best config
+under a fluency budget, steerability per layer, and an honest held-out selection."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+from scipy import stats
+
+from harness.analysis import FLUENCY_METRIC, scores_by_prompt
+from harness.engine import UNSTEERED
+from harness.errors import UserError
+from harness.report.schema import Direction, RunResult, SampleRecord
+from harness.stats import paired_effect, per_prompt_means
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="strings")
+
+
+class ConfigResult(_Record):
+    """One config of the grid: its headline effect and fluency cost (all prompts)."""
+
+    condition: str
+    layer: int
+    coeff: float  # in the grid's unit
+    raw_coeff: float  # the multiplier actually applied to the unit vector
+    diff: float
+    ci_low: float
+    ci_high: float
+    p_adjusted: float
+    significant: bool
+    fluency_diff: float | None
+    fluency_ci_low: float | None
+    fluency_ci_high: float | None
+    on_frontier: bool = False
+    within_budget: bool = True
+
+
+class Steerability(_Record):
+    """Per layer (Tan et al. 2024): slope of the headline metric over the coefficients, and
+    the share of prompts whose own slope points against the expected direction."""
+
+    layer: int
+    slope: float
+    slope_stderr: float
+    anti_steerable: float
+    n_prompts: int
+
+
+class Selection(_Record):
+    """The best config chosen on one half of the prompts, its effect reported on the other."""
+
+    condition: str | None
+    selected_on: int
+    reported_on: int
+    selection_diff: float
+    diff: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+
+
+class SweepSummary(_Record):
+    task: str
+    metric: str
+    direction: Direction
+    coeff_unit: str
+    max_fluency_cost: float | None
+    configs: list[ConfigResult]
+    best: str | None  # largest effect in the expected direction within the fluency budget
+    steerability: list[Steerability]
+    selection: Selection | None = None
+
+
+def summarize_sweep(run: RunResult, samples: Sequence[SampleRecord], task: str, *,
+                    max_fluency_cost: float | None = None, select_on: str = "all",
+                    seed: int = 0) -> SweepSummary:
+    """The sweep summary of `task` in a sweep run (`select_on="half"` adds the selection)."""
+    info = next((t for t in run.tasks if t.name == task), None)
+    sweep = {c: d["sweep"] for c, d in (info.conditions if info else {}).items() if "sweep" in d}
+    if not sweep:
+        raise UserError(f"run has no sweep of task '{task}'")
+    head = next(e for e in run.effects if e.task == task and e.headline)
+    direction = head.expected_direction or "increase"
+    sign = 1.0 if direction == "increase" else -1.0
+    effects = {e.condition: e for e in run.effects if e.task == task and e.metric == head.metric}
+    fluency = {f.condition: f for f in run.fluency_cost if f.task == task}
+    configs = []
+    for cond, where in sweep.items():
+        e, f = effects[cond], fluency.get(cond)
+        configs.append(ConfigResult(
+            condition=cond, layer=where["layer"], coeff=where["coeff"],
+            raw_coeff=info.conditions[cond].get("coeff", where["coeff"]), diff=e.diff,
+            ci_low=e.ci_low, ci_high=e.ci_high, p_adjusted=e.p_adjusted, significant=e.significant,
+            fluency_diff=f.diff if f else None, fluency_ci_low=f.ci_low if f else None,
+            fluency_ci_high=f.ci_high if f else None,
+            within_budget=max_fluency_cost is None or (f is not None and f.diff <= max_fluency_cost),
+        ))
+    _mark_frontier(configs, sign)
+    eligible = [c for c in configs if c.within_budget and math.isfinite(c.diff)]
+    best = max(eligible, key=lambda c: (sign * c.diff, -(c.fluency_diff or 0.0)), default=None)
+    return SweepSummary(
+        task=task, metric=head.metric, direction=direction, coeff_unit=str(
+            next(iter(sweep.values())).get("coeff_unit", "raw")),
+        max_fluency_cost=max_fluency_cost, configs=configs, best=best.condition if best else None,
+        steerability=_steerability(samples, task, head.metric, sweep, sign),
+        selection=_select_on_half(samples, task, head.metric, list(sweep), sign, max_fluency_cost, seed)
+        if select_on == "half" else None,
+    )
+
+
+def _mark_frontier(configs: list[ConfigResult], sign: float) -> None:
+    """Pareto frontier: no other config has at least the effect at no more fluency cost."""
+    points = [(c, sign * c.diff, c.fluency_diff) for c in configs
+              if c.fluency_diff is not None and math.isfinite(c.diff) and math.isfinite(c.fluency_diff)]
+    for c, eff, cost in points:
+        c.on_frontier = not any(e2 >= eff and k2 <= cost and (e2 > eff or k2 < cost)
+                                for _, e2, k2 in points)
+
+
+def _steerability(samples: Sequence[SampleRecord], task: str, metric: str,
+                  sweep: dict[str, dict], sign: float) -> list[Steerability]:
+    out = []
+    for layer in sorted({w["layer"] for w in sweep.values()}):
+        conds = sorted((w["coeff"], c) for c, w in sweep.items() if w["layer"] == layer)
+        if len({k for k, _ in conds}) < 2:
+            continue
+        means = [per_prompt_means(scores_by_prompt(samples, task, c, metric))[0] for _, c in conds]
+        prompts = sorted(set.intersection(*(set(m) for m in means)))
+        if len(prompts) < 2:
+            continue
+        x = np.array([k for k, _ in conds])
+        y = np.array([[m[p] for p in prompts] for m in means])  # [coeffs, prompts]
+        fit = stats.linregress(x, y.mean(axis=1))
+        slopes = np.polyfit(x, y, 1)[0]
+        out.append(Steerability(layer=layer, slope=float(fit.slope), slope_stderr=float(fit.stderr),
+                                anti_steerable=float(np.mean(sign * slopes < 0)),
+                                n_prompts=len(prompts)))
+    return out
+
+
+def _select_on_half(samples: Sequence[SampleRecord], task: str, metric: str, conditions: list[str],
+                    sign: float, budget: float | None, seed: int) -> Selection:
+    keys = sorted({str(s.prompt_index) for s in samples if s.task == task}, key=int)
+    order = np.random.default_rng(seed).permutation(len(keys))
+    half = len(keys) // 2
+    select, report = {keys[i] for i in order[:half]}, {keys[i] for i in order[half:]}
+
+    def effect(cond: str, which: set[str], on: str = metric):  # noqa: ANN202
+        base = {k: v for k, v in scores_by_prompt(samples, task, UNSTEERED, on).items() if k in which}
+        steer = {k: v for k, v in scores_by_prompt(samples, task, cond, on).items() if k in which}
+        return paired_effect(base, steer, seed=seed)
+
+    best, best_diff = None, -math.inf
+    for cond in conditions:
+        if budget is not None and not effect(cond, select, FLUENCY_METRIC).diff <= budget:
+            continue
+        diff = sign * effect(cond, select).diff
+        if math.isfinite(diff) and diff > best_diff:
+            best, best_diff = cond, diff
+    if best is None:
+        nan = float("nan")
+        return Selection(condition=None, selected_on=len(select), reported_on=len(report),
+                         selection_diff=nan, diff=nan, ci_low=nan, ci_high=nan, p_value=nan)
+    held = effect(best, report)
+    return Selection(condition=best, selected_on=len(select), reported_on=held.n,
+                     selection_diff=sign * best_diff, diff=held.diff, ci_low=held.ci_low,
+                     ci_high=held.ci_high, p_value=held.p_value)
