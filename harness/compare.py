@@ -8,26 +8,21 @@ by prompt text; otherwise the comparison is unpaired (two independent samples of
 
 from __future__ import annotations
 
-import io
 import math
 import warnings
 from collections import defaultdict
 from collections.abc import Sequence
-from html import escape
 from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
-from rich.console import Console
-from rich.text import Text
 from scipy import stats as sps
 
 from harness import stats
 from harness.errors import UserError
 from harness.report.io import read_run
 from harness.report.schema import Direction, RunResult, SampleRecord
-from harness.report.terminal import NOT_SIG, _table, arrow, num, print_wide, pval, with_ci
-from harness.store import atomic_write_text
+from harness.report.terminal import NOT_SIG, num, pval, with_ci
 
 # harness.analysis.FLUENCY_METRIC / harness.engine.UNSTEERED, not imported: the engine loads torch.
 FLUENCY_METRIC = "perplexity.logppl"
@@ -268,105 +263,3 @@ def _headlines(rows: Sequence[CompareRow]) -> list[str]:
                        f"more than {d.reference} ({'paired' if d.paired else 'unpaired'}, "
                        f"p_adj {pval(d.p_adjusted)}, {verdict}){cost}")
     return out
-
-
-def _columns(result: CompareResult) -> list[str]:
-    ref = result.runs[0].label
-    cols = ["metric", "expected", *(f"{r.label} [95% CI]" for r in result.runs)]
-    for r in result.runs[1:]:
-        cols += [f"{r.label} − {ref} [95% CI]", "p_adj", "sig", "pairing"]
-    return cols
-
-
-def _rows(result: CompareResult, task: str) -> list[list[str]]:
-    out = []
-    for row in (r for r in result.rows if r.task == task):
-        cells = ["fluency cost (Δ logppl)" if row.is_fluency else ("★ " if row.headline else "") + row.metric,
-                 arrow(row.expected_direction), *(with_ci(e.diff, e.ci_low, e.ci_high) for e in row.effects)]
-        for d in row.vs_reference:
-            sig = SIG if d.significant else NOT_SIG
-            pairing = f"paired, n={d.n}" if d.paired else f"unpaired, n={d.n_reference}+{d.n}"
-            cells += [with_ci(d.diff, d.ci_low, d.ci_high), pval(d.p_adjusted), sig, pairing]
-        out.append(cells)
-    return out
-
-
-def _tasks(result: CompareResult) -> list[str]:
-    return list(dict.fromkeys(r.task for r in result.rows))
-
-
-def _runs_line(result: CompareResult) -> str:
-    return " · ".join(f"{r.label} = {r.path} ({r.condition})" for r in result.runs)
-
-
-def print_compare(result: CompareResult, console: Console | None = None) -> None:
-    """The comparison as rich tables, one per task, with the headline lines."""
-    console = console or Console()
-    console.print(Text(f"compare: {_runs_line(result)}", style="bold"), soft_wrap=True)
-    for task in _tasks(result):
-        print_wide(console, _table(task, _columns(result), _rows(result, task)))
-    for line in result.headlines:
-        console.print(Text(line), soft_wrap=True)
-    console.print(Text(LEGEND + " · ★ = headline metric", style="dim"), soft_wrap=True)
-
-
-def compare_text(result: CompareResult) -> str:
-    """`print_compare` as plain text, 160 columns wide, without colour."""
-    buffer = io.StringIO()
-    print_compare(result, Console(file=buffer, width=160, color_system=None, force_terminal=False))
-    return buffer.getvalue()
-
-
-def render_compare_markdown(result: CompareResult) -> str:
-    """The comparison as a Markdown document: headline lines, then a table per task."""
-    from harness.report.markdown import md
-
-    cols = _columns(result)
-    lines = ["# Steering comparison", "", *(f"- **{md(r.label)}:** {md(r.path)} ({md(r.condition)})"
-                                            for r in result.runs), ""]
-    lines += [*(f"- {md(h)}" for h in result.headlines), ""] if result.headlines else []
-    for task in _tasks(result):
-        lines += [f"## {md(task)}", "", "| " + " | ".join(md(c) for c in cols) + " |"]
-        lines += ["|" + " --- |" * len(cols)]
-        lines += ["| " + " | ".join(md(c) for c in row) + " |" for row in _rows(result, task)] + [""]
-    lines += [md(LEGEND) + " · ★ = headline metric", ""]
-    return "\n".join(lines)
-
-
-def _html_table(columns: list[str], rows: list[list[str]]) -> str:
-    def cell(text: str) -> str:
-        value, bracket, ci = text.partition(" [")
-        if bracket and text.endswith("]"):
-            return f'<td class="num">{escape(value)}<span class="ci">[{escape(ci)}</span></td>'
-        return f"<td>{escape(text)}</td>"
-
-    head = "".join(f"<th>{escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(cell(c) for c in row) + "</tr>" for row in rows)
-    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
-
-
-def render_compare_html(result: CompareResult) -> str:
-    """The comparison as one self-contained HTML page (the run report's CSS, no scripts)."""
-    from harness.report.html import CSS
-
-    runs = "".join(f"<li><b>{escape(r.label)}</b>: {escape(r.path)} ({escape(r.condition)})</li>"
-                   for r in result.runs)
-    heads = "".join(f"<li>{escape(h)}</li>" for h in result.headlines)
-    cols = _columns(result)
-    tasks = "".join(f"<section><h2>{escape(t)}</h2>{_html_table(cols, _rows(result, t))}</section>"
-                    for t in _tasks(result))
-    return ('<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
-            f"<title>Steering comparison</title><style>{CSS}</style></head>\n<body><main>\n"
-            f"<header><h1>Steering comparison</h1><ul>{runs}</ul></header>\n"
-            + (f"<section><h2>Headlines</h2><ul>{heads}</ul></section>\n" if heads else "")
-            + f'{tasks}\n<p class="legend">{escape(LEGEND)} · ★ = headline metric</p>\n'
-            + "</main></body></html>\n")
-
-
-def write_compare(result: CompareResult, out_dir: Path) -> list[Path]:
-    """Write compare.md, compare.html and compare.json into `out_dir`, each atomically."""
-    files = {"compare.md": render_compare_markdown(result), "compare.html": render_compare_html(result),
-             "compare.json": result.model_dump_json(indent=2) + "\n"}
-    for name, text in files.items():
-        atomic_write_text(out_dir / name, text)
-    return [out_dir / name for name in files]

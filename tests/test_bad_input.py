@@ -7,7 +7,9 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -32,6 +34,9 @@ metrics:
   vader.compound: increase
 headline: vader.compound
 """
+
+
+STEER = "method: actadd\n  layer: 1\n  coeff: 4\n  positive: love\n  negative: hate"
 
 
 def edit(text: str, old: str, new: str) -> str:
@@ -81,6 +86,19 @@ TASK_CASES = [
     ("fact prompt without answers",
      edit(GOOD, "vader: {}", "fact: {}").replace("vader.compound", "fact.margin"),
      {}, [], ["prompts.0", "target", "original"]),
+    ("vector file missing", edit(GOOD, STEER, "method: vector_file\n  path: v.pt\n  layer: 1"), {}, [],
+     ["task.yaml:7", "steering vector file not found", "v.pt"]),
+    ("vector file without layer", edit(GOOD, STEER, "method: vector_file\n  path: v.pt"), {}, [],
+     ["steering.layer", "Field required"]),
+    ("mean_diff without pairs", edit(GOOD, STEER, "method: mean_diff\n  layer: 1\n  coeff: 2\n  pairs: []"),
+     {}, [], ["steering.pairs", "at least one contrast pair"]),
+    ("pairs file missing a field",
+     edit(GOOD, STEER, "method: mean_diff\n  layer: 1\n  coeff: 2\n  pairs: {file: p.jsonl}"),
+     {"p.jsonl": b'{"positive": "love", "neg": "hate"}\n'}, [], ["p.jsonl:1", "no field 'negative'"]),
+    ("prompting without instruction", edit(GOOD, STEER, "method: prompting"), {}, [],
+     ["steering.instruction", "Field required"]),
+    ("unknown --method", GOOD, {}, ["--method", "mean_diff"],
+     ["no steering for method 'mean_diff'", "it has: actadd", "methods:"]),
     ("bad --set", GOOD, {}, ["--set", "steering.layer"], ["bad --set", "FIELD.PATH=VALUE"]),
     ("--set wrong type", GOOD, {}, ["--set", "steering.layer=four"], ["steering.layer", "'four'"]),
 ]
@@ -138,6 +156,43 @@ def test_layer_out_of_range_names_the_layer_count(tiny_llama, tmp_path):
     task.write_text(edit(GOOD, "layer: 1", "layer: 9"))
     with pytest.raises(UserError, match=re.escape("layer 9 is out of range: the model has 4 layers")):
         run(str(task), tmp_path / "out", model=tiny_llama, options=RunOptions(progress=False))
+
+
+def _vectors(path: Path, value: object) -> None:
+    if path.suffix == ".npy":
+        import numpy as np
+
+        np.save(path, value)
+    elif path.suffix == ".pt":
+        torch.save(value, path)
+    else:
+        path.write_bytes(value)
+
+
+VECTOR_CASES = [  # (file name, content, key words); the tiny model has 4 layers of width 32
+    ("wrong width", "v.pt", lambda: torch.zeros(4, 31), ["v.pt", "shape (31,)", "hidden size 32"]),
+    ("wrong layer count", "v.npy", lambda: np.zeros((6, 32), dtype="float32"),
+     ["v.npy", "holds 6 layer vectors", "has 4 layers"]),
+    ("layer missing from mapping", "v.pt", lambda: {"0": torch.zeros(32), "3": torch.zeros(32)},
+     ["v.pt", "no vector for layer 1", "0, 3"]),
+    ("nan entries", "v.pt", lambda: torch.full((32,), float("nan")), ["v.pt", "NaN or inf"]),
+    ("not a vector file", "v.safetensors", lambda: b"garbage", ["v.safetensors", "cannot read vectors"]),
+    ("unknown suffix", "v.bin", lambda: b"x", ["v.bin", ".pt, .safetensors, .npy"]),
+]
+
+
+@pytest.mark.parametrize("case", VECTOR_CASES, ids=[c[0] for c in VECTOR_CASES])
+def test_bad_vector_file_names_the_file_and_the_mismatch(case, tiny_llama, tmp_path):
+    from harness.runner import RunOptions, run
+
+    _, name, make, words = case
+    _vectors(tmp_path / name, make())
+    task = tmp_path / "task.yaml"
+    task.write_text(edit(GOOD, STEER, f"method: vector_file\n  path: {name}\n  layer: 1"))
+    with pytest.raises(UserError) as err:
+        run(str(task), tmp_path / "out", model=tiny_llama, options=RunOptions(progress=False))
+    for word in words:
+        assert word in str(err.value), f"{word!r} not in {err.value}"
 
 
 def test_contrast_prompts_of_very_different_length_warn(tiny_llama):

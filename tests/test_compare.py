@@ -12,15 +12,14 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from harness.compare import (
-    compare_runs,
+from harness.compare import compare_runs, parse_ref
+from harness.errors import UserError
+from harness.report.compare_report import (
     compare_text,
-    parse_ref,
     render_compare_html,
     render_compare_markdown,
     write_compare,
 )
-from harness.errors import UserError
 from harness.report.schema import EffectRecord, FluencyRecord, RunResult, SampleRecord, TaskInfo
 
 TASK, METRIC, FLUENCY = "love_hate", "sentiment.p_positive", "perplexity.logppl"

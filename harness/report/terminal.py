@@ -162,7 +162,7 @@ def fluency_rows(run: RunResult) -> list[list[str]]:
     ]
 
 
-def _table(title: str, columns: list[str], rows: list[list[str]]) -> Table:
+def table_rich(title: str, columns: list[str], rows: list[list[str]]) -> Table:
     table = Table(
         title=title,
         title_justify="left",
@@ -203,10 +203,10 @@ def print_results(run: RunResult, console: Console | None = None) -> None:
         ),
         soft_wrap=True,
     )
-    print_wide(console, _table("Headline effects", HEADLINE_COLUMNS, headline_rows(run)))
+    print_wide(console, table_rich("Headline effects", HEADLINE_COLUMNS, headline_rows(run)))
     others = effect_rows(run, headlines=False)
     if others:
-        print_wide(console, _table("Other metrics", EFFECT_COLUMNS, others))
+        print_wide(console, table_rich("Other metrics", EFFECT_COLUMNS, others))
     console.print(Text(LEGEND, style="dim"))
     if run.flagged_samples:
         console.print(

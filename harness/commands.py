@@ -1,0 +1,191 @@
+"""What each `harness` subcommand does: parse nothing, call the library, print results."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from harness.errors import UserError
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from harness.engine import UNSTEERED, GenerationSettings, generate
+    from harness.models import load_model
+    from harness.steering.actadd import Addition, build_actadd
+
+    additions = [Addition.parse(a) for a in args.add]
+    lm = load_model(args.model, dtype=args.dtype)
+    settings = GenerationSettings(
+        max_new_tokens=args.max_new_tokens, greedy=args.greedy, use_bos=not args.no_bos
+    )
+    conditions = {UNSTEERED: None}
+    if additions:
+        conditions["steered"] = build_actadd(lm, additions, use_bos=not args.no_bos)
+    gens = generate(lm, args.prompt, conditions, settings, samples=args.n, seed=args.seed)
+    if args.json:
+        records = [
+            {"condition": g.row.condition, "prompt": g.row.prompt, "sample": g.row.sample,
+             "seed": g.row.seed, "completion": g.completion, "token_ids": g.token_ids}
+            for g in gens
+        ]
+        print(json.dumps(records, indent=2))
+        return 0
+    table = Table("Unsteered", "Steered", title="Completions", show_lines=True)
+    by_key = {(g.row.prompt, g.row.sample, g.row.condition): g for g in gens}
+    for prompt in args.prompt:
+        for s in range(args.n):
+            cells = [by_key.get((prompt, s, c)) for c in (UNSTEERED, "steered")]
+            table.add_row(*(f"[bold]{prompt}[/bold]{g.completion}" if g else "" for g in cells))
+    Console().print(table)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from harness.models import load_model
+    from harness.report.terminal import print_results
+    from harness.runner import resolve_tasks, run
+
+    options = run_options(args)
+    out = Path(args.out or f"runs/{Path(args.target).stem}")
+    tasks = resolve_tasks(args.target, options)  # a bad task file fails before the model loads
+    lm = load_model(args.model, dtype=args.dtype)
+    result = run(args.target, out, model=lm, options=options, tasks=tasks)
+    print_results(result)
+    print(f"wrote {out / 'run.json'}, {out / 'samples.jsonl'}, {out / 'report.md'}, {out / 'report.html'}")
+    return 0
+
+
+def run_options(args: argparse.Namespace):  # noqa: ANN202 (RunOptions; imported lazily)
+    from harness.runner import RunOptions
+
+    return RunOptions(samples=args.samples, max_new_tokens=args.max_new_tokens, seed=args.seed,
+                      max_prompts=args.max_prompts, overrides=args.set or (),
+                      batch_size=args.batch_size, method=args.method)
+
+
+def numbers(text: str, kind: type) -> tuple:  # noqa: ANN001
+    try:
+        return tuple(kind(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise UserError(f"bad list {text!r}: expected comma-separated {kind.__name__}s, e.g. 2,4,6") from None
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from harness.models import load_model
+    from harness.report.io import read_run
+    from harness.report.sweep_report import print_sweep, write_sweep_reports
+    from harness.runner import resolve_tasks
+    from harness.sweep import SweepGrid, run_sweep
+    from harness.sweep_analysis import summarize_sweep
+    from harness.tasks import is_suite
+
+    grid = SweepGrid(numbers(args.layers, int), numbers(args.coeffs, float), args.coeff_unit)
+    options = run_options(args)
+    if is_suite(args.task):
+        raise UserError(f"sweep takes one task, not the suite '{args.task}'")
+    (task,) = resolve_tasks(args.task, options)
+    out = Path(args.out or f"runs/sweep-{task.name}")
+    lm = load_model(args.model, dtype=args.dtype)
+    run_sweep(task, out, lm, grid, options)
+    run, samples = read_run(out)
+    budget = args.max_fluency_cost if args.max_fluency_cost is not None else task.spec.max_fluency_cost
+    summary = summarize_sweep(run, samples, task.name, max_fluency_cost=budget, select_on=args.select_on,
+                              seed=task.spec.seed)
+    write_sweep_reports(summary, out)
+    print_sweep(summary)
+    print(f"wrote {out / 'sweep.md'}, {out / 'sweep.html'}, {out / 'sweep.json'}, {out / 'run.json'}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from harness.report.html import render_html
+    from harness.report.io import read_run
+    from harness.report.markdown import render_markdown
+    from harness.report.terminal import print_results
+    from harness.store import atomic_write_text
+
+    run, samples = read_run(Path(args.run))
+    print_results(run)
+    if args.md:
+        atomic_write_text(Path(args.md), render_markdown(run, samples))
+    if args.html:
+        atomic_write_text(Path(args.html), render_html(run, samples))
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from harness.scorers import make_scorer
+    from harness.scorers.base import Sample, ScoringContext
+    from harness.store import read_jsonl
+
+    rows = read_jsonl(Path(args.samples))
+    samples = [Sample(r.get("prompt", ""), r["completion"], r.get("condition", ""),
+                      meta={k: r[k] for k in ("target", "original", "group") if k in r}) for r in rows]
+    scorer = make_scorer(args.scorer, json.loads(args.params))
+    lm = None
+    if args.scorer in ("perplexity", "fact"):
+        from harness.models import load_model
+
+        lm = load_model(args.model, dtype=args.dtype)
+    ctx = ScoringContext(lm=lm, load_judge=lambda name: lm if name is None else load_model(name))
+    for row, score in zip(rows, scorer.score(samples, ctx), strict=True):
+        print(json.dumps({**row, "scores": score.values, "reasons": score.reasons}))
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from harness.check import Tolerance, compare, lines_as_json, print_check, read_baseline
+    from harness.report.io import read_run
+
+    baseline = read_baseline(Path(args.baseline))
+    run, _ = read_run(Path(args.run))
+    tolerance = Tolerance(effect=args.effect_tolerance, fluency=args.fluency_tolerance)
+    floors = {"min_effect": args.min_effect, "max_fluency_cost": args.max_fluency_cost}
+    status, lines, reasons = compare(run, baseline, tolerance, floors)
+    if args.json:
+        print(lines_as_json(status, lines, reasons))
+    else:
+        print_check(status, lines, reasons)
+    return status
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from harness.check import write_baseline
+    from harness.report.io import read_run
+
+    run, _ = read_run(Path(args.run))
+    write_baseline(run, Path(args.to))
+    print(f"wrote baseline {args.to}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from harness.compare import compare_runs
+    from harness.report.compare_report import print_compare, write_compare
+
+    result = compare_runs(args.runs, seed=args.seed)
+    if args.json:
+        print(result.model_dump_json(indent=2))
+    else:
+        print_compare(result)
+    if args.out:
+        written = write_compare(result, Path(args.out))
+        print(f"wrote {', '.join(map(str, written))}")
+    return 0
