@@ -87,7 +87,8 @@ def folder_lock(folder: Path) -> Iterator[None]:
     """Hold `folder/.lock` (with our PID in it) for the duration of a run.
 
     A second run on the same folder is refused with the owner's PID. The lock is
-    a kernel `flock`, so a lock file left by a dead process is simply taken over.
+    a kernel `flock`, so a lock file left by a dead process is simply taken over, and
+    so are the temporary files of an atomic write it was killed in the middle of.
     """
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / ".lock"
@@ -104,6 +105,8 @@ def folder_lock(folder: Path) -> Iterator[None]:
         fh.truncate()
         fh.write(str(os.getpid()))
         fh.flush()
+        for stale in folder.glob(".*.tmp"):  # only a writer holding this lock makes them
+            stale.unlink(missing_ok=True)
         yield
     finally:
         fh.close()
