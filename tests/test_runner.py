@@ -161,6 +161,18 @@ def test_run_killed_at_a_random_point_resumes_to_the_same_effects(uninterrupted,
     assert len(lines) == len({r["key"] for r in lines}) == len(PROMPTS) * 3 * 4
 
 
+def test_temp_files_of_a_killed_atomic_write_are_removed_by_the_next_run(tmp_path):
+    from harness.store import folder_lock
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".run.json.abc123.tmp").write_text('{"half": ')  # what SIGKILL mid-write leaves
+    (out / "keep.tmp").write_text("not ours")
+    with folder_lock(out):
+        assert not (out / ".run.json.abc123.tmp").exists()
+    assert (out / "keep.tmp").exists()
+
+
 def test_second_run_on_a_locked_folder_refuses(tiny_llama, tmp_path):
     from harness.errors import UserError
     from harness.store import folder_lock
