@@ -29,7 +29,8 @@ def _answer(text: str) -> str:
 
 
 class FactScorer:
-    """Per prompt, under the sample's own steering (next-token log-probs, answers summed):
+    """Per prompt, under the sample's own steering and prompting preamble (next-token
+    log-probs, answers summed):
 
     - `margin`: log P(target) − log P(original) on probe prompts;
     - `efficacy`: 1 if the target beats the original on a probe prompt;
