@@ -11,15 +11,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from harness import analysis
-from harness.engine import UNSTEERED, Row, generate_rows, row_seed
+from harness import analysis, distributed
+from harness.distributed import Cluster
+from harness.engine import UNSTEERED, Row, default_batch_size, generate_rows, row_seed
 from harness.models import LoadedModel, load_model
 from harness.report.schema import RunResult, SampleRecord, TaskInfo
 from harness.scorers import make_scorer
 from harness.scorers.base import Sample, ScoringContext
 from harness.steering.base import Steering
 from harness.steering.build import build_steering
-from harness.store import SampleLog, atomic_write_text, folder_lock
+from harness.store import SampleLog, atomic_write_text
 from harness.tasks import Task, is_suite, load_suite, load_task, select_method
 
 STEERED = "steered"
@@ -111,23 +112,67 @@ def run(target: str, out: Path, *, model: str | LoadedModel = "smollm2-135m",
     `tasks`: the already resolved tasks of `target` (resolved here when not given).
     `conditions`: the conditions of each task (a sweep gives one per config); `extra` is
     recorded in run.json's config.
+
+    Under `accelerate launch` (several processes) every process generates its share of the
+    samples on its own device and the main process scores them and writes the run; every
+    process returns the same result (see harness.distributed).
     """
     options = options or RunOptions()
     tasks = tasks if tasks is not None else resolve_tasks(target, options)
-    pool = ModelPool(model if isinstance(model, LoadedModel) else load_model(model))
-    with folder_lock(out):
-        return _run_locked(target, out, tasks, pool, options, conditions, extra or {})
+    cluster = distributed.cluster()
+    device = cluster.device if cluster else "cpu"
+    pool = ModelPool(model if isinstance(model, LoadedModel) else load_model(model, device=device))
+    if cluster:
+        cluster.place(pool.lm)
+    with distributed.run_lock(out, cluster):
+        return _run_locked(target, out, tasks, pool, options, conditions, extra or {}, cluster)
+
+
+@dataclass
+class _Plan:
+    """Every sample of a task: its row, its cache key and its prompt's index, in plan order."""
+
+    task: Task
+    conditions: dict[str, Condition]
+    rows: list[Row]
+    keys: list[str]
+    prompt_index: list[int]
 
 
 def _run_locked(target: str, out: Path, tasks: list[Task], pool: ModelPool, options: RunOptions,
-                build: ConditionBuilder, extra: dict[str, Any]) -> RunResult:
+                build: ConditionBuilder, extra: dict[str, Any], cluster: Cluster | None = None) -> RunResult:
     started = _now()
-    log = SampleLog(out / "samples.jsonl")
+    rank, world = (cluster.rank, cluster.world) if cluster else (0, 1)
+    log = distributed.open_log(out, cluster)
+    if cluster:
+        cluster.barrier("reading the finished samples")  # before any rank appends to its shard
+    size = options.batch_size or default_batch_size(pool.lm)
+    plans, batches = [], 0
+    for task in tasks:
+        plan = _plan_task(pool, task, build(pool.lm, task))
+        owners = distributed.deal(len(plan.rows), size, world, batches)
+        batches += -(-len(plan.rows) // size)
+        if cluster and cluster.is_main:
+            distributed.report_resume(task.name, plan.keys, owners, log.records)
+        _generate_task(pool, plan, [i for i, o in enumerate(owners) if o == rank], log, options,
+                       progress=options.progress and rank == 0)
+        plans.append((plan, owners))
+    if cluster is None:
+        return _finish(target, out, plans, log.records, pool, options, extra, started)
+    found = distributed.collect(cluster, [(p.task.name, p.keys, o) for p, o in plans], log.records)
+    return cluster.share(lambda: _finish(target, out, plans, found or {}, pool, options, extra, started),
+                         "waiting for the main process to score and write the run")
+
+
+def _finish(target: str, out: Path, plans: list[tuple[_Plan, list[int]]], found: dict[str, dict[str, Any]],
+            pool: ModelPool, options: RunOptions, extra: dict[str, Any], started: str) -> RunResult:
+    """Score every task's samples, compute the statistics and write the run (main process only)."""
+    tasks = [plan.task for plan, _ in plans]
     records: list[SampleRecord] = []
     infos, effects, fluency, summaries = [], [], [], []
-    for task in tasks:
-        conditions = build(pool.lm, task)
-        task_records = _generate_task(pool, task, conditions, log, options)
+    for plan, _ in plans:
+        task, conditions = plan.task, plan.conditions
+        task_records = [SampleRecord.model_validate(found[k]) for k in plan.keys]
         task_records = _score_task(pool, task, conditions, task_records, options)
         records += task_records
         e, f, s = analysis.task_effects(task.spec, list(conditions), task_records, task.spec.seed)
@@ -150,6 +195,7 @@ def _run_locked(target: str, out: Path, tasks: list[Task], pool: ModelPool, opti
         notes=_notes(records),
     )
     _write_run(out, result, records, pool.lm)
+    distributed.remove_shards(out)  # samples.jsonl now holds every sample
     return result
 
 
@@ -168,26 +214,32 @@ def _resolved(task: Task) -> dict[str, Any]:
     return {**task.spec.model_dump(mode="json"), "prompts": [p.model_dump(mode="json") for p in task.prompts]}
 
 
-def _generate_task(pool: ModelPool, task: Task, conditions: dict[str, Condition],
-                   log: SampleLog, options: RunOptions) -> list[SampleRecord]:
+def _plan_task(pool: ModelPool, task: Task, conditions: dict[str, Condition]) -> _Plan:
     spec, digest = task.spec, task_hash(task, pool.lm)
     plan = [(i, Row(p.text, c, s, row_seed(spec.seed, p.text, s)))
             for i, p in enumerate(task.prompts) for s in range(spec.samples) for c in conditions]
     # A condition's samples are keyed by what defines it, so a changed config is never reused.
     tag = {c: hashlib.sha256(f"{digest}{json.dumps(v.description, sort_keys=True)}".encode())
            .hexdigest()[:12] for c, v in conditions.items()}
-    key = {id(row): f"{tag[row.condition]}:{row.condition}:{i}:{row.sample}" for i, row in plan}
-    index = {id(row): i for i, row in plan}
-    todo = [row for _, row in plan if key[id(row)] not in log.records]
-    steerings = {c: v.steering for c, v in conditions.items()}
-    for batch in generate_rows(pool.lm, todo, steerings, spec.generation,
-                               batch_size=options.batch_size, progress=options.progress):
+    return _Plan(task, conditions, [row for _, row in plan],
+                 [f"{tag[row.condition]}:{row.condition}:{i}:{row.sample}" for i, row in plan],
+                 [i for i, _ in plan])
+
+
+def _generate_task(pool: ModelPool, plan: _Plan, share: list[int], log: SampleLog, options: RunOptions,
+                   progress: bool) -> None:
+    """Generate the samples of `share` (indices into the plan) not yet in `log`, appending each batch."""
+    todo = [i for i in share if plan.keys[i] not in log.records]
+    at = {id(plan.rows[i]): i for i in todo}
+    steerings = {c: v.steering for c, v in plan.conditions.items()}
+    for batch in generate_rows(pool.lm, [plan.rows[i] for i in todo], steerings, plan.task.spec.generation,
+                               batch_size=options.batch_size, progress=progress):
         log.append(SampleRecord(
-            key=key[id(g.row)], task=task.name, condition=g.row.condition,
-            prompt_index=index[id(g.row)], prompt=g.row.prompt, sample=g.row.sample, seed=g.row.seed,
-            completion=g.completion, token_ids=g.token_ids, prompt_ids=g.prompt_ids, flagged=g.flagged,
+            key=plan.keys[at[id(g.row)]], task=plan.task.name, condition=g.row.condition,
+            prompt_index=plan.prompt_index[at[id(g.row)]], prompt=g.row.prompt, sample=g.row.sample,
+            seed=g.row.seed, completion=g.completion, token_ids=g.token_ids, prompt_ids=g.prompt_ids,
+            flagged=g.flagged,
         ).model_dump(mode="json") for g in batch)
-    return [SampleRecord.model_validate(log.records[key[id(row)]]) for _, row in plan]
 
 
 def _score_task(pool: ModelPool, task: Task, conditions: dict[str, Condition],
