@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
+import logging
 import os
+import shutil
+import tempfile
+import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -16,6 +22,11 @@ from harness.errors import UserError
 
 DEFAULT_MODEL = "smollm2-135m"
 HookPoint = Literal["resid", "attn", "mlp"]
+CACHE_ENV = "HARNESS_CACHE"
+CACHE_OFF = ("off", "0", "false", "no", "none")
+CACHE_MARKER = "harness-cache.json"  # written last: a cache folder without it is never used
+
+log = logging.getLogger(__name__)
 
 
 class ModelLoadError(UserError):
@@ -120,7 +131,8 @@ def load_model(
 
     `name_or_path` is an embedded model name (see `EMBEDDED`), a local directory,
     a local `.gguf` file, or a Hugging Face id already in the local cache. The
-    network is never used.
+    network is never used. A GGUF is dequantized once and kept as safetensors in the
+    model cache (`model_cache_root`, keyed by the GGUF's hash); later loads read that.
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if isinstance(dtype, str):
@@ -142,13 +154,102 @@ def load_model(
     return loaded
 
 
+def model_cache_root() -> Path | None:
+    """Where GGUF models converted to safetensors are kept, or None when caching is off.
+
+    `$HARNESS_CACHE/models` (default `$XDG_CACHE_HOME/harness/models`, i.e.
+    `~/.cache/harness/models`); `HARNESS_CACHE=off` (or 0, false, no, none) turns it off.
+    """
+    value = os.environ.get(CACHE_ENV, "").strip()
+    if value.lower() in CACHE_OFF:
+        return None
+    if value:
+        return Path(value).expanduser() / "models"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "harness" / "models"
+
+
 def _load_gguf(path: Path, name: str, dtype: torch.dtype, device: str | torch.device) -> LoadedModel:
+    """Load a GGUF file, through its safetensors conversion in the cache when there is one.
+
+    The identity (source = the GGUF path, sha256 = the GGUF's hash) is the same either way:
+    the cached copy holds the very tensors the GGUF dequantizes to.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    sha = file_sha256(path)
+    cached = _gguf_cache(path, sha)
+    if cached is None:
+        model, tokenizer = _read_gguf(path, dtype)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(cached)
+        model = AutoModelForCausalLM.from_pretrained(cached, dtype=dtype)
+    model.to(device)
+    return LoadedModel(model, tokenizer, name, str(path), sha, {"cache": str(cached) if cached else None})
+
+
+def _read_gguf(path: Path, dtype: torch.dtype) -> tuple[nn.Module, object]:
+    """Dequantize a GGUF file into a model of `dtype` (slow: about 20 s for 135M parameters)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
     model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype)
-    model.to(device)
-    return LoadedModel(model, tokenizer, name, str(path), file_sha256(path))
+    return model, tokenizer
+
+
+def _gguf_cache(path: Path, sha: str) -> Path | None:
+    """The cache folder of the GGUF with hash `sha`, converting it now if it is not there yet.
+
+    The conversion is written to a temporary folder that is renamed into place only once
+    complete, so an interrupted conversion is never used. None when the cache is off or
+    cannot be written (a warning says why; the GGUF is then loaded directly).
+    """
+    root = model_cache_root()
+    if root is None:
+        return None
+    target = root / sha
+    if (target / CACHE_MARKER).is_file():
+        return target
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        for stale in root.glob(f".{sha[:16]}-*"):  # left by a killed conversion
+            if time.time() - stale.stat().st_mtime > 3600:
+                shutil.rmtree(stale, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{sha[:16]}-", dir=root))
+    except OSError as err:
+        warnings.warn(f"model cache {root} is not writable ({err}); loading the GGUF directly "
+                      f"(set {CACHE_ENV}=off to silence this)", stacklevel=4)
+        return None
+    try:
+        log.info("converting %s to safetensors in %s (once)", path, target)
+        _convert_gguf(path, tmp)
+        (tmp / CACHE_MARKER).write_text(json.dumps({"gguf": str(path), "sha256": sha}, indent=2))
+        if target.exists() and not (target / CACHE_MARKER).is_file():
+            shutil.rmtree(target)  # an incomplete folder from elsewhere: replace it
+        try:
+            tmp.rename(target)
+        except OSError:
+            if not (target / CACHE_MARKER).is_file():
+                raise
+            # another process finished the same conversion first: use its copy
+    except Exception as err:  # noqa: BLE001 (any failure to cache falls back to the GGUF)
+        warnings.warn(f"could not cache {path.name} in {root} ({type(err).__name__}: {err}); "
+                      "loading the GGUF directly", stacklevel=4)
+        return None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _convert_gguf(path: Path, dest: Path) -> None:
+    """Write the dequantized float32 model and its tokenizer to `dest` as an HF folder."""
+    model, tokenizer = _read_gguf(path, torch.float32)
+    # transformers refuses to save a model loaded through its GGUF quantizer, but the
+    # weights are already plain dequantized tensors: detach the quantizer and save those.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(dest)
+    tokenizer.save_pretrained(dest)
 
 
 def _load_pretrained(name: str, dtype: torch.dtype, device: str | torch.device) -> LoadedModel:

@@ -1,0 +1,292 @@
+"""`harness bench`: the engine against plain `generate`, batched against sequential sweeps, the
+perplexity scorer against a bare forward pass, bfloat16 against float32, and (bench_suite) model
+load and quick-suite figures. Every pair is measured side by side in one process on the same
+inputs: one warm-up call each, then `repeats` interleaved calls, median seconds."""
+
+from __future__ import annotations
+
+import copy
+import os
+import statistics
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from pydantic import BaseModel
+
+from harness.engine import Generation, GenerationSettings, generate
+from harness.models import DEFAULT_MODEL, EMBEDDED, LoadedModel, load_model
+from harness.scorers.base import Sample, ScoringContext
+from harness.scorers.perplexity import PerplexityParams, PerplexityScorer
+from harness.steering.actadd import Addition, build_actadd
+from harness.tokens import encode
+
+PROMPTS = (
+    "I hate you because", "The Eiffel Tower is in", "We talked about the weather and",
+    "My favourite thing about the city is", "I hate waiting in line, so", "Yesterday my neighbour told me",
+    "The best way to cook rice is", "When the meeting ended, everyone",
+)
+SWEEP_K = 8
+SWEEP_PROMPTS = 4
+TARGETS = {"steered_vs_plain": 0.95, "unsteered_vs_plain": 0.97, "sweep_speedup": 0.7 * SWEEP_K,
+           "perplexity_vs_forward": 0.9, "load_seconds_cached": 3.0}
+
+
+class Figure(BaseModel):
+    """One measured figure; a ratio keeps its two raw measurements (`numerator`/`denominator`)."""
+
+    value: float
+    unit: str  # "x" for a ratio, "s", "MB", "nats", "share"
+    numerator: float | None = None
+    denominator: float | None = None
+    raw_unit: str | None = None  # of numerator and denominator: "tokens/s" or "s"
+    target: float | None = None
+    at_most: bool = False  # the target is an upper bound
+    met: bool | None = None
+
+
+def figure(value: float, unit: str, target: float | None = None, *, at_most: bool = False,
+           num: float | None = None, den: float | None = None, raw_unit: str | None = None) -> Figure:
+    met = None if target is None else (value <= target if at_most else value >= target)
+    return Figure(value=value, unit=unit, numerator=num, denominator=den, raw_unit=raw_unit,
+                  target=target, at_most=at_most, met=met)
+
+
+def ratio(num: float, den: float, raw_unit: str, target: float | None = None) -> Figure:
+    return figure(num / den, "x", target, num=num, den=den, raw_unit=raw_unit)
+
+
+class BenchResult(BaseModel):
+    """All figures of `harness bench`; suite and dtype figures are None when skipped."""
+
+    model: dict[str, Any]
+    settings: dict[str, Any]
+    steered_vs_plain: Figure
+    unsteered_vs_plain: Figure
+    unsteered_matches_plain: bool  # greedy engine rows give plain generate's tokens
+    sampled_vs_plain: Figure  # the engine's seeded sampling (run defaults) vs plain sampling
+    sweep_speedup: Figure
+    perplexity_vs_forward: Figure
+    bf16_vs_fp32: Figure | None = None  # tokens/s of steered generation, bfloat16 / float32
+    bf16_max_abs_dlogprob: Figure | None = None  # largest |Δ log P(token)| of the perplexity scorer
+    bf16_mean_abs_dlogppl: Figure | None = None  # mean |Δ logppl| per completion
+    bf16_same_completions: Figure | None = None  # share of greedy completions identical in both
+    load_seconds_first: Figure | None = None
+    load_seconds_cached: Figure | None = None
+    peak_rss_mb: Figure | None = None
+    quick_suite_seconds: Figure | None = None
+    details: dict[str, float] = {}  # raw measurements behind the notes
+    notes: list[str] = []
+
+    def figures(self) -> dict[str, Figure]:
+        return {k: v for k, v in self if isinstance(v, Figure)}
+
+
+def side_by_side(calls: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds of each call: one warm-up each, then `repeats` rounds calling each in turn."""
+    for call in calls.values():
+        call()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+@contextmanager
+def full_length(lm: LoadedModel, n: int) -> Iterator[None]:
+    """Make every `generate` call emit exactly `n` tokens per row (EOS masked until then), so
+    engine and plain runs do the same work whatever the steering does to the text."""
+    config = lm.model.generation_config
+    saved = config.min_new_tokens
+    config.min_new_tokens = n
+    try:
+        yield
+    finally:
+        config.min_new_tokens = saved
+
+
+def left_pad(ids: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(map(len, ids))
+    input_ids = torch.tensor([[pad] * (width - len(t)) + list(t) for t in ids])
+    return input_ids, (torch.arange(width) >= torch.tensor([width - len(t) for t in ids])[:, None]).long()
+
+
+def run_bench(
+    model: str | LoadedModel = DEFAULT_MODEL,
+    *,
+    repeats: int = 3,
+    batch_size: int | None = None,
+    max_new_tokens: int = 32,
+    dtype: str = "float32",
+    compare_bf16: bool = True,
+    loads: bool = True,
+    suite: bool = True,
+    suite_target: str = "quick",
+    suite_args: Sequence[str] = (),
+    progress: Callable[[str], None] | None = None,
+) -> BenchResult:
+    """Measure every figure of `harness bench` on `model` (a name/path, or an already loaded model).
+
+    `batch_size`: rows of the engine-vs-plain batch (default: the 8 bench prompts); the sweep
+    batch always holds all its k x 4 rows. `loads` measures first and cached load in fresh
+    processes; `suite` runs `harness run SUITE_TARGET [SUITE_ARGS]` in one. `compare_bf16`
+    measures a bfloat16 copy against the float32 model (only when `dtype` is float32).
+    """
+    from harness.bench_suite import explain, measure_suite  # it imports this module
+
+    say = progress or (lambda _msg: None)
+    load_avg = os.getloadavg()[0]
+    lm = model if isinstance(model, LoadedModel) else load_model(model, dtype=dtype)
+    dtype = str(next(lm.model.parameters()).dtype).removeprefix("torch.")
+    greedy = GenerationSettings(max_new_tokens=max_new_tokens, greedy=True, repetition_penalty=1.0)
+    prompts = [PROMPTS[i % len(PROMPTS)] for i in range(batch_size or len(PROMPTS))]
+    layer = min(3, lm.n_layers - 1)
+    love = build_actadd(lm, [Addition(layer, 1.0, "Love"), Addition(layer, -1.0, "Hate")])
+    info: dict[str, Any] = {"batch_size": len(prompts), "max_new_tokens": max_new_tokens, "repeats": repeats,
+                            "dtype": dtype, "threads": torch.get_num_threads(), "sweep_k": SWEEP_K,
+                            "sweep_prompts": SWEEP_PROMPTS, "steering": f"ActAdd Love-Hate, layer {layer}",
+                            "kv_cache": bool(lm.model.generation_config.use_cache),
+                            "load_average": round(load_avg, 2)}
+    figures: dict[str, Any] = {}
+    details: dict[str, float] = {}
+    with full_length(lm, max_new_tokens):
+        say("engine vs plain generate (greedy, then sampled)")
+        figures.update(_engine_vs_plain(lm, prompts, love.scaled(4.0), greedy, repeats))
+        say(f"sweep: {SWEEP_K} configs one by one vs batched")
+        sweep_gens, figures["sweep_speedup"] = _sweep(lm, prompts[:SWEEP_PROMPTS], love, greedy, repeats,
+                                                      details)
+        say("perplexity scorer vs bare forward")
+        figures["perplexity_vs_forward"] = _perplexity(lm, sweep_gens, repeats)
+        if compare_bf16 and dtype == "float32":
+            say("bfloat16 vs float32")
+            figures.update(_bf16(lm, prompts, love.scaled(4.0), greedy, sweep_gens, repeats))
+    notes: list[str] = []
+    if loads or suite:
+        spec = model if isinstance(model, str) else lm.name if lm.name in EMBEDDED else lm.source
+        figures.update(measure_suite(spec, dtype, loads=loads, suite=suite, target=suite_target,
+                                     extra_args=suite_args, say=say, notes=notes))
+    result = BenchResult(model=lm.identity(), settings=info, details=details, notes=notes, **figures)
+    result.notes.extend(explain(result))
+    return result
+
+
+def _engine_vs_plain(lm: LoadedModel, prompts: list[str], steering: Any, greedy: GenerationSettings,
+                     repeats: int) -> dict[str, Any]:
+    """Greedy steered and unsteered engine rows vs plain `generate`; then the engine's sampling
+    (per-row seeded, the run defaults) vs plain `generate(do_sample=True)` with the same warpers."""
+    tok = lm.tokenizer
+    ids, mask = left_pad([encode(tok, p) for p in prompts], tok.pad_token_id)
+    ids, mask = ids.to(lm.device), mask.to(lm.device)
+    sampled = greedy.model_copy(update={"greedy": False, "repetition_penalty": 1.2})
+    out: dict[str, Any] = {}
+
+    def plain(name: str, **kw: Any) -> Callable[[], None]:
+        def call() -> None:
+            with torch.no_grad():
+                out[name] = lm.model.generate(
+                    input_ids=ids, attention_mask=mask, max_new_tokens=greedy.max_new_tokens,
+                    pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, **kw)[:, ids.shape[1]:]
+        return call
+
+    def engine(name: str, steer: Any, settings: GenerationSettings) -> Callable[[], None]:
+        def call() -> None:
+            out[name] = generate(lm, prompts, {name: steer}, settings, batch_size=len(prompts))
+        return call
+
+    secs = side_by_side({"plain": plain("plain", do_sample=False),
+                         "steered": engine("steered", steering, greedy),
+                         "unsteered": engine("unsteered", None, greedy)}, repeats)
+    warpers = {"top_p": sampled.top_p, "top_k": 0, "temperature": 1.0, "repetition_penalty": 1.2}
+    secs |= side_by_side({"plain_sampled": plain("plain_sampled", do_sample=True, **warpers),
+                          "sampled": engine("sampled", steering, sampled)}, repeats)
+
+    def tps(name: str) -> float:
+        made = out[name]
+        tokens = made.numel() if isinstance(made, torch.Tensor) else sum(len(g.token_ids) for g in made)
+        return tokens / secs[name]
+
+    return {"steered_vs_plain": ratio(tps("steered"), tps("plain"), "tokens/s", TARGETS["steered_vs_plain"]),
+            "unsteered_vs_plain": ratio(tps("unsteered"), tps("plain"), "tokens/s",
+                                        TARGETS["unsteered_vs_plain"]),
+            "unsteered_matches_plain": [g.token_ids for g in out["unsteered"]] == out["plain"].tolist(),
+            "sampled_vs_plain": ratio(tps("sampled"), tps("plain_sampled"), "tokens/s")}
+
+
+def _sweep(lm: LoadedModel, prompts: list[str], base: Any, settings: GenerationSettings,
+           repeats: int, details: dict[str, float]) -> tuple[list[Generation], Figure]:
+    configs = {f"coeff{c}": base.scaled(float(c)) for c in range(1, SWEEP_K + 1)}
+    out: dict[str, list[Generation]] = {}
+
+    def one_by_one() -> None:
+        for name, steer in configs.items():
+            generate(lm, prompts, {name: steer}, settings, batch_size=len(prompts))
+
+    def batched() -> None:
+        out["batched"] = generate(lm, prompts, configs, settings, batch_size=len(prompts) * len(configs))
+
+    secs = side_by_side({"sequential": one_by_one, "batched": batched}, repeats)
+    steps = settings.max_new_tokens
+    details["sweep_ms_per_step_sequential"] = 1000 * secs["sequential"] / (len(configs) * steps)
+    details["sweep_ms_per_step_batched"] = 1000 * secs["batched"] / steps
+    params = sum(p.numel() for p in lm.model.parameters())
+    details["sweep_batched_gflops"] = 2 * params * len(out["batched"]) * steps / secs["batched"] / 1e9
+    return out["batched"], ratio(secs["sequential"], secs["batched"], "s", TARGETS["sweep_speedup"])
+
+
+def _samples(gens: list[Generation]) -> list[Sample]:
+    return [Sample(g.row.prompt, g.completion, g.row.condition, tuple(g.prompt_ids), tuple(g.token_ids))
+            for g in gens]
+
+
+def _scorer_logprobs(lm: LoadedModel, samples: list[Sample], batch: int) -> list[list[float]]:
+    ctx = ScoringContext(lm=lm, load_judge=lambda _name: lm)
+    scores = PerplexityScorer(PerplexityParams(batch_size=batch)).score(samples, ctx)
+    return [s.detail.get("token_logprobs", []) for s in scores]
+
+
+def _perplexity(lm: LoadedModel, gens: list[Generation], repeats: int) -> Figure:
+    samples = _samples(gens)
+    batch = len(samples)
+    rows = [list(s.prompt_ids) + list(s.completion_ids) for s in samples]
+    tensors = [left_pad(rows[i : i + batch], lm.tokenizer.pad_token_id) for i in range(0, len(rows), batch)]
+    tokens = sum(map(len, rows))
+
+    def forward() -> None:
+        with torch.no_grad():
+            for ids, mask in tensors:
+                lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device))
+
+    secs = side_by_side({"scorer": lambda: _scorer_logprobs(lm, samples, batch), "forward": forward}, repeats)
+    target = TARGETS["perplexity_vs_forward"]
+    return ratio(tokens / secs["scorer"], tokens / secs["forward"], "tokens/s", target)
+
+
+def _bf16(lm: LoadedModel, prompts: list[str], steering: Any, settings: GenerationSettings,
+          gens: list[Generation], repeats: int) -> dict[str, Figure]:
+    model = copy.deepcopy(lm.model).to(torch.bfloat16)
+    half = LoadedModel(model, lm.tokenizer, lm.name, lm.source, lm.sha256)
+    out: dict[str, list[Generation]] = {}
+
+    def run(name: str, m: LoadedModel) -> Callable[[], None]:
+        def call() -> None:
+            out[name] = generate(m, prompts, {"steered": steering}, settings, batch_size=len(prompts))
+        return call
+
+    with full_length(half, settings.max_new_tokens):
+        secs = side_by_side({"float32": run("float32", lm), "bfloat16": run("bfloat16", half)}, repeats)
+    tokens = {name: sum(len(g.token_ids) for g in out[name]) for name in out}
+    samples = _samples(gens)
+    full, low = (_scorer_logprobs(m, samples, len(samples)) for m in (lm, half))
+    deltas = [abs(a - b) for fa, fb in zip(full, low, strict=True) for a, b in zip(fa, fb, strict=True)]
+    ppl = [abs(sum(fa) / len(fa) - sum(fb) / len(fb)) for fa, fb in zip(full, low, strict=True) if fa]
+    same = [a.token_ids == b.token_ids for a, b in zip(out["float32"], out["bfloat16"], strict=True)]
+    return {"bf16_vs_fp32": ratio(tokens["bfloat16"] / secs["bfloat16"], tokens["float32"] / secs["float32"],
+                                  "tokens/s"),
+            "bf16_max_abs_dlogprob": figure(max(deltas), "nats"),
+            "bf16_mean_abs_dlogppl": figure(statistics.fmean(ppl), "nats"),
+            "bf16_same_completions": figure(sum(same) / len(same), "share")}

@@ -1,0 +1,151 @@
+"""`harness bench` figures measured in fresh processes (model load, the quick suite), and the
+table and JSON printers of the command."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from harness.errors import UserError
+
+if TYPE_CHECKING:
+    from harness.bench import BenchResult
+
+_LOAD = ("import sys, time\nfrom harness.models import load_model\nstart = time.perf_counter()\n"
+         "load_model(sys.argv[1], dtype=sys.argv[2])\nprint('LOAD_SECONDS', time.perf_counter() - start)\n")
+
+
+def measure_suite(model: str, dtype: str, *, loads: bool, suite: bool, target: str = "quick",
+                  extra_args: Sequence[str] = (), say: Callable[[str], None] = print,
+                  notes: list[str] | None = None) -> dict[str, Any]:
+    """First and cached `load_model` seconds (each in a fresh process, on an empty temporary model
+    cache), then the wall seconds and peak RSS of `harness run TARGET` in a fresh process."""
+    from harness.bench import TARGETS, figure
+
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="harness-bench-") as tmp:
+        env = {**os.environ, "HARNESS_CACHE": str(Path(tmp) / "cache")}
+        if loads:
+            say("model load in fresh processes: first (empty cache), then cached")
+            out["load_seconds_first"] = figure(_load_seconds(model, dtype, env), "s")
+            out["load_seconds_cached"] = figure(_load_seconds(model, dtype, env), "s",
+                                                TARGETS["load_seconds_cached"], at_most=True)
+        if suite:
+            say(f"harness run {target} in a fresh process")
+            seconds, rss = run_in_process(
+                [sys.executable, "-m", "harness", "run", target, "--out", str(Path(tmp) / "run"),
+                 "--model", model, "--dtype", dtype, *extra_args], env, Path(tmp) / "suite.log")
+            out["quick_suite_seconds"] = figure(seconds, "s")
+            out["peak_rss_mb"] = figure(rss, "MB")
+            if notes is not None and not loads:
+                notes.append("the suite ran on an empty model cache: its time includes any GGUF conversion")
+    return out
+
+
+def _load_seconds(model: str, dtype: str, env: dict[str, str]) -> float:
+    proc = subprocess.run([sys.executable, "-c", _LOAD, model, dtype], env=env, capture_output=True,
+                          text=True, check=False)
+    for line in proc.stdout.splitlines():
+        if line.startswith("LOAD_SECONDS "):
+            return float(line.split()[1])
+    raise RuntimeError(f"loading {model} in a fresh process failed:\n{proc.stderr[-2000:]}")
+
+
+def run_in_process(cmd: list[str], env: dict[str, str], log: Path) -> tuple[float, float]:
+    """Run `cmd`; its wall seconds and its own peak resident memory in MB (from wait4)."""
+    with log.open("w") as fh:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"`{' '.join(cmd[1:])}` exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+    return seconds, usage.ru_maxrss / 1024  # Linux reports kB
+
+
+def explain(result: BenchResult) -> list[str]:
+    """Notes: noisy conditions, each figure that misses its target with the measurement and what is
+    known to block it, and what bfloat16 does."""
+    from harness.bench import SWEEP_K, SWEEP_PROMPTS
+
+    out = []
+    d, threads = result.details, result.settings["threads"]
+    if result.settings["load_average"] > 0.5:
+        out.append(f"load average {result.settings['load_average']} when the bench started: other "
+                   "processes shared the CPU, so the figures are noisy")
+    for name, fig in result.figures().items():
+        if fig.met is not False:
+            continue
+        bound = "at most" if fig.at_most else "at least"
+        raw = f" ({fig.numerator:.4g} / {fig.denominator:.4g} {fig.raw_unit})" if fig.raw_unit else ""
+        line = f"{name} = {fig.value:.3g}{raw} misses its target ({bound} {fig.target:g})"
+        if name == "sweep_speedup" and d:
+            seq, bat = d["sweep_ms_per_step_sequential"], d["sweep_ms_per_step_batched"]
+            line += (f": a decode step of all {SWEEP_K * SWEEP_PROMPTS} rows takes {bat:.0f} ms, one of a "
+                     f"single config's {SWEEP_PROMPTS} rows {seq:.0f} ms, so batching can save at most "
+                     f"k x {seq:.0f} / {bat:.0f} = {SWEEP_K * seq / bat:.1f}; the batched run computes "
+                     f"{d['sweep_batched_gflops']:.0f} GFLOP/s on {threads} threads")
+        out.append(line)
+    bf16, dlp = result.bf16_vs_fp32, result.bf16_max_abs_dlogprob
+    if bf16 is not None and dlp is not None and bf16.value > 1.05:
+        ppl, same = result.bf16_mean_abs_dlogppl, result.bf16_same_completions
+        out.append(f"--dtype bfloat16 generates {bf16.value:.2f}x as fast here; it moves token log-probs "
+                   f"by up to {dlp.value:.2f} nats (mean |Δ logppl| {ppl.value if ppl else 0:.3f}) and "
+                   f"{same.value if same else 0:.0%} of greedy completions stay identical: fine for "
+                   "exploring, keep float32 for baselines and regression checks")
+    return out
+
+
+def print_bench(result: BenchResult) -> None:
+    """The figures as a table: value, its two raw measurements, target and whether it is met."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from harness.report.terminal import print_wide
+
+    table = Table(title=f"harness bench: {result.model.get('name')} "
+                        f"({result.settings['dtype']}, {result.settings['threads']} threads)")
+    for col in ("figure", "value", "measured", "target", "met"):
+        table.add_column(col, justify="left" if col in ("figure", "measured") else "right")
+    for name, fig in result.figures().items():
+        unit = "" if fig.unit == "x" else f" {fig.unit}"
+        value = f"{fig.value:.3f}{unit}" if fig.unit in ("x", "nats", "share") else f"{fig.value:.1f}{unit}"
+        raw = f"{fig.numerator:.4g} / {fig.denominator:.4g} {fig.raw_unit}" if fig.raw_unit else ""
+        target = "" if fig.target is None else f"{'≤' if fig.at_most else '≥'} {fig.target:g}"
+        met = {True: "[green]yes[/]", False: "[red]no[/]", None: ""}[fig.met]
+        table.add_row(name, value, raw, target, met)
+    console = Console()
+    print_wide(console, table)
+    s = result.settings
+    console.print(f"batch {s['batch_size']} rows x {s['max_new_tokens']} new tokens, greedy, KV cache "
+                  f"{'on' if s['kv_cache'] else 'off'}; sweep {s['sweep_k']} configs x {s['sweep_prompts']} "
+                  f"prompts; median of {s['repeats']}; unsteered engine rows = plain generate: "
+                  f"{result.unsteered_matches_plain}")
+    for note in result.notes:
+        console.print(f"note: {note}")
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """`harness bench [--model M] [--dtype D] [--repeats N] [--batch-size B] [--max-new-tokens T]
+    [--no-suite] [--no-loads] [--no-bf16] [--json]`."""
+    from harness.bench import run_bench
+
+    if args.repeats < 1:
+        raise UserError("--repeats must be at least 1")
+    result = run_bench(args.model, repeats=args.repeats, batch_size=args.batch_size,
+                       max_new_tokens=args.max_new_tokens, dtype=args.dtype, compare_bf16=not args.no_bf16,
+                       loads=not args.no_loads, suite=not args.no_suite,
+                       progress=lambda msg: print(f"bench: {msg}", file=sys.stderr))
+    if args.json:
+        print(result.model_dump_json(indent=2))
+    else:
+        print_bench(result)
+    return 0
