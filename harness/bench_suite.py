@@ -1,9 +1,8 @@
 """`harness bench` figures measured in fresh processes (model load, the quick suite), and the
-table and JSON printers of the command."""
+table printer of the command."""
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -12,8 +11,6 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from harness.errors import UserError
 
 if TYPE_CHECKING:
     from harness.bench import BenchResult
@@ -131,21 +128,3 @@ def print_bench(result: BenchResult) -> None:
                   f"{result.unsteered_matches_plain}")
     for note in result.notes:
         console.print(f"note: {note}")
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    """`harness bench [--model M] [--dtype D] [--repeats N] [--batch-size B] [--max-new-tokens T]
-    [--no-suite] [--no-loads] [--no-bf16] [--json]`."""
-    from harness.bench import run_bench
-
-    if args.repeats < 1:
-        raise UserError("--repeats must be at least 1")
-    result = run_bench(args.model, repeats=args.repeats, batch_size=args.batch_size,
-                       max_new_tokens=args.max_new_tokens, dtype=args.dtype, compare_bf16=not args.no_bf16,
-                       loads=not args.no_loads, suite=not args.no_suite,
-                       progress=lambda msg: print(f"bench: {msg}", file=sys.stderr))
-    if args.json:
-        print(result.model_dump_json(indent=2))
-    else:
-        print_bench(result)
-    return 0

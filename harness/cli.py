@@ -17,6 +17,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="smollm2-135m", help="embedded name, local path or cached HF id")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device-map", help="e.g. auto: spread a model too large for one device over the GPUs "
+                   "and CPU (single process; under accelerate launch each process holds a whole copy)")
 
 
 def _add_task_args(p: argparse.ArgumentParser) -> None:
@@ -100,6 +102,18 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--json", action="store_true", help="print the comparison as JSON")
     cmp.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and permutation tests")
     cmp.set_defaults(func=commands.cmd_compare)
+
+    bench = sub.add_parser("bench", help="speed of steering vs plain generation, side by side")
+    bench.add_argument("--model", default="smollm2-135m", help="embedded name, local path or cached HF id")
+    bench.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    bench.add_argument("--repeats", type=int, default=3, help="timed repeats per figure (median)")
+    bench.add_argument("--batch-size", type=int, help="rows per batch (default: the engine's)")
+    bench.add_argument("--max-new-tokens", type=int, default=32)
+    bench.add_argument("--no-suite", action="store_true", help="skip the quick-suite wall time and RSS")
+    bench.add_argument("--no-loads", action="store_true", help="skip the first/cached load times")
+    bench.add_argument("--no-bf16", action="store_true", help="skip the bfloat16 vs float32 figure")
+    bench.add_argument("--json", action="store_true", help="print the figures as JSON")
+    bench.set_defaults(func=commands.cmd_bench)
 
     base = sub.add_parser("baseline", help="write a baseline from a run")
     base.add_argument("run", help="run.json or its folder")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from harness.errors import UserError
 
@@ -46,6 +47,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from harness.distributed import is_main_process, model_device
     from harness.models import load_model
     from harness.report.terminal import print_results
     from harness.runner import resolve_tasks, run
@@ -53,8 +55,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     options = run_options(args)
     out = Path(args.out or f"runs/{Path(args.target).stem}")
     tasks = resolve_tasks(args.target, options)  # a bad task file fails before the model loads
-    lm = load_model(args.model, dtype=args.dtype)
+    lm = load_model(args.model, dtype=args.dtype, device=model_device(), device_map=args.device_map)
     result = run(args.target, out, model=lm, options=options, tasks=tasks)
+    if not is_main_process():  # under accelerate launch only the main process reports
+        return 0
     print_results(result)
     print(f"wrote {out / 'run.json'}, {out / 'samples.jsonl'}, {out / 'report.md'}, {out / 'report.html'}")
     return 0
@@ -78,6 +82,7 @@ def numbers(text: str, kind: type) -> tuple:  # noqa: ANN001
 def cmd_sweep(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from harness.distributed import is_main_process, model_device
     from harness.models import load_model
     from harness.report.io import read_run
     from harness.report.sweep_report import print_sweep, write_sweep_reports
@@ -92,8 +97,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise UserError(f"sweep takes one task, not the suite '{args.task}'")
     (task,) = resolve_tasks(args.task, options)
     out = Path(args.out or f"runs/sweep-{task.name}")
-    lm = load_model(args.model, dtype=args.dtype)
+    lm = load_model(args.model, dtype=args.dtype, device=model_device(), device_map=args.device_map)
     run_sweep(task, out, lm, grid, options)
+    if not is_main_process():  # under accelerate launch only the main process reports
+        return 0
     run, samples = read_run(out)
     budget = args.max_fluency_cost if args.max_fluency_cost is not None else task.spec.max_fluency_cost
     summary = summarize_sweep(run, samples, task.name, max_fluency_cost=budget, select_on=args.select_on,
@@ -188,4 +195,23 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.out:
         written = write_compare(result, Path(args.out))
         print(f"wrote {', '.join(map(str, written))}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """`harness bench [--model M] [--dtype D] [--repeats N] [--batch-size B] [--max-new-tokens T]
+    [--no-suite] [--no-loads] [--no-bf16] [--json]`."""
+    from harness.bench import run_bench
+    from harness.bench_suite import print_bench
+
+    if args.repeats < 1:
+        raise UserError("--repeats must be at least 1")
+    result = run_bench(args.model, repeats=args.repeats, batch_size=args.batch_size,
+                       max_new_tokens=args.max_new_tokens, dtype=args.dtype, compare_bf16=not args.no_bf16,
+                       loads=not args.no_loads, suite=not args.no_suite,
+                       progress=lambda msg: print(f"bench: {msg}", file=sys.stderr))
+    if args.json:
+        print(result.model_dump_json(indent=2))
+    else:
+        print_bench(result)
     return 0

@@ -4,13 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import logging
 import os
-import shutil
-import tempfile
-import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -18,13 +13,11 @@ from typing import Literal
 import torch
 from torch import nn
 
+from harness import gguf_cache
 from harness.errors import UserError
 
 DEFAULT_MODEL = "smollm2-135m"
 HookPoint = Literal["resid", "attn", "mlp"]
-CACHE_ENV = "HARNESS_CACHE"
-CACHE_OFF = ("off", "0", "false", "no", "none")
-CACHE_MARKER = "harness-cache.json"  # written last: a cache folder without it is never used
 
 log = logging.getLogger(__name__)
 
@@ -126,20 +119,23 @@ def load_model(
     *,
     dtype: torch.dtype | str = torch.float32,
     device: str | torch.device = "cpu",
+    device_map: str | dict[str, object] | None = None,
 ) -> LoadedModel:
     """Load a causal LM and its tokenizer for steering: eval mode, no grad, left padding.
 
     `name_or_path` is an embedded model name (see `EMBEDDED`), a local directory,
     a local `.gguf` file, or a Hugging Face id already in the local cache. The
     network is never used. A GGUF is dequantized once and kept as safetensors in the
-    model cache (`model_cache_root`, keyed by the GGUF's hash); later loads read that.
+    model cache (`gguf_cache.model_cache_root`, keyed by the GGUF's hash); later loads read
+    that. `device_map` (e.g. "auto") spreads a model too large for one device over the GPUs
+    (and CPU) with accelerate instead of putting it on `device`; single-process runs only.
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
     if name_or_path in EMBEDDED:
         gguf = embedded_gguf_path(name_or_path)
-        loaded = _load_gguf(gguf, name_or_path, dtype, device)
+        loaded = _load_gguf(gguf, name_or_path, dtype, device, device_map)
         bos = EMBEDDED[name_or_path].bos_token
         if bos is not None:
             loaded.tokenizer.bos_token = bos
@@ -147,28 +143,15 @@ def load_model(
         path = Path(name_or_path)
         if not path.is_file():
             raise ModelLoadError(f"GGUF file not found: {path.resolve()}")
-        loaded = _load_gguf(path, path.stem, dtype, device)
+        loaded = _load_gguf(path, path.stem, dtype, device, device_map)
     else:
-        loaded = _load_pretrained(name_or_path, dtype, device)
+        loaded = _load_pretrained(name_or_path, dtype, device, device_map)
     _prepare(loaded)
     return loaded
 
 
-def model_cache_root() -> Path | None:
-    """Where GGUF models converted to safetensors are kept, or None when caching is off.
-
-    `$HARNESS_CACHE/models` (default `$XDG_CACHE_HOME/harness/models`, i.e.
-    `~/.cache/harness/models`); `HARNESS_CACHE=off` (or 0, false, no, none) turns it off.
-    """
-    value = os.environ.get(CACHE_ENV, "").strip()
-    if value.lower() in CACHE_OFF:
-        return None
-    if value:
-        return Path(value).expanduser() / "models"
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "harness" / "models"
-
-
-def _load_gguf(path: Path, name: str, dtype: torch.dtype, device: str | torch.device) -> LoadedModel:
+def _load_gguf(path: Path, name: str, dtype: torch.dtype, device: str | torch.device,
+               device_map: str | dict[str, object] | None) -> LoadedModel:
     """Load a GGUF file, through its safetensors conversion in the cache when there is one.
 
     The identity (source = the GGUF path, sha256 = the GGUF's hash) is the same either way:
@@ -177,82 +160,19 @@ def _load_gguf(path: Path, name: str, dtype: torch.dtype, device: str | torch.de
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     sha = file_sha256(path)
-    cached = _gguf_cache(path, sha)
+    cached = gguf_cache.cached_conversion(path, sha)
     if cached is None:
-        model, tokenizer = _read_gguf(path, dtype)
+        model, tokenizer = gguf_cache.read_gguf(path, dtype, device_map)
     else:
         tokenizer = AutoTokenizer.from_pretrained(cached)
-        model = AutoModelForCausalLM.from_pretrained(cached, dtype=dtype)
-    model.to(device)
+        model = AutoModelForCausalLM.from_pretrained(cached, dtype=dtype, device_map=device_map)
+    if device_map is None:
+        model.to(device)
     return LoadedModel(model, tokenizer, name, str(path), sha, {"cache": str(cached) if cached else None})
 
 
-def _read_gguf(path: Path, dtype: torch.dtype) -> tuple[nn.Module, object]:
-    """Dequantize a GGUF file into a model of `dtype` (slow: about 20 s for 135M parameters)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype)
-    return model, tokenizer
-
-
-def _gguf_cache(path: Path, sha: str) -> Path | None:
-    """The cache folder of the GGUF with hash `sha`, converting it now if it is not there yet.
-
-    The conversion is written to a temporary folder that is renamed into place only once
-    complete, so an interrupted conversion is never used. None when the cache is off or
-    cannot be written (a warning says why; the GGUF is then loaded directly).
-    """
-    root = model_cache_root()
-    if root is None:
-        return None
-    target = root / sha
-    if (target / CACHE_MARKER).is_file():
-        return target
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        for stale in root.glob(f".{sha[:16]}-*"):  # left by a killed conversion
-            if time.time() - stale.stat().st_mtime > 3600:
-                shutil.rmtree(stale, ignore_errors=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{sha[:16]}-", dir=root))
-    except OSError as err:
-        warnings.warn(f"model cache {root} is not writable ({err}); loading the GGUF directly "
-                      f"(set {CACHE_ENV}=off to silence this)", stacklevel=4)
-        return None
-    try:
-        log.info("converting %s to safetensors in %s (once)", path, target)
-        _convert_gguf(path, tmp)
-        (tmp / CACHE_MARKER).write_text(json.dumps({"gguf": str(path), "sha256": sha}, indent=2))
-        if target.exists() and not (target / CACHE_MARKER).is_file():
-            shutil.rmtree(target)  # an incomplete folder from elsewhere: replace it
-        try:
-            tmp.rename(target)
-        except OSError:
-            if not (target / CACHE_MARKER).is_file():
-                raise
-            # another process finished the same conversion first: use its copy
-    except Exception as err:  # noqa: BLE001 (any failure to cache falls back to the GGUF)
-        warnings.warn(f"could not cache {path.name} in {root} ({type(err).__name__}: {err}); "
-                      "loading the GGUF directly", stacklevel=4)
-        return None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
-def _convert_gguf(path: Path, dest: Path) -> None:
-    """Write the dequantized float32 model and its tokenizer to `dest` as an HF folder."""
-    model, tokenizer = _read_gguf(path, torch.float32)
-    # transformers refuses to save a model loaded through its GGUF quantizer, but the
-    # weights are already plain dequantized tensors: detach the quantizer and save those.
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.save_pretrained(dest)
-    tokenizer.save_pretrained(dest)
-
-
-def _load_pretrained(name: str, dtype: torch.dtype, device: str | torch.device) -> LoadedModel:
+def _load_pretrained(name: str, dtype: torch.dtype, device: str | torch.device,
+                     device_map: str | dict[str, object] | None) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     local = Path(name)
@@ -260,7 +180,8 @@ def _load_pretrained(name: str, dtype: torch.dtype, device: str | torch.device) 
         raise ModelLoadError(f"model directory not found: {local.expanduser().resolve()}")
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, local_files_only=True,
+                                                     device_map=device_map)
     except OSError as err:
         from huggingface_hub.constants import HF_HUB_CACHE
 
@@ -270,7 +191,8 @@ def _load_pretrained(name: str, dtype: torch.dtype, device: str | torch.device) 
             f"nor in the Hugging Face cache ({HF_HUB_CACHE}); the network is not used "
             f"(HF_HUB_OFFLINE): download it beforehand ({type(err).__name__})"
         ) from None
-    model.to(device)
+    if device_map is None:
+        model.to(device)
     source = str(local.resolve()) if local.is_dir() else name
     return LoadedModel(model, tokenizer, name, source, _weights_sha256(local))
 

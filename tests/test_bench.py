@@ -1,23 +1,16 @@
-"""`harness bench` on a tiny random model (all figures present and sane; nothing timed), and the
-GGUF -> safetensors model cache: on a stand-in GGUF with a tiny model, and on the real embedded model."""
+"""`harness bench` on a tiny random model: all figures present and sane; nothing is timed."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import math
-import os
-import time
 from pathlib import Path
 
 import pytest
-import torch
 
-from harness import models
 from harness.bench import BenchResult, run_bench
-from harness.bench_suite import cmd_bench
-from harness.engine import GenerationSettings, generate
-from harness.models import CACHE_MARKER, file_sha256, load_model
+from harness.commands import cmd_bench
 from tests.conftest import save_tiny_model
 
 TASK = """\
@@ -84,130 +77,3 @@ def test_bench_json_command_without_subprocesses(tiny_dir, capsys):
     assert data["load_seconds_first"] is None and data["bf16_vs_fp32"] is None
     for name in ("steered_vs_plain", "unsteered_vs_plain", "sweep_speedup", "perplexity_vs_forward"):
         assert set(data[name]) >= {"value", "numerator", "denominator", "raw_unit", "target", "met"}
-
-
-# --- the model cache, on a stand-in GGUF: `_read_gguf` returns a tiny model -------------------
-
-
-@pytest.fixture
-def fake_gguf(tiny_dir, tmp_path, monkeypatch):
-    """A `.gguf` file whose 'dequantization' loads the tiny model; `calls` records each read's dtype."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    path = tmp_path / "fake-model.gguf"
-    path.write_bytes(b"not really a gguf " * 100)
-    calls: list[torch.dtype] = []
-
-    def read(p: Path, dtype: torch.dtype):  # noqa: ANN202
-        assert p == path
-        calls.append(dtype)
-        model = AutoModelForCausalLM.from_pretrained(tiny_dir, dtype=dtype)
-        return model, AutoTokenizer.from_pretrained(tiny_dir)
-
-    monkeypatch.setattr(models, "_read_gguf", read)
-    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
-    return path, calls
-
-
-def logits(lm, texts=("I love the way", "The tower is")) -> torch.Tensor:  # noqa: ANN001
-    batch = lm.tokenizer(list(texts), return_tensors="pt", padding=True)
-    with torch.no_grad():
-        return lm.model(**batch).logits
-
-
-def test_gguf_is_converted_once_then_loaded_from_the_cache(fake_gguf, tmp_path):
-    path, calls = fake_gguf
-    first = load_model(str(path))
-    folder = tmp_path / "cache" / "models" / file_sha256(path)
-    assert calls == [torch.float32]  # converted at full precision whatever the dtype asked for
-    files = {p.name for p in folder.iterdir()}
-    assert {"model.safetensors", "config.json", "tokenizer.json", CACHE_MARKER} <= files
-    assert [p.name for p in folder.parent.iterdir()] == [folder.name]  # no temporary folder left
-    second = load_model(str(path))
-    assert calls == [torch.float32]
-    assert first.identity() == second.identity()
-    assert second.source == str(path) and second.sha256 == file_sha256(path)
-    assert second.info["cache"] == str(folder)
-    reference, _ = models._read_gguf(path, torch.float32)
-    assert torch.equal(logits(second), logits(load_model(str(path), dtype=torch.float32)))
-    for key, tensor in reference.state_dict().items():
-        assert torch.equal(second.model.state_dict()[key], tensor), key
-    half = load_model(str(path), dtype="bfloat16")
-    for key, tensor in reference.state_dict().items():
-        assert torch.equal(half.model.state_dict()[key], tensor.to(torch.bfloat16)), key
-
-
-def test_interrupted_conversion_is_never_used(fake_gguf, tmp_path, monkeypatch):
-    path, calls = fake_gguf
-    real_read = models._read_gguf
-
-    def read_then_die(p: Path, dtype: torch.dtype):  # noqa: ANN202
-        model, tokenizer = real_read(p, dtype)
-
-        def die(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-            raise KeyboardInterrupt  # after model.safetensors is written
-
-        tokenizer.save_pretrained = die
-        return model, tokenizer
-
-    monkeypatch.setattr(models, "_read_gguf", read_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        load_model(str(path))
-    assert list((tmp_path / "cache" / "models").iterdir()) == []
-    root = tmp_path / "cache" / "models"
-    stale = root / f".{file_sha256(path)[:16]}-killed"  # what a SIGKILLed conversion leaves
-    stale.mkdir()
-    os.utime(stale, (time.time() - 7200, time.time() - 7200))
-    monkeypatch.setattr(models, "_read_gguf", real_read)
-    lm = load_model(str(path))
-    assert lm.info["cache"] and (Path(lm.info["cache"]) / CACHE_MARKER).is_file()
-    assert [p.name for p in root.iterdir()] == [file_sha256(path)]
-
-
-def test_cache_off_or_unwritable_loads_the_gguf_directly(fake_gguf, tmp_path, monkeypatch):
-    path, calls = fake_gguf
-    monkeypatch.setenv("HARNESS_CACHE", "off")
-    lm = load_model(str(path), dtype="bfloat16")
-    assert calls == [torch.bfloat16] and lm.info["cache"] is None and lm.sha256 == file_sha256(path)
-    assert not (tmp_path / "cache").exists()
-    blocker = tmp_path / "a-file"
-    blocker.write_text("")
-    monkeypatch.setenv("HARNESS_CACHE", str(blocker))
-    with pytest.warns(UserWarning, match="not writable"):
-        lm = load_model(str(path))
-    assert lm.info["cache"] is None and calls[-1] == torch.float32
-
-
-# --- the real embedded model ---------------------------------------------------------------
-
-
-@pytest.mark.slow
-def test_cached_smollm_is_bitwise_the_gguf_model(tmp_path, monkeypatch):
-    """Conversion into an empty cache, a cached load and a direct GGUF load give the same model."""
-    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path))
-    start = time.perf_counter()
-    first = load_model("smollm2-135m")
-    converted = time.perf_counter() - start
-    start = time.perf_counter()
-    cached = load_model("smollm2-135m")
-    print(f"first load {converted:.1f} s, cached load {time.perf_counter() - start:.1f} s")
-    monkeypatch.setenv("HARNESS_CACHE", "off")
-    direct = load_model("smollm2-135m")
-    assert direct.info["cache"] is None and cached.info["cache"] == first.info["cache"]
-    assert first.identity() == cached.identity() == direct.identity()
-    texts = ("<|endoftext|>The Eiffel Tower is in", "<|endoftext|>I hate you because", "Hi")
-    reference = logits(direct, texts)
-    assert torch.equal(logits(first, texts), reference) and torch.equal(logits(cached, texts), reference)
-    state = direct.model.state_dict()
-    assert all(torch.equal(t, state[k]) for k, t in cached.model.state_dict().items())
-    assert cached.model.generation_config.to_dict() == direct.model.generation_config.to_dict()
-    for lm in (first, cached):
-        assert lm.tokenizer.bos_token == "<|endoftext|>" == direct.tokenizer.bos_token
-        assert lm.tokenizer.bos_token_id == 0 and lm.tokenizer.pad_token_id == direct.tokenizer.pad_token_id
-        for text in ("<|endoftext|>", "Hello world", " I hate you because",
-                     "<|im_start|>user\nhi<|im_end|>", "naïve café 🙂  spaces"):
-            assert lm.tokenizer(text).input_ids == direct.tokenizer(text).input_ids, text
-    settings = GenerationSettings(max_new_tokens=8, greedy=True)
-    gens = [[g.token_ids for g in generate(lm, ["I hate you because"], {"u": None}, settings)]
-            for lm in (direct, cached)]
-    assert gens[0] == gens[1]

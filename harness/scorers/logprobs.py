@@ -41,9 +41,10 @@ def continuation_logprobs(
         deltas = build_deltas(steer, mask, lm.model.config.get_text_config().hidden_size, dtype)
         with steering_hooks(lm.model, deltas), torch.no_grad():
             logits = lm.model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits
-        logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+        scores = logits[:, :-1].float()
         targets = ids[:, width - keep + 1 :]
-        picked = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        # log-softmax of the picked tokens only: no second (rows x positions x vocab) tensor
+        picked = scores.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(scores, dim=-1)
         for row, i in enumerate(idx):
             n = len(continuations[i])
             out[i] = picked[row, keep - 1 - n :].tolist()

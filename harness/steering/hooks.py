@@ -37,10 +37,12 @@ class _Deltas:
                     f"steering expected the prompt pass {tuple(expected.shape[:2])}, "
                     f"got hidden states {tuple(hidden.shape[:2])}"
                 )
+        device = hidden.device  # a device_map model's layers sit on different devices
         if self.prefix is not None and prompt_pass:
-            hidden = hidden + self.prefix
+            hidden = hidden + self.prefix.to(device)
         if self.every is not None:
-            hidden = hidden + (self.every * self.every_mask if prompt_pass else self.every)
+            every = self.every.to(device)
+            hidden = hidden + (every * self.every_mask.to(device) if prompt_pass else every)
         if isinstance(output, tuple):
             return (hidden, *output[1:])
         return hidden

@@ -1,0 +1,102 @@
+"""GGUF files dequantized once into safetensors folders in a local cache, keyed by hash."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+CACHE_ENV = "HARNESS_CACHE"
+CACHE_OFF = ("off", "0", "false", "no", "none")
+CACHE_MARKER = "harness-cache.json"  # written last: a cache folder without it is never used
+
+log = logging.getLogger(__name__)
+
+
+def model_cache_root() -> Path | None:
+    """Where GGUF models converted to safetensors are kept, or None when caching is off.
+
+    `$HARNESS_CACHE/models` (default `$XDG_CACHE_HOME/harness/models`, i.e.
+    `~/.cache/harness/models`); `HARNESS_CACHE=off` (or 0, false, no, none) turns it off.
+    """
+    value = os.environ.get(CACHE_ENV, "").strip()
+    if value.lower() in CACHE_OFF:
+        return None
+    if value:
+        return Path(value).expanduser() / "models"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "harness" / "models"
+
+
+def read_gguf(path: Path, dtype: torch.dtype,
+              device_map: str | dict[str, object] | None = None) -> tuple[nn.Module, object]:
+    """Dequantize a GGUF file into a model of `dtype` (slow: about 20 s for 135M parameters)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype,
+                                                 device_map=device_map)
+    return model, tokenizer
+
+
+def cached_conversion(path: Path, sha: str) -> Path | None:
+    """The cache folder of the GGUF with hash `sha`, converting it now if it is not there yet.
+
+    The conversion is written to a temporary folder that is renamed into place only once
+    complete, so an interrupted conversion is never used. None when the cache is off or
+    cannot be written (a warning says why; the GGUF is then loaded directly).
+    """
+    root = model_cache_root()
+    if root is None:
+        return None
+    target = root / sha
+    if (target / CACHE_MARKER).is_file():
+        return target
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        for stale in root.glob(f".{sha[:16]}-*"):  # left by a killed conversion
+            if time.time() - stale.stat().st_mtime > 3600:
+                shutil.rmtree(stale, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{sha[:16]}-", dir=root))
+    except OSError as err:
+        warnings.warn(f"model cache {root} is not writable ({err}); loading the GGUF directly "
+                      f"(set {CACHE_ENV}=off to silence this)", stacklevel=4)
+        return None
+    try:
+        log.info("converting %s to safetensors in %s (once)", path, target)
+        _convert_gguf(path, tmp)
+        (tmp / CACHE_MARKER).write_text(json.dumps({"gguf": str(path), "sha256": sha}, indent=2))
+        if target.exists() and not (target / CACHE_MARKER).is_file():
+            shutil.rmtree(target)  # an incomplete folder from elsewhere: replace it
+        try:
+            tmp.rename(target)
+        except OSError:
+            if not (target / CACHE_MARKER).is_file():
+                raise
+            # another process finished the same conversion first: use its copy
+    except Exception as err:  # noqa: BLE001 (any failure to cache falls back to the GGUF)
+        warnings.warn(f"could not cache {path.name} in {root} ({type(err).__name__}: {err}); "
+                      "loading the GGUF directly", stacklevel=4)
+        return None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _convert_gguf(path: Path, dest: Path) -> None:
+    """Write the dequantized float32 model and its tokenizer to `dest` as an HF folder."""
+    model, tokenizer = read_gguf(path, torch.float32)
+    # transformers refuses to save a model loaded through its GGUF quantizer, but the
+    # weights are already plain dequantized tensors: detach the quantizer and save those.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(dest)
+    tokenizer.save_pretrained(dest)
