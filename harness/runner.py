@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -147,25 +148,29 @@ def _run_locked(target: str, out: Path, tasks: list[Task], pool: ModelPool, opti
     if cluster:
         cluster.barrier("reading the finished samples")  # before any rank appends to its shard
     size = options.batch_size or default_batch_size(pool.lm)
-    plans, batches = [], 0
+    plans, batches, timings = [], 0, {}
     for task in tasks:
         plan = _plan_task(pool, task, build(pool.lm, task))
         owners = distributed.deal(len(plan.rows), size, world, batches)
         batches += -(-len(plan.rows) // size)
         if cluster and cluster.is_main:
             distributed.report_resume(task.name, plan.keys, owners, log.records)
+        start = time.perf_counter()
         _generate_task(pool, plan, [i for i, o in enumerate(owners) if o == rank], log, options,
                        progress=options.progress and rank == 0)
+        timings[f"generate.{task.name}"] = round(time.perf_counter() - start, 3)
         plans.append((plan, owners))
     if cluster is None:
-        return _finish(target, out, plans, log.records, pool, options, extra, started)
+        return _finish(target, out, plans, log.records, pool, options, extra, started, timings)
     found = distributed.collect(cluster, [(p.task.name, p.keys, o) for p, o in plans], log.records)
-    return cluster.share(lambda: _finish(target, out, plans, found or {}, pool, options, extra, started),
-                         "waiting for the main process to score and write the run")
+    return cluster.share(
+        lambda: _finish(target, out, plans, found or {}, pool, options, extra, started, timings),
+        "waiting for the main process to score and write the run")
 
 
 def _finish(target: str, out: Path, plans: list[tuple[_Plan, list[int]]], found: dict[str, dict[str, Any]],
-            pool: ModelPool, options: RunOptions, extra: dict[str, Any], started: str) -> RunResult:
+            pool: ModelPool, options: RunOptions, extra: dict[str, Any], started: str,
+            timings: dict[str, float]) -> RunResult:
     """Score every task's samples, compute the statistics and write the run (main process only)."""
     tasks = [plan.task for plan, _ in plans]
     records: list[SampleRecord] = []
@@ -173,7 +178,7 @@ def _finish(target: str, out: Path, plans: list[tuple[_Plan, list[int]]], found:
     for plan, _ in plans:
         task, conditions = plan.task, plan.conditions
         task_records = [SampleRecord.model_validate(found[k]) for k in plan.keys]
-        task_records = _score_task(pool, task, conditions, task_records, options)
+        task_records = _score_task(pool, task, conditions, task_records, options, timings)
         records += task_records
         e, f, s = analysis.task_effects(task.spec, list(conditions), task_records, task.spec.seed)
         effects += e
@@ -192,7 +197,7 @@ def _finish(target: str, out: Path, plans: list[tuple[_Plan, list[int]]], found:
         tasks=infos, effects=effects, fluency_cost=fluency,
         headlines=analysis.headlines([t.spec for t in tasks], effects, fluency),
         per_prompt=summaries, flagged_samples=sum(1 for r in records if r.flagged),
-        notes=_notes(records),
+        notes=_notes(records), timings=timings,
     )
     _write_run(out, result, records, pool.lm)
     distributed.remove_shards(out)  # samples.jsonl now holds every sample
@@ -243,7 +248,9 @@ def _generate_task(pool: ModelPool, plan: _Plan, share: list[int], log: SampleLo
 
 
 def _score_task(pool: ModelPool, task: Task, conditions: dict[str, Condition],
-                records: list[SampleRecord], options: RunOptions) -> list[SampleRecord]:
+                records: list[SampleRecord], options: RunOptions,
+                timings: dict[str, float]) -> list[SampleRecord]:
+    """Every scorer of `task` on every record; each scorer's seconds go into `timings`."""
     from tqdm.auto import tqdm
 
     ctx = ScoringContext(lm=pool.lm, steerings={c: v.steering for c, v in conditions.items()},
@@ -255,10 +262,12 @@ def _score_task(pool: ModelPool, task: Task, conditions: dict[str, Condition],
     token_lps: list[list[float] | None] = [None for _ in records]
     for name, params in tqdm(task.spec.scorers.items(), desc=f"score {task.name}",
                              disable=not options.progress):
+        start = time.perf_counter()
         for i, score in enumerate(make_scorer(name, params).score(samples, ctx)):
             scores[i].update({f"{name}.{m}": v for m, v in score.values.items()})
             reasons[i].update({f"{name}.{m}": r for m, r in score.reasons.items()})
             token_lps[i] = score.detail.get("token_logprobs", token_lps[i])
+        timings[f"score.{task.name}.{name}"] = round(time.perf_counter() - start, 3)
     return [r.model_copy(update={"scores": s, "reasons": why, "token_logprobs": lp})
             for r, s, why, lp in zip(records, scores, reasons, token_lps, strict=True)]
 

@@ -69,3 +69,18 @@ def test_addition_parse():
     assert Addition.parse("3:-2.5:a:b") == Addition(3, -2.5, "a:b")
     with pytest.raises(ValueError, match="LAYER:COEFF:TEXT"):
         Addition.parse("Love")
+
+
+def test_device_map_load_steers_like_a_plain_load(tmp_path):
+    """`--device-map`: the model goes through accelerate's dispatch; steering is unchanged."""
+    from tests.conftest import save_tiny_model
+
+    path = str(save_tiny_model("llama", tmp_path))
+    plain, mapped = load_model(path), load_model(path, device_map="auto")
+    assert mapped.device.type == "cpu"  # no accelerator here: "auto" places every layer on the CPU
+    conditions = {"u": None}
+    outs = []
+    for lm in (plain, mapped):
+        conditions["big"] = build_actadd(lm, [Addition(1, 50.0, "love"), Addition(1, -50.0, "hate")])
+        outs.append([g.token_ids for g in generate(lm, ["I love the way", "The tower"], conditions, GREEDY)])
+    assert outs[0] == outs[1]

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from harness.report.io import read_run
+from harness.report.terminal import results_text
 from harness.runner import RunOptions, run
 from harness.store import read_jsonl
 from tests.conftest import save_tiny_model
@@ -67,6 +68,10 @@ def test_run_writes_every_file_and_all_fields(tiny_llama, tmp_path):
     assert result.headlines[0].metric == "keywords.rate"
     run_back, samples = read_run(out)
     assert run_back.effects == result.effects and len(samples) == len(PROMPTS) * 4
+    timed = ("generate.tiny_topic", "score.tiny_topic.keywords", "score.tiny_topic.perplexity")
+    assert set(data["timings"]) == set(timed) and all(data["timings"][k] >= 0 for k in timed)
+    assert data["timings"]["generate.tiny_topic"] > 0
+    assert "time: generate" in results_text(result) and "scorers: " in results_text(result)
 
 
 def test_rerun_reuses_samples_and_changed_config_does_not(tiny_llama, tmp_path):

@@ -103,6 +103,9 @@ class RunResult(_Record):
     per_prompt: list[PromptSummary] = Field(default_factory=list)
     flagged_samples: int = 0
     notes: list[str] = Field(default_factory=list)
+    # seconds this invocation spent per phase ("generate.TASK", "score.TASK.SCORER"); a resumed
+    # run counts only the samples it generated itself
+    timings: dict[str, float] = Field(default_factory=dict)
 
 
 class SampleRecord(_Record):

@@ -217,6 +217,22 @@ def print_results(run: RunResult, console: Console | None = None) -> None:
         )
     for note in run.notes:
         console.print(Text(f"note: {note}", style="yellow"))
+    if run.timings:
+        console.print(Text(timings_line(run.timings), style="dim"))
+
+
+def timings_line(timings: dict[str, float]) -> str:
+    """`time: generate 41 s, score 12 s (perplexity 9.1 s, sentiment 2.0 s, ...)`."""
+    phases: dict[str, float] = {}
+    scorers: dict[str, float] = {}
+    for key, seconds in timings.items():
+        phase, *rest = key.split(".")
+        phases[phase] = phases.get(phase, 0.0) + seconds
+        if phase == "score" and len(rest) == 2:
+            scorers[rest[1]] = scorers.get(rest[1], 0.0) + seconds
+    parts = ", ".join(f"{p} {s:.0f} s" for p, s in phases.items())
+    detail = ", ".join(f"{n} {s:.1f} s" for n, s in sorted(scorers.items(), key=lambda x: -x[1]))
+    return f"time: {parts}" + (f" (scorers: {detail})" if detail else "")
 
 
 def results_text(run: RunResult) -> str:
