@@ -31,6 +31,11 @@ def _by_layer(s: SweepSummary) -> dict[int, list[ConfigResult]]:
     return out
 
 
+def _layer_colour(i: int) -> str:
+    """The i-th layer's colour, the same in every plot of a sweep."""
+    return STEERED_COLOURS[i] if i < len(STEERED_COLOURS) else f"C{i}"
+
+
 def _curves(s: SweepSummary, fluency: bool) -> bytes:
     fig = Figure(figsize=(6.4, 3.6))
     ax = fig.subplots()
@@ -41,7 +46,7 @@ def _curves(s: SweepSummary, fluency: bool) -> bytes:
         if not pts:
             continue
         x, y, lo, hi = zip(*pts, strict=True)
-        colour = STEERED_COLOURS[i % len(STEERED_COLOURS)] if i < 4 else f"C{i}"
+        colour = _layer_colour(i)
         ax.plot(x, y, marker="o", ms=4, color=colour, label=f"layer {layer}")
         ax.fill_between(x, [v if v is not None else y[j] for j, v in enumerate(lo)],
                         [v if v is not None else y[j] for j, v in enumerate(hi)], color=colour, alpha=0.15)
@@ -64,7 +69,7 @@ def _pareto(s: SweepSummary) -> bytes:
     for i, (layer, rows) in enumerate(_by_layer(s).items()):
         pts = [(c.fluency_diff, sign * c.diff) for c in rows if c.fluency_diff is not None]
         if pts:
-            ax.scatter(*zip(*pts, strict=True), s=18, color=f"C{i}", label=f"layer {layer}")
+            ax.scatter(*zip(*pts, strict=True), s=18, color=_layer_colour(i), label=f"layer {layer}")
     front = sorted((c.fluency_diff, sign * c.diff) for c in s.configs if c.on_frontier
                    and c.fluency_diff is not None)
     if front:
@@ -91,7 +96,8 @@ def sweep_rows(s: SweepSummary) -> list[list[str]]:
     return [[c.condition, str(c.layer), f"{c.coeff:+g}", with_ci(c.diff, c.ci_low, c.ci_high),
              pval(c.p_adjusted) + (" ✓" if c.significant else ""),
              with_ci(c.fluency_diff, c.fluency_ci_low, c.fluency_ci_high),
-             "◆" if c.on_frontier else "", "" if c.within_budget else "over"]
+             "◆" if c.on_frontier else "",
+             "★ best" if c.condition == s.best else ("" if c.within_budget else "over")]
             for c in sorted(s.configs, key=lambda c: (c.layer, c.coeff))]
 
 

@@ -59,13 +59,16 @@ _STYLES = {MOVED: "bold green", WRONG: "bold red", NOT_SIG: "dim", "↑": "yello
 
 
 def num(x: float | None, signed: bool = False) -> str:
-    """A number in 3 decimals (scientific when tiny or huge); "—" for None, "nan" for NaN."""
+    """A number in 3 decimals (scientific when small or huge, 0 below float32 rounding noise of
+    1e-6); "—" for None, "nan" for NaN."""
     if x is None:
         return "—"
     if not math.isfinite(x):
         return "nan" if math.isnan(x) else ("+inf" if x > 0 else "-inf")
     sign = "+" if signed else ""
-    if x != 0 and (abs(x) >= 1e4 or abs(x) < 1e-3):
+    if abs(x) < 1e-6:
+        return f"{0.0:{sign}.3f}"
+    if abs(x) >= 1e4 or abs(x) < 1e-3:
         return f"{x:{sign}.2e}"
     return f"{x:{sign}.3f}"
 
