@@ -21,7 +21,7 @@ from harness.models import DEFAULT_MODEL, EMBEDDED, LoadedModel, load_model
 from harness.scorers.base import Sample, ScoringContext
 from harness.scorers.perplexity import PerplexityParams, PerplexityScorer
 from harness.steering.actadd import Addition, build_actadd
-from harness.tokens import encode
+from harness.tokens import encode, left_pad
 
 PROMPTS = (
     "I hate you because", "The Eiffel Tower is in", "We talked about the weather and",
@@ -108,12 +108,6 @@ def full_length(lm: LoadedModel, n: int) -> Iterator[None]:
         yield
     finally:
         config.min_new_tokens = saved
-
-
-def left_pad(ids: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(map(len, ids))
-    input_ids = torch.tensor([[pad] * (width - len(t)) + list(t) for t in ids])
-    return input_ids, (torch.arange(width) >= torch.tensor([width - len(t) for t in ids])[:, None]).long()
 
 
 def run_bench(

@@ -15,7 +15,7 @@ from harness.models import LoadedModel
 from harness.sampling import NonFiniteGuard, RowSeededSampler
 from harness.steering.base import Steering
 from harness.steering.hooks import build_deltas, steering_hooks
-from harness.tokens import encode, encode_with_preamble
+from harness.tokens import encode, encode_with_preamble, left_pad
 
 UNSTEERED = "unsteered"
 
@@ -128,7 +128,7 @@ def _generate_batch(
     prompt_ids = [encode(tok, r.prompt, settings.use_bos) for r in rows]
     inputs = [encode_with_preamble(tok, r.prompt, s.preamble if s else "", settings.use_bos)
               for r, s in zip(rows, steerings, strict=True)]
-    input_ids, attention_mask = _left_pad(inputs, tok.pad_token_id, lm.device)
+    input_ids, attention_mask = left_pad(inputs, tok.pad_token_id, lm.device)
     hidden = lm.model.config.get_text_config().hidden_size
     dtype = next(lm.model.parameters()).dtype
     deltas = build_deltas(steerings, attention_mask, hidden, dtype)
@@ -156,15 +156,6 @@ def _generate_batch(
                    "non-finite logits" if i in guard.bad_rows else None)
         for i, (row, ids, p) in enumerate(zip(rows, new, prompt_ids, strict=True))
     ]
-
-
-def _left_pad(
-    ids: list[list[int]], pad_id: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(t) for t in ids)
-    input_ids = torch.tensor([[pad_id] * (width - len(t)) + t for t in ids], device=device)
-    mask = torch.tensor([[0] * (width - len(t)) + [1] * len(t) for t in ids], device=device)
-    return input_ids, mask
 
 
 def _until_eos(ids: list[int], eos: int | list[int] | None) -> list[int]:

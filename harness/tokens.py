@@ -1,8 +1,11 @@
-"""Tokenization rules shared by vector building and generation (BOS, spaces)."""
+"""Tokenization rules shared by vector building, generation and scoring (BOS, spaces, padding)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
+
+import torch
 
 
 def bos_token_id(tokenizer: Any) -> int:
@@ -37,3 +40,12 @@ def space_token_id(tokenizer: Any) -> int:
     if not ids:
         raise ValueError("the tokenizer encodes ' ' to nothing; cannot pad contrast prompts")
     return int(ids[-1])
+
+
+def left_pad(ids: Sequence[Sequence[int]], pad_id: int,
+             device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of token ids padded on the left to one width, and their attention mask."""
+    width = max(len(t) for t in ids)
+    input_ids = torch.tensor([[pad_id] * (width - len(t)) + list(t) for t in ids], device=device)
+    mask = torch.tensor([[0] * (width - len(t)) + [1] * len(t) for t in ids], device=device)
+    return input_ids, mask

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections import defaultdict
 
 from rich import box
 from rich.console import Console
@@ -225,14 +226,15 @@ def print_results(run: RunResult, console: Console | None = None) -> None:
 
 
 def timings_line(timings: dict[str, float]) -> str:
-    """`time: generate 41 s, score 12 s (perplexity 9.1 s, sentiment 2.0 s, ...)`."""
-    phases: dict[str, float] = {}
-    scorers: dict[str, float] = {}
+    """`time: generate 41 s, score 12 s (scorers: perplexity 9.1 s, sentiment 2.0 s, ...)` from
+    run.json's `timings` ("generate.TASK", "score.TASK.SCORER")."""
+    phases: dict[str, float] = defaultdict(float)
+    scorers: dict[str, float] = defaultdict(float)
     for key, seconds in timings.items():
-        phase, *rest = key.split(".")
-        phases[phase] = phases.get(phase, 0.0) + seconds
-        if phase == "score" and len(rest) == 2:
-            scorers[rest[1]] = scorers.get(rest[1], 0.0) + seconds
+        phase = key.split(".", 1)[0]
+        phases[phase] += seconds
+        if phase == "score":
+            scorers[key.rsplit(".", 1)[1]] += seconds
     parts = ", ".join(f"{p} {s:.0f} s" for p, s in phases.items())
     detail = ", ".join(f"{n} {s:.1f} s" for n, s in sorted(scorers.items(), key=lambda x: -x[1]))
     return f"time: {parts}" + (f" (scorers: {detail})" if detail else "")

@@ -9,6 +9,7 @@ import torch
 from harness.models import LoadedModel
 from harness.steering.base import Steering
 from harness.steering.hooks import build_deltas, steering_hooks
+from harness.tokens import left_pad
 
 
 def continuation_logprobs(
@@ -31,10 +32,8 @@ def continuation_logprobs(
         if not idx:
             continue
         rows = [list(prefixes[i]) + list(continuations[i]) for i in idx]
-        width = max(map(len, rows))
-        pad = lm.tokenizer.pad_token_id
-        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=lm.device)
-        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=lm.device)
+        ids, mask = left_pad(rows, lm.tokenizer.pad_token_id, lm.device)
+        width = ids.shape[1]
         keep = max(len(continuations[i]) for i in idx) + 1
         steer = [steerings[i] for i in idx] if steerings else [None] * len(idx)
         dtype = next(lm.model.parameters()).dtype
