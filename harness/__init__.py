@@ -1,26 +1,39 @@
-"""harness: measure what activation steering does to a language model."""
+"""harness: measure what activation steering does to a language model.
 
-from harness.engine import Generation, GenerationSettings, generate
-from harness.models import LoadedModel, load_model
-from harness.steering.actadd import Addition, build_actadd
-from harness.steering.base import Intervention, Steering
-from harness.steering.mean_diff import build_mean_diff
-from harness.steering.prompting import build_prompting
-from harness.steering.vector_file import build_vector_file
+Public names are imported on first use, so `import harness.schema` (task validation) never
+loads torch.
+"""
 
-__version__ = "0.1.0"
+from __future__ import annotations
 
-__all__ = [
-    "Addition",
-    "Generation",
-    "GenerationSettings",
-    "Intervention",
-    "LoadedModel",
-    "Steering",
-    "build_actadd",
-    "build_mean_diff",
-    "build_prompting",
-    "build_vector_file",
-    "generate",
-    "load_model",
-]
+import importlib
+from typing import Any
+
+__version__ = "0.2.0"
+
+_PUBLIC = {
+    "Addition": "harness.methods.actadd",
+    "GenerationSettings": "harness.schema.generation",
+    "Generation": "harness.engine",
+    "Intervention": "harness.steering.base",
+    "LoadedModel": "harness.models",
+    "RunResult": "harness.schema.results",
+    "Steering": "harness.steering.base",
+    "build_actadd": "harness.methods.actadd",
+    "build_mean_diff": "harness.methods.mean_diff",
+    "build_prompting": "harness.methods.prompting",
+    "build_vector_file": "harness.methods.vector_file",
+    "build_steering": "harness.api",
+    "evaluate": "harness.api",
+    "generate": "harness.engine",
+    "load_model": "harness.models",
+    "steer": "harness.api",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'harness' has no attribute {name!r}")
+    return getattr(importlib.import_module(_PUBLIC[name]), name)

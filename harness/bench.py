@@ -16,11 +16,12 @@ from typing import Any
 import torch
 from pydantic import BaseModel
 
-from harness.engine import Generation, GenerationSettings, generate
+from harness.engine import Generation, generate
+from harness.methods.actadd import Addition, build_actadd
 from harness.models import DEFAULT_MODEL, EMBEDDED, LoadedModel, load_model
+from harness.schema.generation import GenerationSettings
 from harness.scorers.base import Sample, ScoringContext
 from harness.scorers.perplexity import PerplexityParams, PerplexityScorer
-from harness.steering.actadd import Addition, build_actadd
 from harness.tokens import encode, left_pad
 
 PROMPTS = (

@@ -1,56 +1,89 @@
-"""Compare a run against a committed baseline: exit 0 holds, 1 regression, 2 cannot compare."""
+"""Compare a run against a committed baseline: exit 0 holds, 1 regression, 2 cannot compare,
+3 inconclusive.
+
+Per task and steered condition of the baseline, four lines:
+
+- **effect**: the headline effect now vs in the baseline, paired by prompt. A regression is a
+  shrink significantly larger than `tolerance.effect` × the baseline effect (one-sided test,
+  Holm over all regression tests of the check), an effect below the task's `min_effect`, or no
+  finite value at all. "Holds" needs evidence: the change must exclude the loss of the whole
+  baseline effect (one-sided test at ALPHA on its own line: all lines must hold, an
+  intersection-union test); otherwise the line is *inconclusive* and says how many prompts
+  would decide it.
+- **fluency cost**: a growth significantly larger than `tolerance.fluency` nats, a cost above
+  `max_fluency_cost`, or no finite value is a regression.
+- **degenerate samples**: a steered condition whose flagged-or-empty share exceeds the
+  unsteered one's by more than `tolerance.degenerate` is a regression.
+- **steering ledger**: a condition that no longer acts in a forward kind where the baseline's
+  did (prompt pass, decode steps), or adds less than `tolerance.ledger` × the baseline's norm
+  per sample, is a regression: the steering did not apply.
+"""
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import Field
 
-from harness.analysis import FLUENCY_METRIC
+from harness.comparable import incomparable_reasons, measurement
+from harness.comparison import Comparison, adjust, compare_values, margin_p_value
 from harness.errors import UserError
-from harness.report.schema import FluencyRecord, Headline, PromptSummary, RunResult
-from harness.stats import bootstrap_ci
+from harness.power import prompts_needed
+from harness.schema.results import (
+    SCHEMA_VERSION,
+    ConditionCounts,
+    FluencyRecord,
+    Headline,
+    LedgerRecord,
+    PromptSummary,
+    RunResult,
+)
+from harness.schema.spec import ALPHA, FLUENCY_METRIC, UNSTEERED, Record, Spec
 from harness.store import atomic_write_text
 
-HOLDS, REGRESSION, INCOMPARABLE = 0, 1, 2
+HOLDS, REGRESSION, INCOMPARABLE, INCONCLUSIVE = 0, 1, 2, 3
+Verdict = Literal["holds", "regression", "inconclusive"]
 
 
-class Tolerance(BaseModel):
+class Tolerance(Spec):
     """How much worse than the baseline a run may look before it is called a regression.
 
-    `effect`: the headline effect may shrink by this fraction of the baseline effect
-    before a significant shrink counts; `fluency`: the fluency cost (nats of mean
-    log-perplexity) may grow by this much before a significant growth counts.
+    `effect`: the headline effect may shrink by this fraction of the baseline effect before a
+    significant shrink counts; `fluency`: the fluency cost (nats of mean log-perplexity) may
+    grow by this much before a significant growth counts; `degenerate`: the share of flagged or
+    empty steered samples may exceed the unsteered share by this much; `ledger`: the steering
+    may add down to this fraction of the baseline's norm per sample.
     """
-
-    model_config = ConfigDict(extra="forbid")
 
     effect: float = 0.25
     fluency: float = 0.15
+    degenerate: float = 0.10
+    ledger: float = 0.5
     confidence: float = 0.95
 
 
-class Baseline(BaseModel):
-    """What a comparison needs from a run: identities, headlines and per-prompt summaries."""
+class Baseline(Record):
+    """What a comparison needs from a run: identities, headlines, per-prompt summaries, sample
+    counts and the steering ledger."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    schema_version: int = 1
+    schema_version: int = SCHEMA_VERSION
     model: dict[str, Any]
     task_configs: dict[str, dict[str, Any]]
     headlines: list[Headline]
     fluency_cost: list[FluencyRecord]
     per_prompt: list[PromptSummary]
     floors: dict[str, dict[str, float | None]]
+    counts: list[ConditionCounts] = Field(default_factory=list)
+    ledger: list[LedgerRecord] = Field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class Line:
-    """One verdict line: a task's headline effect or fluency cost, baseline vs now."""
+class Line(Record):
+    """One verdict line: baseline vs now, the paired change with its CI, and the tests behind it."""
 
     task: str
     condition: str
@@ -60,19 +93,30 @@ class Line:
     diff: float
     ci_low: float
     ci_high: float
-    verdict: str  # "holds" | "regression"
+    verdict: Verdict
     reason: str = ""
+    p_regression: float | None = None  # Holm-adjusted one-sided test of a regression
+    p_holds: float | None = None  # one-sided test that the baseline effect is not entirely lost
+
+
+class CheckResult(Record):
+    """The verdict of a check: its exit status, its lines, or why it could not compare."""
+
+    status: int
+    lines: list[Line]
+    reasons: list[str]  # why the run cannot be compared (status 2)
 
 
 def make_baseline(run: RunResult) -> Baseline:
     keep = {h.metric for h in run.headlines} | {FLUENCY_METRIC}
     return Baseline(
         model={k: run.model.get(k) for k in ("name", "sha256", "dtype")},
-        task_configs={name: _comparable(cfg) for name, cfg in run.config["tasks"].items()},
+        task_configs={name: measurement(cfg) for name, cfg in run.config["tasks"].items()},
         headlines=run.headlines, fluency_cost=run.fluency_cost,
         per_prompt=[p for p in run.per_prompt if p.metric in keep],
         floors={name: {"min_effect": cfg.get("min_effect"), "max_fluency_cost": cfg.get("max_fluency_cost")}
                 for name, cfg in run.config["tasks"].items()},
+        counts=run.counts, ledger=run.ledger,
     )
 
 
@@ -84,115 +128,210 @@ def write_baseline(run: RunResult, path: Path) -> Baseline:
 
 def read_baseline(path: Path) -> Baseline:
     try:
-        return Baseline.model_validate(json.loads(path.read_text(encoding="utf-8")))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
+        raise UserError(f"{path}: not a readable baseline ({err})") from None
+    if isinstance(data, dict) and data.get("schema_version", 1) < SCHEMA_VERSION:
+        raise UserError(f"{path}: baseline schema_version {data.get('schema_version', 1)} was written by an "
+                        f"older harness; write it again with `harness baseline RUN --to {path}`")
+    try:
+        return Baseline.model_validate(data)
+    except ValueError as err:
         raise UserError(f"{path}: not a readable baseline ({err})") from None
 
 
-def _comparable(task_config: dict[str, Any]) -> dict[str, Any]:
-    """The parts of a task's config that define the measurement and must match for a
-    comparison to mean anything. The steering is what is under test, so it may differ;
-    so may seeds and sample counts (their noise is what the statistical verdict absorbs)."""
-    return {k: task_config.get(k) for k in ("generation", "scorers", "headline", "prompts")}
+def incomparable(run: RunResult, baseline: Baseline) -> list[str]:
+    return incomparable_reasons(run.model, run.config["tasks"], baseline.model, baseline.task_configs)
 
 
-def incomparable_reasons(run: RunResult, baseline: Baseline) -> list[str]:
-    reasons = []
-    tasks_now, tasks_base = set(run.config["tasks"]), set(baseline.task_configs)
-    if tasks_now != tasks_base:
-        reasons.append(f"different tasks: run has {sorted(tasks_now)}, baseline {sorted(tasks_base)}")
-    for key in ("name", "sha256"):
-        if run.model.get(key) != baseline.model.get(key):
-            reasons.append(f"different model {key}: run {run.model.get(key)}, "
-                           f"baseline {baseline.model.get(key)}")
-    for name in sorted(tasks_now & tasks_base):
-        now, base = _comparable(run.config["tasks"][name]), baseline.task_configs[name]
-        changed = [k for k in base if now.get(k) != base[k]]
-        if changed:
-            reasons.append(f"task {name}: config differs in {', '.join(changed)}")
-    return reasons
+def _effects(summary: PromptSummary | None) -> dict[str, float]:
+    """Per-prompt effect (steered − unsteered) of a summary, NaN where either side is NaN."""
+    return {k: s - u for k, (u, s) in summary.prompts.items()} if summary else {}
 
 
-def _paired_delta(now: PromptSummary, base: PromptSummary, confidence: float) -> tuple[float, float, float]:
-    """Mean over shared prompts of (effect now − effect in baseline), with a bootstrap CI."""
-    deltas = [
-        (now.prompts[k][1] - now.prompts[k][0]) - (base.prompts[k][1] - base.prompts[k][0])
-        for k in sorted(now.prompts.keys() & base.prompts.keys())
-    ]
-    deltas = [d for d in deltas if math.isfinite(d)]
-    if not deltas:
-        return float("nan"), float("nan"), float("nan")
-    low, high = bootstrap_ci(deltas, confidence=confidence, seed=0)
-    return sum(deltas) / len(deltas), low, high
+@dataclass(frozen=True)
+class _Test:
+    """A line in the making: its comparison and the raw p-value of its regression test."""
+
+    line: Line
+    p_regression: float
 
 
-def compare(run: RunResult, baseline: Baseline, tolerance: Tolerance | None = None,
-            floors: dict[str, float | None] | None = None) -> tuple[int, list[Line], list[str]]:
+def check(run: RunResult, baseline: Baseline, tolerance: Tolerance | None = None,
+          floors: dict[str, float | None] | None = None, *, allow_inconclusive: bool = False) -> CheckResult:
     """The verdict lines and exit status of `run` against `baseline`."""
     tol = tolerance or Tolerance()
-    reasons = incomparable_reasons(run, baseline)
+    reasons = incomparable(run, baseline)
     if reasons:
-        return INCOMPARABLE, [], reasons
+        return CheckResult(status=INCOMPARABLE, lines=[], reasons=reasons)
     summary = {(p.task, p.condition, p.metric): p for p in run.per_prompt}
     base_summary = {(p.task, p.condition, p.metric): p for p in baseline.per_prompt}
-    fluency_now = {(f.task, f.condition): f for f in run.fluency_cost}
-    fluency_base = {(f.task, f.condition): f for f in baseline.fluency_cost}
-    lines = []
+    tests: list[_Test] = []
+    lines: list[Line] = []
     for base in baseline.headlines:
         now = next((h for h in run.headlines if (h.task, h.condition) == (base.task, base.condition)), None)
         if now is None:
-            return INCOMPARABLE, [], [f"run has no condition {base.condition} of task {base.task}"]
+            return CheckResult(status=INCOMPARABLE, lines=[],
+                               reasons=[f"run has no condition {base.condition} of task {base.task}"])
         given = {k: v for k, v in (floors or {}).items() if v is not None}
         task_floors = {**baseline.floors.get(base.task, {}), **given}
-        sign = 1.0 if base.expected_direction == "increase" else -1.0
-        key = (base.task, base.condition, base.metric)
-        delta, low, high = _paired_delta(summary[key], base_summary[key], tol.confidence)
-        bound = sign * (high if sign > 0 else low)  # most favourable end of the CI
-        verdict, reason = "holds", ""
-        if bound < -tol.effect * abs(base.diff):
-            verdict, reason = "regression", "effect significantly smaller than baseline"
-        elif task_floors.get("min_effect") is not None and sign * now.diff < task_floors["min_effect"]:
-            verdict, reason = "regression", f"effect below min_effect {task_floors['min_effect']}"
-        lines.append(Line(base.task, base.condition, f"effect {base.metric}", base.diff, now.diff,
-                          delta, low, high, verdict, reason))
-        fkey = (base.task, base.condition, FLUENCY_METRIC)
-        if fkey in summary and fkey in base_summary:
-            f_now, f_base = fluency_now[key[:2]], fluency_base[key[:2]]
-            delta, low, high = _paired_delta(summary[fkey], base_summary[fkey], tol.confidence)
-            verdict, reason = "holds", ""
-            if low > tol.fluency:
-                verdict, reason = "regression", "fluency cost significantly larger than baseline"
-            elif (ceiling := task_floors.get("max_fluency_cost")) is not None and f_now.diff > ceiling:
-                verdict, reason = "regression", f"fluency cost above max_fluency_cost {ceiling}"
-            lines.append(Line(base.task, base.condition, "fluency cost (Δ log-ppl)", f_base.diff,
-                              f_now.diff, delta, low, high, verdict, reason))
-    status = REGRESSION if any(line.verdict == "regression" for line in lines) else HOLDS
-    return status, lines, []
+        key = (base.task, base.condition)
+        tests.append(_effect_line(base, now, summary.get((*key, base.metric)),
+                                  base_summary.get((*key, base.metric)), tol, task_floors))
+        fkey = (*key, FLUENCY_METRIC)
+        if fkey in base_summary:
+            tests.append(_fluency_line(base, run, baseline, summary.get(fkey), base_summary[fkey], tol,
+                                       task_floors))
+        lines.append(_degenerate_line(base.task, base.condition, run.counts, baseline.counts, tol))
+        lines.append(_ledger_line(base.task, base.condition, run.ledger, baseline.ledger, tol))
+    adjusted = adjust([t.p_regression for t in tests], ["check"] * len(tests))
+    for t, p in zip(tests, adjusted, strict=True):
+        line = t.line
+        if line.verdict != "regression" and p < ALPHA:
+            line = _replace(line, "regression", _regression_reason(line), p)
+        lines.append(_replace(line, line.verdict, line.reason, p))
+    order = ("effect", "fluency", "flagged", "steering")
+    lines.sort(key=lambda line: (line.task, line.condition, next(i for i, w in enumerate(order)
+                                                                 if line.what.startswith(w))))
+    if any(line.verdict == "regression" for line in lines):
+        status = REGRESSION
+    elif any(line.verdict == "inconclusive" for line in lines) and not allow_inconclusive:
+        status = INCONCLUSIVE
+    else:
+        status = HOLDS
+    return CheckResult(status=status, lines=lines, reasons=[])
 
 
-def lines_as_json(status: int, lines: list[Line], reasons: list[str]) -> str:
-    return json.dumps({"status": status, "lines": [asdict(line) for line in lines], "reasons": reasons},
-                      indent=2)
+def _line(task: str, condition: str, what: str, baseline: float, now: float, diff: float, low: float,
+          high: float, verdict: Verdict, reason: str = "") -> Line:
+    return Line(task=task, condition=condition, what=what, baseline=baseline, now=now, diff=diff,
+                ci_low=low, ci_high=high, verdict=verdict, reason=reason)
 
 
-def print_check(status: int, lines: list[Line], reasons: list[str], console: Any = None) -> None:
-    """The verdict table (or why the run cannot be compared) on the terminal."""
-    from rich.console import Console
-    from rich.table import Table
+def _replace(line: Line, verdict: Verdict, reason: str, p_regression: float) -> Line:
+    return line.model_copy(update={"verdict": verdict, "reason": reason, "p_regression": p_regression})
 
-    from harness.report.terminal import print_wide
 
-    console = console or Console()
-    if status == INCOMPARABLE:
-        console.print("[bold red]cannot compare[/]: " + "; ".join(reasons))
-        return
-    table = Table(title="steering regression check", show_lines=False)
-    for col in ("task", "condition", "what", "baseline", "now", "Δ [95% CI]", "verdict"):
-        table.add_column(col)
-    for line in lines:
-        style = "red" if line.verdict == "regression" else "green"
-        table.add_row(line.task, line.condition, line.what, f"{line.baseline:+.3f}", f"{line.now:+.3f}",
-                      f"{line.diff:+.3f} [{line.ci_low:+.3f}, {line.ci_high:+.3f}]",
-                      f"[{style}]{line.verdict}[/] {line.reason}")
-    print_wide(console, table)
-    console.print("[bold red]REGRESSION[/]" if status == REGRESSION else "[bold green]holds[/]")
+def _regression_reason(line: Line) -> str:
+    if line.what.startswith("effect"):
+        return "effect significantly smaller than baseline"
+    return "fluency cost significantly larger than baseline"
+
+
+def _nan_line(task: str, condition: str, what: str, base: float, now: float, reason: str) -> _Test:
+    nan = math.nan
+    return _Test(_line(task, condition, what, base, now, nan, nan, nan, "regression", reason), nan)
+
+
+def _effect_line(base: Headline, now: Headline, now_pp: PromptSummary | None, base_pp: PromptSummary | None,
+                 tol: Tolerance, floors: dict[str, float | None]) -> _Test:
+    what = f"effect {base.metric}"
+    sign = 1.0 if base.expected_direction == "increase" else -1.0
+    now_eff, base_eff = _effects(now_pp), _effects(base_pp)
+    if not any(math.isfinite(v) for v in now_eff.values()) or not math.isfinite(now.diff):
+        return _nan_line(base.task, base.condition, what, base.diff, now.diff,
+                         "no finite value of the headline metric in the run (all NaN, flagged or empty)")
+    c = compare_values(base_eff, now_eff, confidence=tol.confidence)
+    toward = compare_values({k: sign * v for k, v in base_eff.items()},
+                            {k: sign * v for k, v in now_eff.items()})
+    expected = sign * base.diff  # the baseline effect in the expected direction
+    p_reg = margin_p_value(toward, -tol.effect * abs(expected), "less")
+    line = _line(base.task, base.condition, what, base.diff, now.diff, c.diff, c.ci_low, c.ci_high, "holds")
+    minimum = floors.get("min_effect")
+    if minimum is not None and sign * now.diff < minimum:
+        return _Test(_replace(line, "regression", f"effect below min_effect {minimum}", math.nan), p_reg)
+    if expected > 0:
+        p_holds = margin_p_value(toward, -expected, "greater")
+        if not p_holds < ALPHA:
+            return _Test(line.model_copy(update={"verdict": "inconclusive", "p_holds": p_holds,
+                                                 "reason": _undecided(toward, expected)}), p_reg)
+        line = line.model_copy(update={"p_holds": p_holds})
+    return _Test(line, p_reg)
+
+
+def _undecided(c: Comparison, expected: float) -> str:
+    """Why an effect line is inconclusive, and how many prompts would decide it."""
+    room = c.diff + expected  # how far the observed change is from losing the whole effect
+    if room <= 0:
+        return "the run may have lost the whole baseline effect (observed change ≥ the effect)"
+    sd = _sd(c.deltas)
+    need = prompts_needed(sd, room, sides=1)
+    more = f"about {need} prompts would decide it" if need else "more prompts would not decide it"
+    return (f"the change's CI still includes losing the whole baseline effect ({-expected:+.3g}); "
+            f"{c.n} prompts, {more}")
+
+
+def _sd(values: Sequence[float]) -> float:
+    if len(values) < 2:
+        return math.nan
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def _fluency_line(base: Headline, run: RunResult, baseline: Baseline, now_pp: PromptSummary | None,
+                  base_pp: PromptSummary, tol: Tolerance, floors: dict[str, float | None]) -> _Test:
+    what = "fluency cost (Δ log-ppl)"
+    key = (base.task, base.condition)
+    f_base = next(f for f in baseline.fluency_cost if (f.task, f.condition) == key)
+    f_now = next((f for f in run.fluency_cost if (f.task, f.condition) == key), None)
+    now_eff = _effects(now_pp)
+    now_diff = f_now.diff if f_now else math.nan
+    if not any(math.isfinite(v) for v in now_eff.values()) or not math.isfinite(now_diff):
+        return _nan_line(base.task, base.condition, what, f_base.diff, now_diff,
+                         "no finite fluency cost in the run (all NaN, flagged or empty)")
+    c = compare_values(_effects(base_pp), now_eff, confidence=tol.confidence)
+    p_reg = margin_p_value(c, tol.fluency, "greater")
+    line = _line(base.task, base.condition, what, f_base.diff, now_diff, c.diff, c.ci_low, c.ci_high, "holds")
+    ceiling = floors.get("max_fluency_cost")
+    if ceiling is not None and now_diff > ceiling:
+        line = _replace(line, "regression", f"fluency cost above max_fluency_cost {ceiling}", math.nan)
+    return _Test(line, p_reg)
+
+
+def _share(counts: Sequence[ConditionCounts], task: str, condition: str) -> float:
+    found = next((c for c in counts if (c.task, c.condition) == (task, condition)), None)
+    return found.degenerate_share if found else math.nan
+
+
+def _degenerate_line(task: str, condition: str, now: Sequence[ConditionCounts],
+                     base: Sequence[ConditionCounts], tol: Tolerance) -> Line:
+    """Flagged-or-empty share of the steered samples above the unsteered share."""
+    excess_now = _share(now, task, condition) - _share(now, task, UNSTEERED)
+    excess_base = _share(base, task, condition) - _share(base, task, UNSTEERED)
+    nan = math.nan
+    if math.isfinite(excess_now) and excess_now > tol.degenerate:
+        return _line(task, condition, "flagged or empty share (steered − unsteered)", excess_base, excess_now,
+                     excess_now - excess_base, nan, nan, "regression",
+                    f"{excess_now:.0%} more of the steered samples are flagged or empty than unsteered "
+                     f"(tolerance {tol.degenerate:.0%})")
+    return _line(task, condition, "flagged or empty share (steered − unsteered)", excess_base, excess_now,
+                 excess_now - excess_base, nan, nan, "holds")
+
+
+def _ledger_totals(ledger: Sequence[LedgerRecord], task: str, condition: str) -> tuple[dict[str, int], float]:
+    """Positions changed per forward kind, and the norm added per sample."""
+    mine = [r for r in ledger if (r.task, r.condition) == (task, condition)]
+    kinds: dict[str, int] = {}
+    for r in mine:
+        kinds[r.kind] = kinds.get(r.kind, 0) + r.positions
+    samples = max((r.samples for r in mine), default=0)
+    return kinds, (sum(r.norm for r in mine) / samples if samples else 0.0)
+
+
+def _ledger_line(task: str, condition: str, now: Sequence[LedgerRecord], base: Sequence[LedgerRecord],
+                 tol: Tolerance) -> Line:
+    """Did the steering apply as it did in the baseline: the same forward kinds, enough norm?"""
+    kinds_now, norm_now = _ledger_totals(now, task, condition)
+    kinds_base, norm_base = _ledger_totals(base, task, condition)
+    what = "steering ledger (norm added per sample)"
+    nan = math.nan
+    line = _line(task, condition, what, norm_base, norm_now, norm_now - norm_base, nan, nan, "holds")
+    lost = [k for k, n in kinds_base.items() if n > 0 and not kinds_now.get(k)]
+    if lost:
+        where = " and ".join(f"{k} passes" for k in lost)
+        return _replace(line, "regression", f"the steering changed no position in {where}, where the "
+                        "baseline's did (steering not applied)", nan)
+    if norm_base > 0 and norm_now < tol.ledger * norm_base:
+        return _replace(line, "regression", f"the steering added {norm_now:.3g} per sample, under "
+                        f"{tol.ledger:g} x the baseline's {norm_base:.3g}", nan)
+    return line

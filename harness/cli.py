@@ -27,7 +27,8 @@ def _add_task_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-prompts", type=int, help="use only the first N prompts of each task")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--method", help="steer with the task's `methods:` entry of this name "
-                   "(e.g. mean_diff, prompting) instead of its `steering:`")
+                   "(a registered method, see `harness methods`) instead of its `steering:`; "
+                   "--set then applies to it")
     p.add_argument("--set", action="append", metavar="FIELD=VALUE",
                    help="override a task field, e.g. steering.layer=4 (repeatable)")
 
@@ -81,15 +82,21 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("samples", help="JSONL file, one {prompt, completion} object per line")
     score.add_argument("--scorer", required=True)
     score.add_argument("--params", default="{}", help="scorer parameters as JSON")
+    score.add_argument("--no-bos", action="store_true", help="prompts were generated without a BOS token")
     _add_model_args(score)
     score.set_defaults(func=commands.cmd_score)
-    chk = sub.add_parser("check", help="compare a run with a baseline; exit 1 on regression")
+    chk = sub.add_parser("check", help="compare a run with a baseline: exit 0 holds, 1 regression, "
+                         "2 incomparable, 3 inconclusive")
     chk.add_argument("run", help="run.json or its folder")
     chk.add_argument("--baseline", required=True)
     chk.add_argument("--effect-tolerance", type=float, default=0.25,
                      help="fraction of the baseline effect a significant shrink must exceed")
     chk.add_argument("--fluency-tolerance", type=float, default=0.15,
                      help="nats of log-perplexity a significant fluency-cost growth must exceed")
+    chk.add_argument("--degenerate-tolerance", type=float, default=0.10,
+                     help="share by which flagged or empty steered samples may exceed unsteered ones")
+    chk.add_argument("--allow-inconclusive", action="store_true",
+                     help="exit 0 when a line is inconclusive (too few prompts to show the effect held)")
     chk.add_argument("--min-effect", type=float, help="absolute floor of the headline effect")
     chk.add_argument("--max-fluency-cost", type=float, help="absolute ceiling of the fluency cost")
     chk.add_argument("--json", action="store_true")
@@ -114,6 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-bf16", action="store_true", help="skip the bfloat16 vs float32 figure")
     bench.add_argument("--json", action="store_true", help="print the figures as JSON")
     bench.set_defaults(func=commands.cmd_bench)
+
+    val = sub.add_parser("validate", help="check task and suite files (schema, files, scorers, metrics) "
+                         "without loading a model")
+    val.add_argument("files", nargs="+", metavar="FILE", help="task or suite YAML files, or bundled names")
+    val.set_defaults(func=commands.cmd_validate)
+
+    met = sub.add_parser("methods", help="list the registered steering methods and scorers")
+    met.set_defaults(func=commands.cmd_methods)
 
     base = sub.add_parser("baseline", help="write a baseline from a run")
     base.add_argument("run", help="run.json or its folder")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from harness.errors import UserError
 
@@ -13,23 +14,26 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from harness.engine import UNSTEERED, GenerationSettings, generate
+    from harness.engine import generate
+    from harness.methods.actadd import Addition, build_actadd
     from harness.models import load_model
-    from harness.steering.actadd import Addition, build_actadd
+    from harness.schema.generation import GenerationSettings
+    from harness.schema.spec import STEERED, UNSTEERED
 
     additions = [Addition.parse(a) for a in args.add]
     lm = load_model(args.model, dtype=args.dtype)
-    settings = GenerationSettings(
-        max_new_tokens=args.max_new_tokens, greedy=args.greedy, use_bos=not args.no_bos
-    )
+    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, greedy=args.greedy,
+                                  use_bos=not args.no_bos)
     conditions = {UNSTEERED: None}
     if additions:
-        conditions["steered"] = build_actadd(lm, additions, use_bos=not args.no_bos)
+        conditions[STEERED] = build_actadd(lm, additions, use_bos=not args.no_bos)
     gens = generate(lm, args.prompt, conditions, settings, samples=args.n, seed=args.seed)
     if args.json:
         records = [
-            {"condition": g.row.condition, "prompt": g.row.prompt, "sample": g.row.sample,
-             "seed": g.row.seed, "completion": g.completion, "token_ids": g.token_ids}
+            {"condition": g.row.condition, "prompt": g.row.prompt, "sample": g.row.sample, "seed": g.row.seed,
+             "completion": g.completion, "token_ids": g.token_ids, "flagged": g.flagged,
+             "ledger": {site: {kind: {"positions": n, "norm": norm} for kind, (n, norm) in kinds.items()}
+                        for site, kinds in g.ledger.items()}}
             for g in gens
         ]
         print(json.dumps(records, indent=2))
@@ -38,15 +42,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
     by_key = {(g.row.prompt, g.row.sample, g.row.condition): g for g in gens}
     for prompt in args.prompt:
         for s in range(args.n):
-            cells = [by_key.get((prompt, s, c)) for c in (UNSTEERED, "steered")]
+            cells = [by_key.get((prompt, s, c)) for c in (UNSTEERED, STEERED)]
             table.add_row(*(f"[bold]{prompt}[/bold]{g.completion}" if g else "" for g in cells))
     Console().print(table)
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from harness.distributed import is_main_process, model_device
     from harness.models import load_model
     from harness.report.terminal import print_results
@@ -64,7 +66,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_options(args: argparse.Namespace):  # noqa: ANN202 (RunOptions; imported lazily)
+def run_options(args: argparse.Namespace):  # noqa: ANN201 (RunOptions; imported lazily)
     from harness.runner import RunOptions
 
     return RunOptions(samples=args.samples, max_new_tokens=args.max_new_tokens, seed=args.seed,
@@ -80,13 +82,11 @@ def numbers(text: str, kind: type) -> tuple:  # noqa: ANN001
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from harness.distributed import is_main_process, model_device
     from harness.models import load_model
-    from harness.report.io import read_run
     from harness.report.sweep_report import print_sweep, write_sweep_reports
     from harness.runner import resolve_tasks
+    from harness.store import read_run
     from harness.sweep import SweepGrid, run_sweep
     from harness.sweep_analysis import summarize_sweep
     from harness.tasks import is_suite
@@ -112,13 +112,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from harness.report.html import render_html
-    from harness.report.io import read_run
     from harness.report.markdown import render_markdown
     from harness.report.terminal import print_results
-    from harness.store import atomic_write_text
+    from harness.store import atomic_write_text, read_run
 
     run, samples = read_run(Path(args.run))
     print_results(run)
@@ -130,50 +127,62 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+    """Score JSONL rows ({prompt, completion}, or samples.jsonl lines with their token ids); one
+    strict-JSON line out per row (NaN as the string "NaN", with its reason)."""
+    from harness.schema.spec import to_json
     from harness.scorers import make_scorer
     from harness.scorers.base import Sample, ScoringContext
     from harness.store import read_jsonl
 
+    try:
+        params = json.loads(args.params)
+    except ValueError as err:
+        raise UserError(f"--params is not JSON: {err}") from None
+    scorer = make_scorer(args.scorer, params)
     rows = read_jsonl(Path(args.samples))
+    for i, r in enumerate(rows, start=1):
+        if not isinstance(r.get("completion"), str):
+            raise UserError(f"{args.samples}:{i}: no string field 'completion' (fields: {', '.join(r)})")
     samples = [Sample(r.get("prompt", ""), r["completion"], r.get("condition", ""),
-                      meta={k: r[k] for k in ("target", "original", "group") if k in r}) for r in rows]
-    scorer = make_scorer(args.scorer, json.loads(args.params))
-    lm = None
+                      tuple(r["prompt_ids"]) if "prompt_ids" in r else None,
+                      tuple(r["token_ids"]) if "token_ids" in r else None,
+                      {k: r[k] for k in ("target", "original", "group") if k in r}) for r in rows]
+    pool = None
     if args.scorer in ("perplexity", "fact"):
         from harness.models import load_model
+        from harness.pipeline.pool import ModelPool
 
-        lm = load_model(args.model, dtype=args.dtype)
-    ctx = ScoringContext(lm=lm, load_judge=lambda name: lm if name is None else load_model(name))
+        pool = ModelPool(load_model(args.model, dtype=args.dtype))
+    ctx = ScoringContext(lm=pool.lm if pool else None, load_judge=pool.judge if pool else None,
+                         use_bos=not args.no_bos)
+    scorer.preflight(ctx)
     for row, score in zip(rows, scorer.score(samples, ctx), strict=True):
-        print(json.dumps({**row, "scores": score.values, "reasons": score.reasons}))
+        print(to_json({**row, "scores": {f"{args.scorer}.{m}": v for m, v in score.values.items()},
+                       "reasons": {f"{args.scorer}.{m}": why for m, why in score.reasons.items()}}))
     return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from harness.check import Tolerance, compare, lines_as_json, print_check, read_baseline
-    from harness.report.io import read_run
+    from harness.check import Tolerance, check, read_baseline
+    from harness.report.check_report import print_check
+    from harness.store import read_run
 
     baseline = read_baseline(Path(args.baseline))
     run, _ = read_run(Path(args.run))
-    tolerance = Tolerance(effect=args.effect_tolerance, fluency=args.fluency_tolerance)
+    tolerance = Tolerance(effect=args.effect_tolerance, fluency=args.fluency_tolerance,
+                          degenerate=args.degenerate_tolerance)
     floors = {"min_effect": args.min_effect, "max_fluency_cost": args.max_fluency_cost}
-    status, lines, reasons = compare(run, baseline, tolerance, floors)
+    result = check(run, baseline, tolerance, floors, allow_inconclusive=args.allow_inconclusive)
     if args.json:
-        print(lines_as_json(status, lines, reasons))
+        print(result.model_dump_json(indent=2))
     else:
-        print_check(status, lines, reasons)
-    return status
+        print_check(result)
+    return result.status
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from harness.check import write_baseline
-    from harness.report.io import read_run
+    from harness.store import read_run
 
     run, _ = read_run(Path(args.run))
     write_baseline(run, Path(args.to))
@@ -182,8 +191,6 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from harness.compare import compare_runs
     from harness.report.compare_report import print_compare, write_compare
 
@@ -198,11 +205,39 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Check task and suite files without loading a model (or torch): exit 2 on any problem."""
+    import time
+
+    from harness.tasks import validate
+
+    start = time.perf_counter()
+    problems = validate(args.files)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    ok = len(args.files) - len(problems)
+    print(f"{ok} of {len(args.files)} file(s) valid in {time.perf_counter() - start:.2f} s")
+    return 2 if problems else 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    """The registered steering methods and scorers, with their parameters (built from the registry)."""
+    from harness import registry
+
+    for name, entry in sorted(registry.methods().items()):
+        fields = ", ".join(f for f in entry.spec.model_fields if f != "method")
+        print(f"method {name}: {entry.summary}\n    fields: {fields}")
+    for name, cls in sorted(registry.scorers().items()):
+        fields = ", ".join(cls.Params.model_fields) or "none"
+        print(f"scorer {name}: metrics {', '.join(f'{name}.{m}' for m in cls.metrics)}; params: {fields}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """`harness bench [--model M] [--dtype D] [--repeats N] [--batch-size B] [--max-new-tokens T]
     [--no-suite] [--no-loads] [--no-bf16] [--json]`."""
     from harness.bench import run_bench
-    from harness.bench_suite import print_bench
+    from harness.report.bench_report import print_bench
 
     if args.repeats < 1:
         raise UserError("--repeats must be at least 1")

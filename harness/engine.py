@@ -4,34 +4,24 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from tqdm.auto import tqdm
-from transformers import LogitsProcessorList
+from transformers import GenerationConfig, LogitsProcessorList
 
 from harness.models import LoadedModel
-from harness.sampling import NonFiniteGuard, RowSeededSampler
+from harness.sampling import NonFiniteGuard, PromptRepetitionPenalty, RowSeededSampler
+from harness.schema.generation import GenerationSettings
 from harness.steering.base import Steering
-from harness.steering.hooks import build_deltas, steering_hooks
+from harness.steering.session import RowLayout, SteeringNotAppliedError, steering_hooks
 from harness.tokens import encode, encode_with_preamble, left_pad
 
-UNSTEERED = "unsteered"
-
-
-class GenerationSettings(BaseModel):
-    """Decoding settings shared by all rows of a run (defaults follow the ActAdd post)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    max_new_tokens: int = Field(40, ge=1)
-    greedy: bool = False
-    temperature: float = Field(1.0, gt=0)
-    top_p: float = Field(0.3, gt=0, le=1)
-    top_k: int = Field(0, ge=0)
-    repetition_penalty: float = Field(1.2, gt=0)
-    use_bos: bool = True
+SEMANTICS_VERSION = 2
+"""Bump whenever the tokens the engine produces for the same inputs could change: samples
+generated under another version are never reused (it is part of every sample's identity)."""
 
 
 @dataclass(frozen=True)
@@ -47,13 +37,17 @@ class Row:
 @dataclass(frozen=True)
 class Generation:
     """A produced completion; `token_ids` are the completion's tokens only, `prompt_ids` the
-    prompt's (without a prompting preamble: scorers condition on the task's prompt alone)."""
+    prompt's (without a prompting preamble: scorers condition on the task's prompt alone).
+
+    `ledger`: per site (`L5.resid`) and forward kind ("prompt", "decode"), the positions the
+    row's steering changed and the total norm it added."""
 
     row: Row
     completion: str
     token_ids: list[int]
     prompt_ids: list[int]
     flagged: str | None = None  # why the completion cannot be trusted (e.g. NaN logits)
+    ledger: dict[str, dict[str, tuple[int, float]]] = field(default_factory=dict)
 
 
 def row_seed(seed: int, prompt: str, sample: int) -> int:
@@ -92,7 +86,7 @@ def generate_rows(
     bar = tqdm(total=len(rows), desc="generate", unit="row", disable=not progress)
     for start in range(0, len(rows), size):
         batch = list(rows[start : start + size])
-        yield _generate_batch(lm, batch, [steerings[r.condition] for r in batch], settings)
+        yield generate_batch(lm, batch, [steerings[r.condition] for r in batch], settings)
         bar.update(len(batch))
     bar.close()
 
@@ -118,44 +112,75 @@ def generate(
     return [g for batch in batches for g in batch]
 
 
-def _generate_batch(
+@contextmanager
+def _plain_generation_config(lm: LoadedModel) -> Iterator[None]:
+    """The checkpoint's own generation defaults (a repetition penalty, sampling, banned n-grams)
+    would silently change every row: generate under a blank config instead."""
+    saved = lm.model.generation_config
+    lm.model.generation_config = GenerationConfig()
+    try:
+        yield
+    finally:
+        lm.model.generation_config = saved
+
+
+def generate_batch(
     lm: LoadedModel,
-    rows: list[Row],
-    steerings: list[Steering | None],
+    rows: Sequence[Row],
+    steerings: Sequence[Steering | None],
     settings: GenerationSettings,
+    *,
+    min_new_tokens: int = 0,
 ) -> list[Generation]:
+    """One batch: left-padded prompts, each row with its own steering, seed and stopping.
+
+    A row whose steering is not null but changed no position is an error, never a result.
+    """
     tok = lm.tokenizer
     prompt_ids = [encode(tok, r.prompt, settings.use_bos) for r in rows]
     inputs = [encode_with_preamble(tok, r.prompt, s.preamble if s else "", settings.use_bos)
               for r, s in zip(rows, steerings, strict=True)]
     input_ids, attention_mask = left_pad(inputs, tok.pad_token_id, lm.device)
-    hidden = lm.model.config.get_text_config().hidden_size
-    dtype = next(lm.model.parameters()).dtype
-    deltas = build_deltas(steerings, attention_mask, hidden, dtype)
+    width = input_ids.shape[1]
+    layout = RowLayout(tuple(width - len(t) for t in inputs), tuple(len(t) for t in inputs), settings.use_bos)
     eos = tok.eos_token_id
-    guard = NonFiniteGuard(eos if isinstance(eos, int) else eos[0])
+    guard = NonFiniteGuard(eos if isinstance(eos, int) else eos[0], len(rows), lm.device)
+    vocab = lm.model.get_output_embeddings().weight.shape[0]
     processors = LogitsProcessorList([guard])
+    if settings.repetition_penalty != 1.0:
+        processors.append(PromptRepetitionPenalty(settings.repetition_penalty, prompt_ids, width, vocab,
+                                                  lm.device))
     if not settings.greedy:
-        processors.append(
-            RowSeededSampler([r.seed for r in rows], settings.temperature, settings.top_k, settings.top_p)
-        )
-    with steering_hooks(lm.model, deltas), torch.no_grad():
-        out = lm.model.generate(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            max_new_tokens=settings.max_new_tokens,
-            do_sample=False,
-            repetition_penalty=settings.repetition_penalty,
-            logits_processor=processors,
-            pad_token_id=tok.pad_token_id,
-            eos_token_id=tok.eos_token_id,
-        )
-    new = [_until_eos(t, eos) for t in out[:, input_ids.shape[1] :].tolist()]
-    return [
+        processors.append(RowSeededSampler([r.seed for r in rows], settings.temperature, settings.top_k,
+                                           settings.top_p, width, lm.device))
+    config: dict[str, Any] = {"max_new_tokens": settings.max_new_tokens, "do_sample": False,
+                              "use_cache": True, "pad_token_id": tok.pad_token_id, "eos_token_id": eos,
+                              "min_new_tokens": min_new_tokens}
+    with _plain_generation_config(lm), steering_hooks(lm.model, steerings, layout) as session, \
+            torch.no_grad():
+        out = lm.model.generate(input_ids=input_ids, attention_mask=attention_mask,
+                                generation_config=GenerationConfig(**config), logits_processor=processors)
+    ledger = session.ledgers[0] if session.ledgers else None
+    new = [_until_eos(t, eos) for t in out[:, width:].tolist()]
+    bad = guard.bad_rows
+    gens = [
         Generation(row, tok.decode(ids, skip_special_tokens=True), ids, p,
-                   "non-finite logits" if i in guard.bad_rows else None)
+                   "non-finite logits" if i in bad else None, ledger.row(i) if ledger else {})
         for i, (row, ids, p) in enumerate(zip(rows, new, prompt_ids, strict=True))
     ]
+    _check_applied(gens, steerings)
+    return gens
+
+
+def _check_applied(gens: Sequence[Generation], steerings: Sequence[Steering | None]) -> None:
+    for g, s in zip(gens, steerings, strict=True):
+        if s is None or s.is_null():
+            continue
+        if not sum(n for kinds in g.ledger.values() for n, _ in kinds.values()):
+            raise SteeringNotAppliedError(
+                f"condition '{g.row.condition}': its steering is not zero but changed no position of "
+                f"the prompt {g.row.prompt!r} (sites: {', '.join(i.site for i in s.interventions)}); "
+                "check the layer, the positions and max_new_tokens")
 
 
 def _until_eos(ids: list[int], eos: int | list[int] | None) -> list[int]:
@@ -164,4 +189,3 @@ def _until_eos(ids: list[int], eos: int | list[int] | None) -> list[int]:
         if t in stops:
             return ids[:i]
     return ids
-

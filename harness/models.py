@@ -6,18 +6,17 @@ import hashlib
 import importlib.util
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 from torch import nn
 
 from harness import gguf_cache
 from harness.errors import UserError
+from harness.schema.steering import HookPoint
 
 DEFAULT_MODEL = "smollm2-135m"
-HookPoint = Literal["resid", "attn", "mlp"]
 
 log = logging.getLogger(__name__)
 
@@ -47,18 +46,22 @@ EMBEDDED: dict[str, EmbeddedModel] = {
     ),
 }
 
-# model_type -> (path of the decoder blocks, attention submodule, MLP submodule)
-_FAMILIES: dict[str, tuple[str, str, str]] = {
-    "llama": ("model.layers", "self_attn", "mlp"),
-    "mistral": ("model.layers", "self_attn", "mlp"),
-    "qwen2": ("model.layers", "self_attn", "mlp"),
-    "qwen3": ("model.layers", "self_attn", "mlp"),
-    "gemma": ("model.layers", "self_attn", "mlp"),
-    "gemma2": ("model.layers", "self_attn", "mlp"),
-    "gemma3_text": ("model.layers", "self_attn", "mlp"),
-    "gemma3": ("model.language_model.layers", "self_attn", "mlp"),
-    "gpt2": ("transformer.h", "attn", "mlp"),
-    "gpt_neox": ("gpt_neox.layers", "attention", "mlp"),
+# Fast paths: model_type -> path of the decoder blocks. Other causal LMs are searched (`decoder_blocks`).
+_BLOCKS: dict[str, str] = {
+    "llama": "model.layers",
+    "mistral": "model.layers",
+    "qwen2": "model.layers",
+    "qwen3": "model.layers",
+    "gemma": "model.layers",
+    "gemma2": "model.layers",
+    "gemma3_text": "model.layers",
+    "gemma3": "model.language_model.layers",
+    "gpt2": "transformer.h",
+    "gpt_neox": "gpt_neox.layers",
+}
+_SUBMODULES: dict[str, tuple[str, ...]] = {
+    "attn": ("self_attn", "attn", "attention", "self_attention"),
+    "mlp": ("mlp", "feed_forward", "block_sparse_moe", "ffn"),
 }
 
 
@@ -71,7 +74,6 @@ class LoadedModel:
     name: str
     source: str
     sha256: str | None = None
-    info: dict[str, object] = field(default_factory=dict)
 
     @property
     def device(self) -> torch.device:
@@ -168,7 +170,7 @@ def _load_gguf(path: Path, name: str, dtype: torch.dtype, device: str | torch.de
         model = AutoModelForCausalLM.from_pretrained(cached, dtype=dtype, device_map=device_map)
     if device_map is None:
         model.to(device)
-    return LoadedModel(model, tokenizer, name, str(path), sha, {"cache": str(cached) if cached else None})
+    return LoadedModel(model, tokenizer, name, str(path), sha)
 
 
 def _load_pretrained(name: str, dtype: torch.dtype, device: str | torch.device,
@@ -220,13 +222,30 @@ def _prepare(loaded: LoadedModel) -> None:
 
 
 def decoder_blocks(model: nn.Module) -> nn.ModuleList:
-    """The residual-stream blocks (decoder layers) of a supported causal LM."""
-    path = _family(model)[0]
-    blocks: object = model
-    for attr in path.split("."):
-        blocks = getattr(blocks, attr)
-    assert isinstance(blocks, nn.ModuleList)
-    return blocks
+    """The residual-stream blocks (decoder layers) of a causal LM.
+
+    Known families take their fast path; any other model is searched for the module list whose
+    length is the config's layer count (the shortest such path), so new architectures work
+    without a table entry.
+    """
+    config = getattr(model, "config", None)
+    model_type = getattr(config, "model_type", None)
+    if model_type in _BLOCKS:
+        blocks: object = model
+        for attr in _BLOCKS[model_type].split("."):
+            blocks = getattr(blocks, attr)
+        assert isinstance(blocks, nn.ModuleList)
+        return blocks
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    n = getattr(text, "num_hidden_layers", None) or getattr(text, "n_layer", None)
+    found = [(name, m) for name, m in model.named_modules()
+             if isinstance(m, nn.ModuleList) and n and len(m) == n
+             and not any(k in name.split(".")[-1].lower() for k in ("vision", "encoder", "expert"))]
+    if not found:
+        raise ModelLoadError(
+            f"unsupported model family '{model_type}': no module list of its {n} decoder layers "
+            f"found (families with a fast path: {', '.join(sorted(_BLOCKS))})")
+    return min(found, key=lambda item: (item[0].count("."), len(item[0])))[1]
 
 
 def hook_module(model: nn.Module, layer: int, point: HookPoint = "resid") -> nn.Module:
@@ -239,14 +258,8 @@ def hook_module(model: nn.Module, layer: int, point: HookPoint = "resid") -> nn.
     block = blocks[layer]
     if point == "resid":
         return block
-    _, attn, mlp = _family(model)
-    return getattr(block, attn if point == "attn" else mlp)
-
-
-def _family(model: nn.Module) -> tuple[str, str, str]:
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    if model_type not in _FAMILIES:
-        raise ModelLoadError(
-            f"unsupported model family '{model_type}': supported are {', '.join(sorted(_FAMILIES))}"
-        )
-    return _FAMILIES[model_type]
+    for name in _SUBMODULES[point]:
+        if isinstance(getattr(block, name, None), nn.Module):
+            return getattr(block, name)
+    raise ModelLoadError(f"layer {layer} ({type(block).__name__}) has no {point} submodule "
+                         f"(looked for {', '.join(_SUBMODULES[point])})")

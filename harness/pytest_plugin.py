@@ -36,21 +36,22 @@ def steering_check(tmp_path: Path) -> Callable[..., Any]:
     """
     from rich.console import Console
 
-    from harness.check import HOLDS, compare, print_check, read_baseline
+    from harness.check import HOLDS, check, read_baseline
+    from harness.report.check_report import print_check
     from harness.runner import RunOptions, run
 
-    def check(target: str, baseline: str | Path, *, model: str = "smollm2-135m",
+    def run_and_check(target: str, baseline: str | Path, *, model: str = "smollm2-135m",
               overrides: Sequence[str] = (), samples: int | None = None,
               max_new_tokens: int | None = None, max_prompts: int | None = None,
               seed: int | None = None, tolerance: Any = None, out: Path | None = None) -> Any:
         options = RunOptions(samples=samples, max_new_tokens=max_new_tokens, max_prompts=max_prompts,
                              seed=seed, overrides=overrides, progress=False)
         result = run(target, out or tmp_path / "run", model=_model(model), options=options)
-        status, lines, reasons = compare(result, read_baseline(Path(baseline)), tolerance)
-        if status != HOLDS:
+        verdict = check(result, read_baseline(Path(baseline)), tolerance)
+        if verdict.status != HOLDS:
             console = Console(record=True, width=140)
-            print_check(status, lines, reasons, console)
+            print_check(verdict, console)
             pytest.fail(console.export_text(), pytrace=False)
         return result
 
-    return check
+    return run_and_check

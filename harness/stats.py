@@ -1,7 +1,8 @@
-"""Paired statistics of steered vs unsteered scores: effect sizes, bootstrap CIs, p-values.
+"""Statistics primitives on arrays: per-prompt means, Hedges' g, bootstrap CIs, sign-flip
+permutation p-values, Holm's adjustment (pure functions; `harness.comparison` composes them).
 
-Every comparison is paired by prompt: the samples of a prompt are first averaged into one
-per-prompt mean (non-finite values dropped), and the unit of analysis is the prompt.
+The samples of a prompt are first averaged into one per-prompt mean (non-finite values
+dropped), and the unit of analysis is the prompt.
 """
 
 from __future__ import annotations
@@ -9,27 +10,11 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
 
 NAN = float("nan")
-
-
-@dataclass(frozen=True)
-class Effect:
-    """The paired effect of steering on one metric, prompt by prompt."""
-
-    n: int  # prompts paired (both sides have at least one finite value)
-    n_excluded: int  # sample values dropped as non-finite, both sides
-    mean_unsteered: float  # mean over paired prompts of the per-prompt unsteered mean
-    mean_steered: float
-    diff: float  # mean_steered - mean_unsteered (= mean of per-prompt differences)
-    effect_size: float  # Hedges' g_av, see `hedges_g`
-    ci_low: float  # bootstrap CI of diff
-    ci_high: float
-    p_value: float  # sign-flip permutation test by prompt
 
 
 def _mean(x: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -130,35 +115,3 @@ def holm(p_values: Sequence[float]) -> list[float]:
     scaled = (m - np.arange(m)) * p[order]
     out[order] = np.minimum(np.maximum.accumulate(scaled), 1.0)
     return out.tolist()
-
-
-def paired_effect(unsteered: dict[str, list[float]], steered: dict[str, list[float]],
-                  seed: int = 0, confidence: float = 0.95) -> Effect:
-    """Steered minus unsteered, paired by prompt key, from per-prompt means of finite values.
-
-    `n_excluded` counts the non-finite values of every prompt on both sides. Prompts with a
-    finite value on one side only are not paired. No paired prompt gives n=0 and nan values.
-    """
-    base, dropped_u = per_prompt_means(unsteered)
-    steer, dropped_s = per_prompt_means(steered)
-    keys = sorted(base.keys() & steer.keys())
-    excluded = dropped_u + dropped_s
-    if not keys:
-        return Effect(0, excluded, NAN, NAN, NAN, NAN, NAN, NAN, NAN)
-    u = np.array([base[k] for k in keys])
-    s = np.array([steer[k] for k in keys])
-    mean_u, mean_s = float(u.mean()), float(s.mean())
-    diffs = s - u
-    low, high = bootstrap_ci(diffs, confidence=confidence, seed=seed)
-    return Effect(
-        n=len(keys), n_excluded=excluded, mean_unsteered=mean_u, mean_steered=mean_s,
-        diff=mean_s - mean_u, effect_size=hedges_g(u, s), ci_low=low, ci_high=high,
-        p_value=paired_p_value(diffs, seed=seed),
-    )
-
-
-def fluency_cost(unsteered: dict[str, list[float]], steered: dict[str, list[float]],
-                 seed: int = 0, confidence: float = 0.95) -> tuple[Effect, float]:
-    """`paired_effect` on log-perplexities, and the perplexity ratio exp(diff)."""
-    eff = paired_effect(unsteered, steered, seed=seed, confidence=confidence)
-    return eff, math.exp(min(eff.diff, 700.0))

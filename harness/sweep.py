@@ -9,14 +9,14 @@ from typing import Literal
 
 import torch
 
-from harness.config import ActAddSpec, PromptingSpec
-from harness.engine import UNSTEERED
+from harness import registry
 from harness.errors import UserError
 from harness.models import LoadedModel
-from harness.report.schema import RunResult
-from harness.runner import Condition, RunOptions, run
-from harness.steering.build import build_steering
-from harness.steering.hooks import capture_outputs
+from harness.pipeline.plan import Condition, ConditionBuilder
+from harness.runner import RunOptions, run
+from harness.schema.results import RunResult
+from harness.schema.spec import UNSTEERED
+from harness.steering.capture import capture_outputs
 from harness.tasks import Task
 from harness.tokens import encode
 
@@ -59,30 +59,34 @@ def residual_norm(lm: LoadedModel, task: Task, layer: int) -> float:
     return sum(norms) / len(norms)
 
 
-def sweep_conditions(grid: SweepGrid):  # noqa: ANN201 (a ConditionBuilder)
-    """The runner's condition builder of a sweep: unsteered plus one condition per config."""
+def sweep_conditions(grid: SweepGrid) -> ConditionBuilder:
+    """The run's condition builder of a sweep: unsteered plus one condition per config, each
+    built by its method exactly as a run with that layer and coefficient would build it."""
 
     def build(lm: LoadedModel, task: Task) -> dict[str, Condition]:
         spec = task.spec.steering
-        if isinstance(spec, PromptingSpec) or (isinstance(spec, ActAddSpec) and spec.additions):
-            raise UserError(f"task '{task.name}': a {spec.method} steering with no single layer "
-                            "and coefficient cannot be swept; give layer/coeff (ActAdd: positive/negative)")
-        out = {UNSTEERED: Condition(None, {})}
+        method = registry.method(spec.method)
+        settings = task.spec.generation
+        out = {UNSTEERED: Condition(None, {}, None)}
         for layer in grid.layers:
-            unit_spec = spec.model_copy(update={"layer": layer, "coeff": 1.0})
-            unit = build_steering(lm, unit_spec)
+            try:
+                unit_spec = spec.at(layer, 1.0)
+            except ValueError as err:
+                raise UserError(f"task '{task.name}': {err}; such a steering cannot be swept") from None
             scale = 1.0
             if grid.unit == "norm":
-                size = unit.position_norm()
+                size = method.build(lm, unit_spec, settings).position_norm()
                 if size == 0:
                     raise UserError(f"task '{task.name}': the layer {layer} vector is zero; "
                                     "it cannot be scaled to a residual norm")
                 scale = residual_norm(lm, task, layer) / size
             for coeff in grid.coeffs:
+                config = spec.at(layer, coeff * scale)
                 out[condition_name(layer, coeff)] = Condition(
-                    unit.scaled(coeff * scale),
-                    {**unit_spec.model_dump(mode="json"), "coeff": coeff * scale,
+                    method.build(lm, config, settings),
+                    {**config.model_dump(mode="json"),
                      "sweep": {"layer": layer, "coeff": coeff, "coeff_unit": grid.unit}},
+                    config.identity(),
                 )
         return out
 

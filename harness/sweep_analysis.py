@@ -7,18 +7,15 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
 from scipy import stats
 
-from harness.analysis import FLUENCY_METRIC, scores_by_prompt
-from harness.engine import UNSTEERED
+from harness.comparison import Comparison, compare_values
 from harness.errors import UserError
-from harness.report.schema import Direction, RunResult, SampleRecord
-from harness.stats import paired_effect, per_prompt_means
-
-
-class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="strings")
+from harness.pipeline.analyse import condition_values
+from harness.schema.results import RunResult, SampleRecord
+from harness.schema.spec import FLUENCY_METRIC, UNSTEERED
+from harness.schema.spec import Record as _Record
+from harness.schema.task import Direction
 
 
 class ConfigResult(_Record):
@@ -62,6 +59,8 @@ class Selection(_Record):
     ci_low: float
     ci_high: float
     p_value: float
+    selected_prompts: list[str] = []  # identities of the prompts each half holds
+    reported_prompts: list[str] = []
 
 
 class SweepSummary(_Record):
@@ -107,9 +106,9 @@ def summarize_sweep(run: RunResult, samples: Sequence[SampleRecord], task: str, 
         task=task, metric=head.metric, direction=direction, coeff_unit=str(
             next(iter(sweep.values())).get("coeff_unit", "raw")),
         max_fluency_cost=max_fluency_cost, configs=configs, best=best.condition if best else None,
-        steerability=_steerability(samples, task, head.metric, sweep, sign),
-        selection=_select_on_half(samples, task, head.metric, list(sweep), sign, max_fluency_cost, seed)
-        if select_on == "half" else None,
+        steerability=_steerability(samples, task, head.metric, sweep, sign, info.prompt_ids),
+        selection=_select_on_half(samples, task, head.metric, list(sweep), sign, max_fluency_cost, seed,
+                                  info.prompt_ids) if select_on == "half" else None,
     )
 
 
@@ -123,14 +122,14 @@ def _mark_frontier(configs: list[ConfigResult], sign: float) -> None:
 
 
 def _steerability(samples: Sequence[SampleRecord], task: str, metric: str,
-                  sweep: dict[str, dict], sign: float) -> list[Steerability]:
+                  sweep: dict[str, dict], sign: float, prompt_ids: list[str]) -> list[Steerability]:
     out = []
     for layer in sorted({w["layer"] for w in sweep.values()}):
         conds = sorted((w["coeff"], c) for c, w in sweep.items() if w["layer"] == layer)
         if len({k for k, _ in conds}) < 2:
             continue
-        means = [per_prompt_means(scores_by_prompt(samples, task, c, metric))[0] for _, c in conds]
-        prompts = sorted(set.intersection(*(set(m) for m in means)))
+        means = [condition_values(samples, task, c, metric, prompt_ids)[0] for _, c in conds]
+        prompts = [p for p in prompt_ids if all(math.isfinite(m[p]) for m in means)]
         if len(prompts) < 2:
             continue
         x = np.array([k for k, _ in conds])
@@ -144,16 +143,16 @@ def _steerability(samples: Sequence[SampleRecord], task: str, metric: str,
 
 
 def _select_on_half(samples: Sequence[SampleRecord], task: str, metric: str, conditions: list[str],
-                    sign: float, budget: float | None, seed: int) -> Selection:
-    keys = sorted({str(s.prompt_index) for s in samples if s.task == task}, key=int)
-    order = np.random.default_rng(seed).permutation(len(keys))
-    half = len(keys) // 2
-    select, report = {keys[i] for i in order[:half]}, {keys[i] for i in order[half:]}
+                    sign: float, budget: float | None, seed: int, prompt_ids: list[str]) -> Selection:
+    """Choose the best config on a seeded half of the prompts, report it on the other half."""
+    order = np.random.default_rng(seed).permutation(len(prompt_ids))
+    half = len(prompt_ids) // 2
+    select = [prompt_ids[i] for i in sorted(order[:half])]
+    report = [prompt_ids[i] for i in sorted(order[half:])]
 
-    def effect(cond: str, which: set[str], on: str = metric):  # noqa: ANN202
-        base = {k: v for k, v in scores_by_prompt(samples, task, UNSTEERED, on).items() if k in which}
-        steer = {k: v for k, v in scores_by_prompt(samples, task, cond, on).items() if k in which}
-        return paired_effect(base, steer, seed=seed)
+    def effect(cond: str, which: list[str], on: str = metric) -> Comparison:
+        base = condition_values(samples, task, UNSTEERED, on, which)[0]
+        return compare_values(base, condition_values(samples, task, cond, on, which)[0], seed=seed)
 
     best, best_diff = None, -math.inf
     for cond in conditions:
@@ -165,8 +164,10 @@ def _select_on_half(samples: Sequence[SampleRecord], task: str, metric: str, con
     if best is None:
         nan = float("nan")
         return Selection(condition=None, selected_on=len(select), reported_on=len(report),
-                         selection_diff=nan, diff=nan, ci_low=nan, ci_high=nan, p_value=nan)
+                         selection_diff=nan, diff=nan, ci_low=nan, ci_high=nan, p_value=nan,
+                         selected_prompts=select, reported_prompts=report)
     held = effect(best, report)
     return Selection(condition=best, selected_on=len(select), reported_on=held.n,
                      selection_diff=sign * best_diff, diff=held.diff, ci_low=held.ci_low,
-                     ci_high=held.ci_high, p_value=held.p_value)
+                     ci_high=held.ci_high, p_value=held.p_value, selected_prompts=select,
+                     reported_prompts=report)

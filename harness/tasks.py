@@ -1,35 +1,44 @@
-"""Find and load task and suite files; errors name the file, line, field and value."""
+"""Find, load and validate task and suite files; errors name the file, line, field and value.
+
+Torch-free: `harness validate` runs on this module, the schema layer and the registry's
+plugin modules only.
+"""
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Union
 
 import yaml
-from pydantic import ValidationError
+from pydantic import Field, ValidationError, create_model
 
-from harness.config import (
-    METHODS,
-    MeanDiffSpec,
-    PairFileSpec,
-    PromptFileSpec,
-    PromptRecord,
-    SteeringSpec,
-    SuiteSpec,
-    TaskSpec,
-    VectorFileSpec,
-)
+from harness import registry
 from harness.errors import UserError
+from harness.schema.steering import MethodSpec
+from harness.schema.task import PromptFileSpec, PromptRecord, SuiteSpec, TaskSpec
 
-TASKS_DIR = Path(os.environ.get("HARNESS_TASKS_DIR", Path(__file__).resolve().parent.parent / "tasks"))
+BUILTIN_METRICS = ("completion.empty", "completion.tokens")
+"""Metrics every sample gets without a scorer: whether the completion ended at once, its length."""
+
+Lines = dict[tuple[str, ...], int]
+
+
+def tasks_dir() -> Path:
+    """Where bundled tasks live: `$HARNESS_TASKS_DIR`, the installed package's copy, or the
+    repository's `tasks/` folder (an editable install)."""
+    if os.environ.get("HARNESS_TASKS_DIR"):
+        return Path(os.environ["HARNESS_TASKS_DIR"])
+    packaged = Path(__file__).resolve().parent / "bundled_tasks"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parent.parent / "tasks"
 
 
 @dataclass(frozen=True)
 class Task:
-    """A validated task with its prompts loaded."""
+    """A validated task with its prompts loaded; `path` is the task file."""
 
     spec: TaskSpec
     path: Path
@@ -39,6 +48,10 @@ class Task:
     def name(self) -> str:
         return self.spec.name
 
+    def limited(self, max_prompts: int | None) -> Task:
+        """The task on its first `max_prompts` prompts."""
+        return Task(self.spec, self.path, self.prompts[:max_prompts]) if max_prompts else self
+
 
 def find(name: str, kind: str = "task") -> Path:
     """Resolve a task or suite name (or a path) to its YAML file."""
@@ -47,7 +60,8 @@ def find(name: str, kind: str = "task") -> Path:
         if not path.is_file():
             raise UserError(f"{kind} file not found: {path}")
         return path
-    folder = TASKS_DIR / "suites" if kind == "suite" else TASKS_DIR
+    root = tasks_dir()
+    folder = root / "suites" if kind == "suite" else root
     matches = sorted(p for p in folder.rglob(f"{name}.yaml") if kind == "suite" or "suites" not in p.parts)
     if not matches:
         raise UserError(f"no {kind} named '{name}' under {folder}; known: {', '.join(known(kind))}")
@@ -55,9 +69,10 @@ def find(name: str, kind: str = "task") -> Path:
 
 
 def known(kind: str = "task") -> list[str]:
+    root = tasks_dir()
     if kind == "suite":
-        return sorted(p.stem for p in (TASKS_DIR / "suites").glob("*.yaml"))
-    return sorted(p.stem for p in TASKS_DIR.rglob("*.yaml") if "suites" not in p.parts)
+        return sorted(p.stem for p in (root / "suites").glob("*.yaml"))
+    return sorted(p.stem for p in root.rglob("*.yaml") if "suites" not in p.relative_to(root).parts)
 
 
 def is_suite(name: str) -> bool:
@@ -65,10 +80,10 @@ def is_suite(name: str) -> bool:
     if path.suffix in (".yaml", ".yml"):
         data = read_yaml(path)[0] if path.is_file() else None
         return isinstance(data, dict) and "tasks" in data
-    return (TASKS_DIR / "suites" / f"{name}.yaml").is_file()
+    return (tasks_dir() / "suites" / f"{name}.yaml").is_file()
 
 
-def read_yaml(path: Path) -> tuple[Any, dict[tuple[str, ...], int]]:
+def read_yaml(path: Path) -> tuple[Any, Lines]:
     """The parsed document and the line (1-based) of every key path in it."""
     try:
         text = path.read_text(encoding="utf-8")
@@ -80,12 +95,12 @@ def read_yaml(path: Path) -> tuple[Any, dict[tuple[str, ...], int]]:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise UserError(f"{where}: invalid YAML: {getattr(err, 'problem', err)}") from None
-    lines: dict[tuple[str, ...], int] = {}
+    lines: Lines = {}
     _index_lines(node, (), lines)
     return data, lines
 
 
-def _index_lines(node: Any, path: tuple[str, ...], lines: dict[tuple[str, ...], int]) -> None:
+def _index_lines(node: Any, path: tuple[str, ...], lines: Lines) -> None:
     if node is None:
         return
     lines[path] = node.start_mark.line + 1
@@ -99,34 +114,49 @@ def _index_lines(node: Any, path: tuple[str, ...], lines: dict[tuple[str, ...], 
             _index_lines(item, (*path, str(i)), lines)
 
 
-def validation_message(path: Path, err: ValidationError, lines: dict[tuple[str, ...], int]) -> str:
+def _line(lines: Lines, key: tuple[str, ...]) -> int:
+    while key and key not in lines:
+        key = key[:-1]
+    return lines.get(key, 1)
+
+
+def validation_message(path: Path, err: ValidationError, lines: Lines) -> str:
     """One line per schema error: file:line: field: what is wrong (found value)."""
     out = []
     for e in err.errors():
         loc = _field_path(e["loc"])
-        key = loc
-        while key and key not in lines:
-            key = key[:-1]
-        line = lines.get(key, 1)
         field = ".".join(loc) or "(top level)"
         found = "" if e["type"] == "missing" else f" (found {e['input']!r})"[:120]
-        out.append(f"{path}:{line}: {field}: {e['msg']}{found}")
+        out.append(f"{path}:{_line(lines, loc)}: {field}: {e['msg']}{found}")
     return "\n".join(out)
 
 
 def _field_path(loc: tuple[int | str, ...]) -> tuple[str, ...]:
     """The document path of an error location, without pydantic's union-member names."""
     out: list[str] = []
+    names = registry.methods()
     for part in map(str, loc):
-        if part.startswith(("str", "list[", "PromptRecord", "PairFileSpec")):
+        if part.startswith(("str", "list[", "PromptRecord", "PairFileSpec", "PromptFileSpec")):
             continue
-        if part in METHODS and (out[-1:] == ["steering"] or out[-2:-1] == ["methods"]):
+        if part in names and (out[-1:] == ["steering"] or out[-2:-1] == ["methods"]):
             continue  # the discriminator tag of the steering union
         out.append(part)
     return tuple(out)
 
 
-def _validate(model: type[Any], path: Path, data: Any, lines: dict[tuple[str, ...], int]) -> Any:
+@functools.cache
+def _task_model(specs: tuple[type[MethodSpec], ...]) -> type[TaskSpec]:
+    union = Annotated[Union[specs], Field(discriminator="method")]  # noqa: UP007 (a runtime tuple)
+    return create_model("TaskSpec", __base__=TaskSpec, steering=(union, ...),
+                        methods=(dict[str, union], Field(default_factory=dict)))
+
+
+def task_model() -> type[TaskSpec]:
+    """`TaskSpec` whose steering is the union of every method registered now."""
+    return _task_model(tuple(e.spec for e in registry.methods().values()))
+
+
+def _validate(model: type[Any], path: Path, data: Any, lines: Lines) -> Any:
     if not isinstance(data, dict):
         raise UserError(f"{path}:1: expected a mapping of fields, found {type(data).__name__}")
     try:
@@ -151,61 +181,93 @@ def apply_overrides(data: dict[str, Any], overrides: Sequence[str]) -> dict[str,
     return data
 
 
-def load_task(name_or_path: str, overrides: Sequence[str] = ()) -> Task:
-    """Load, validate and resolve one task (prompts included)."""
+def choose_method(data: dict[str, Any], method: str, path: Path) -> dict[str, Any]:
+    """The raw document steered by its alternative `methods[method]` (or its own steering of that
+    method), before any `--set`, so overrides apply to the chosen method."""
+    alternatives = data.get("methods") or {}
+    steering = data.get("steering") or {}
+    if isinstance(alternatives, dict) and method in alternatives:
+        return {**data, "steering": alternatives[method]}
+    if isinstance(steering, dict) and steering.get("method") == method:
+        return data
+    have = sorted({str(steering.get("method")) if isinstance(steering, dict) else "?",
+                   *(alternatives if isinstance(alternatives, dict) else {})})
+    raise UserError(f"{path}: task '{data.get('name')}' has no steering for method '{method}' "
+                    f"(it has: {', '.join(have)}); add it under `methods:`")
+
+
+def load_task(name_or_path: str, overrides: Sequence[str] = (), method: str | None = None) -> Task:
+    """Load, validate and resolve one task (prompts, pair files and vector paths included).
+
+    `method` picks the task's alternative steering of that name (`methods:`); `overrides`
+    (`--set` strings) then apply to the chosen steering.
+    """
     path = find(name_or_path)
     data, lines = read_yaml(path)
     if isinstance(data, dict):
+        if method:
+            data = choose_method(data, method, path)
         data = apply_overrides(data, overrides)
-    spec: TaskSpec = _validate(TaskSpec, path, data, lines)
+    spec: TaskSpec = _validate(task_model(), path, data, lines)
+    _check_scorers(spec, path, lines)
     prompts = load_prompts(spec.prompts, path, lines)
     if not prompts:
         raise UserError(f"{path}:{lines.get(('prompts',), 1)}: prompts: no prompts")
+    _check_unique(prompts, path, lines)
     _check_fact_answers(spec, prompts, path, lines)
+
+    def resolve(steering: MethodSpec, key: tuple[str, ...]) -> MethodSpec:
+        return steering.resolve(path.parent, lambda field: f"{path}:{_line(lines, (*key, *field))}")
+
+    source_key = ("steering",)
     spec = spec.model_copy(update={
-        "steering": _resolve_files(spec.steering, path, lines, ("steering",)),
-        "methods": {k: _resolve_files(v, path, lines, ("methods", k)) for k, v in spec.methods.items()},
+        "steering": resolve(spec.steering, source_key),
+        "methods": {k: resolve(v, ("methods", k)) for k, v in spec.methods.items()},
     })
     return Task(spec, path, prompts)
 
 
-def select_method(task: Task, method: str) -> Task:
-    """The task steered by its alternative `methods[method]` (or its own steering of that method)."""
-    spec = task.spec
-    if method in spec.methods:
-        chosen = spec.methods[method]
-    elif spec.steering.method == method:
-        chosen = spec.steering
-    else:
-        have = sorted({spec.steering.method, *spec.methods})
-        raise UserError(f"{task.path}: task '{spec.name}' has no steering for method '{method}' "
-                        f"(it has: {', '.join(have)}); add it under `methods:`")
-    return Task(spec.model_copy(update={"steering": chosen}), task.path, task.prompts)
+def _check_scorers(spec: TaskSpec, path: Path, lines: Lines) -> None:
+    """Every scorer is registered with valid parameters, and every metric is one it reports."""
+    reported: dict[str, tuple[str, ...]] = {}
+    for name, params in spec.scorers.items():
+        where = f"{path}:{_line(lines, ('scorers', name))}"
+        try:
+            cls = registry.scorer_class(name)
+        except UserError as err:
+            raise UserError(f"{where}: scorers.{name}: {err}") from None
+        try:
+            parsed = cls.Params.model_validate(params or {})
+        except ValidationError as err:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'params'}: {e['msg']}"
+                                 for e in err.errors())
+            raise UserError(f"{where}: scorers.{name}: scorer '{name}': {problems}") from None
+        reported[name] = tuple(cls.metric_names(parsed))
+    for metric in spec.metrics:
+        where = f"{path}:{_line(lines, ('metrics', metric))}"
+        scorer, _, leaf = metric.partition(".")
+        if metric in BUILTIN_METRICS:
+            continue
+        if scorer not in reported:
+            raise UserError(f"{where}: metric '{metric}' names no scorer of this task "
+                            f"({', '.join(reported)})")
+        if leaf not in reported[scorer]:
+            raise UserError(f"{where}: metric '{metric}': scorer '{scorer}' reports "
+                            f"{', '.join(f'{scorer}.{m}' for m in reported[scorer])}")
 
 
-def _resolve_files(spec: SteeringSpec, task_path: Path, lines: dict[tuple[str, ...], int],
-                   key: tuple[str, ...]) -> SteeringSpec:
-    """Load a mean_diff pair file into the spec and make a vector file's path absolute,
-    both relative to the task file, so the resolved spec in run.json is self-contained."""
-    if isinstance(spec, MeanDiffSpec) and isinstance(spec.pairs, PairFileSpec):
-        from harness.prompt_files import read_pair_file
-
-        files = spec.pairs
-        where = f"{task_path}:{lines.get((*key, 'pairs', 'file'), 1)}"
-        pairs = read_pair_file(task_path.parent / files.file, files.positive_field,
-                               files.negative_field, where)
-        return spec.model_copy(update={"pairs": pairs[: files.limit] if files.limit else pairs})
-    if isinstance(spec, VectorFileSpec):
-        where = f"{task_path}:{lines.get((*key, 'path'), 1)}"
-        file = (task_path.parent / spec.path).resolve()
-        if not file.is_file():
-            raise UserError(f"{where}: steering vector file not found: {file}")
-        return spec.model_copy(update={"path": str(file)})
-    return spec
+def _check_unique(prompts: list[PromptRecord], path: Path, lines: Lines) -> None:
+    """Prompts pair across runs by their identity, so a task may not hold one twice."""
+    seen: dict[str, int] = {}
+    for i, p in enumerate(prompts):
+        first = seen.setdefault(p.identity(), i)
+        if first != i:
+            where = f"{path}:{_line(lines, ('prompts', str(i)))}"
+            raise UserError(f"{where}: prompts.{i} repeats prompts.{first} ({p.text!r}); "
+                            "each prompt may appear once")
 
 
-def _check_fact_answers(spec: TaskSpec, prompts: list[PromptRecord], path: Path,
-                        lines: dict[tuple[str, ...], int]) -> None:
+def _check_fact_answers(spec: TaskSpec, prompts: list[PromptRecord], path: Path, lines: Lines) -> None:
     """Fail at load, not after generation, when a fact prompt has no answers to compare."""
     if "fact" not in spec.scorers:
         return
@@ -223,9 +285,8 @@ def load_suite(name_or_path: str) -> SuiteSpec:
     return _validate(SuiteSpec, path, data, lines)
 
 
-def load_prompts(
-    prompts: list[str | PromptRecord] | PromptFileSpec, task_path: Path, lines: dict[tuple[str, ...], int]
-) -> list[PromptRecord]:
+def load_prompts(prompts: list[str | PromptRecord] | PromptFileSpec, task_path: Path,
+                 lines: Lines) -> list[PromptRecord]:
     if isinstance(prompts, list):
         return [p if isinstance(p, PromptRecord) else PromptRecord(text=p) for p in prompts]
     from harness.prompt_files import read_prompt_file
@@ -233,3 +294,20 @@ def load_prompts(
     where = f"{task_path}:{lines.get(('prompts', 'file'), 1)}"
     records = read_prompt_file(task_path.parent / prompts.file, prompts.field, where)
     return records[: prompts.limit] if prompts.limit else records
+
+
+def validate(paths: Sequence[str]) -> list[str]:
+    """`harness validate`: every file's problems (empty when all are valid); suites are checked
+    with the tasks they name."""
+    problems = []
+    for name in paths:
+        try:
+            if is_suite(name):
+                suite = load_suite(name)
+                for task in suite.tasks:
+                    load_task(task)
+            else:
+                load_task(name)
+        except UserError as err:
+            problems.append(str(err))
+    return problems

@@ -36,21 +36,37 @@ def _tiny_tokenizer():
     )
 
 
+FAMILIES = ["gpt2", "llama", "gpt_neox", "gemma", "gemma2", "gemma3_text", "qwen2", "mistral", "phi3",
+            "olmo2", "mixtral", "qwen2_moe", "granite"]
+"""Every supported family: the named ones, and those found by the generic layer search."""
+
+
 def tiny_config(arch: str):
     """A 4-layer random model config of the given family, small enough for CPU tests."""
-    from transformers import GPT2Config, GPTNeoXConfig, LlamaConfig
+    import transformers
 
-    common = dict(vocab_size=400, bos_token_id=0, eos_token_id=0)
+    common = dict(vocab_size=400, bos_token_id=0, eos_token_id=0, pad_token_id=0)
     if arch == "gpt2":
-        return GPT2Config(n_layer=4, n_embd=32, n_head=4, n_positions=128, **common)
-    if arch == "llama":
-        return LlamaConfig(num_hidden_layers=4, hidden_size=32, intermediate_size=64,
-                           num_attention_heads=4, num_key_value_heads=2,
-                           max_position_embeddings=128, **common)
+        return transformers.GPT2Config(n_layer=4, n_embd=32, n_head=4, n_positions=128, **common)
     if arch == "gpt_neox":
-        return GPTNeoXConfig(num_hidden_layers=4, hidden_size=32, intermediate_size=64,
-                             num_attention_heads=4, max_position_embeddings=128, **common)
-    raise ValueError(arch)
+        return transformers.GPTNeoXConfig(num_hidden_layers=4, hidden_size=32, intermediate_size=64,
+                                          num_attention_heads=4, max_position_embeddings=128, **common)
+    decoder = dict(num_hidden_layers=4, hidden_size=32, intermediate_size=64, num_attention_heads=4,
+                   num_key_value_heads=2, max_position_embeddings=128, **common)
+    extra = {
+        "gemma": {"head_dim": 8}, "gemma2": {"head_dim": 8, "sliding_window": 16},
+        "gemma3_text": {"head_dim": 8, "sliding_window": 16},
+        "mixtral": {"num_local_experts": 4, "num_experts_per_tok": 2},
+        "qwen2_moe": {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32,
+                      "shared_expert_intermediate_size": 32},
+    }
+    classes = {"llama": "LlamaConfig", "gemma": "GemmaConfig", "gemma2": "Gemma2Config",
+               "gemma3_text": "Gemma3TextConfig", "qwen2": "Qwen2Config", "mistral": "MistralConfig",
+               "phi3": "Phi3Config", "olmo2": "Olmo2Config", "mixtral": "MixtralConfig",
+               "qwen2_moe": "Qwen2MoeConfig", "granite": "GraniteConfig"}
+    if arch not in classes:
+        raise ValueError(arch)
+    return getattr(transformers, classes[arch])(**decoder, **extra.get(arch, {}))
 
 
 def save_tiny_model(arch: str, directory: Path) -> Path:

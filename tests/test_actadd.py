@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from harness.engine import GenerationSettings, generate
-from harness.steering.actadd import Addition, build_actadd, contrast_token_ids
-from harness.steering.hooks import PrefixTruncatedWarning
+from harness.methods.actadd import Addition, build_actadd, contrast_token_ids
+from harness.steering.session import PrefixTruncatedWarning
 from harness.tokens import encode
 
 GREEDY = GenerationSettings(max_new_tokens=12, greedy=True)

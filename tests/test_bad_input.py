@@ -196,7 +196,7 @@ def test_bad_vector_file_names_the_file_and_the_mismatch(case, tiny_llama, tmp_p
 
 
 def test_contrast_prompts_of_very_different_length_warn(tiny_llama):
-    from harness.steering.actadd import Addition, ContrastLengthWarning, build_actadd
+    from harness.methods.actadd import Addition, ContrastLengthWarning, build_actadd
 
     with pytest.warns(ContrastLengthWarning, match="differ in token length"):
         build_actadd(tiny_llama, [Addition(1, 1.0, "love"),

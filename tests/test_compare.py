@@ -15,12 +15,14 @@ from scipy import stats as sps
 from harness.compare import compare_runs, parse_ref
 from harness.errors import UserError
 from harness.report.compare_report import (
+    headline_lines,
     compare_text,
     render_compare_html,
     render_compare_markdown,
     write_compare,
 )
-from harness.report.schema import EffectRecord, FluencyRecord, RunResult, SampleRecord, TaskInfo
+from harness.schema.results import EffectRecord, FluencyRecord, RunResult, SampleRecord, TaskInfo
+from harness.schema.task import PromptRecord
 
 TASK, METRIC, FLUENCY = "love_hate", "sentiment.p_positive", "perplexity.logppl"
 N_PROMPTS, N_SAMPLES = 12, 3
@@ -56,11 +58,12 @@ def shifted_scores(shift: float = 0.3, cost: float = 0.5) -> Scores:
 
 
 def write_run(folder: Path, scores: Scores, conditions: tuple[str, ...] = ("steered",),
-              prompts: list[str] | None = None) -> Path:
+              prompts: list[str] | None = None, dtype: str = "float32") -> Path:
     """A run folder with run.json (one headline effect per condition) and samples.jsonl."""
     prompts = prompts or [f"prompt {i:02d}" for i in range(N_PROMPTS)]
     samples = [
-        SampleRecord(key=f"{TASK}:{cond}:{i}:{j}", task=TASK, condition=cond, prompt_index=i, prompt=p,
+        SampleRecord(key=f"{TASK}:{cond}:{i}:{j}", task=TASK, condition=cond, prompt_index=i,
+                     prompt_id=PromptRecord(text=p).identity(), prompt=p,
                      sample=j, seed=100 * i + j, completion=f"text {i}.{j}", token_ids=[1, 2], prompt_ids=[3],
                      scores=scores(cond, i, j))
         for cond in ("unsteered", *conditions) for i, p in enumerate(prompts) for j in range(N_SAMPLES)
@@ -73,8 +76,12 @@ def write_run(folder: Path, scores: Scores, conditions: tuple[str, ...] = ("stee
     fluency = [FluencyRecord(task=TASK, condition=c, judge="generation model", n=len(prompts),
                              mean_unsteered=3.0, mean_steered=3.0, diff=0.0, ci_low=0.0, ci_high=0.0,
                              p_value=0.75, ppl_ratio=1.0) for c in conditions]
-    run = RunResult(config={"target": "test"}, config_hash="abc", model={"name": "fake"}, versions={},
-                    started="", finished="", tasks=[TaskInfo(name=TASK, kind="sentiment")],
+    task_config = {"generation": {"max_new_tokens": 8}, "scorers": {"sentiment": {}}, "headline": METRIC}
+    run = RunResult(config={"target": "test", "tasks": {TASK: task_config}}, config_hash="abc",
+                    model={"name": "fake", "sha256": "0" * 64, "dtype": dtype}, versions={},
+                    started="", finished="",
+                    tasks=[TaskInfo(name=TASK, kind="sentiment",
+                                    prompt_ids=[PromptRecord(text=p).identity() for p in prompts])],
                     effects=effects, fluency_cost=fluency, headlines=[])
     folder.mkdir(parents=True)
     (folder / "run.json").write_text(run.model_dump_json(indent=2), encoding="utf-8")
@@ -100,7 +107,7 @@ def test_same_config_twice_no_difference(tmp_path: Path) -> None:
         assert d.p_value == 1.0 and not d.significant
         assert row.effects[0].diff == pytest.approx(row.effects[1].diff)
     assert _row(result).headline and _row(result, FLUENCY).is_fluency
-    assert "not significant" in result.headlines[0]
+    assert "not significant" in headline_lines(result)[0]
 
 
 def test_null_vs_working_is_significant(tmp_path: Path) -> None:
@@ -118,9 +125,9 @@ def test_null_vs_working_is_significant(tmp_path: Path) -> None:
     assert fluency.significant and fluency.diff > 0.4
     # recorded p-values come from run.json: the effect's p_adjusted, the fluency record's p_value
     assert row.effects[0].p_adjusted == 0.25 and _row(result, FLUENCY).effects[0].p_adjusted == 0.75
-    assert result.headlines[0].startswith(f"{TASK}: coef8 moves {METRIC} by +0.3")
+    assert headline_lines(result)[0].startswith(f"{TASK}: coef8 moves {METRIC} by +0.3")
     assert re.search(r"\(paired, p_adj <0\.001, significant\); fluency cost coef0 [+-]\S+, coef8 \+0\.530$",
-                     result.headlines[0])
+                     headline_lines(result)[0])
     # reversed: the sign flips
     back = _row(compare_runs([str(working), str(null)], seed=3)).vs_reference[0]
     assert back.diff == pytest.approx(-d.diff) and back.significant
@@ -132,9 +139,10 @@ def test_paired_matches_hand_computation(tmp_path: Path) -> None:
     d = compare_runs([str(a), str(b)], seed=5)
     got = _row(d).vs_reference[0]
 
-    def effect(scores: Scores) -> np.ndarray:  # per prompt, in prompt-text order (= index order here)
+    def effect(scores: Scores) -> np.ndarray:  # per prompt, in the order of prompt identities
+        order = sorted(range(N_PROMPTS), key=lambda i: PromptRecord(text=f"prompt {i:02d}").identity())
         return np.array([np.mean([scores("steered", i, j)[METRIC] - scores("unsteered", i, j)[METRIC]
-                                  for j in range(N_SAMPLES)]) for i in range(N_PROMPTS)])
+                                  for j in range(N_SAMPLES)]) for i in order])
 
     diffs = effect(shifted_scores(shift=0.02, cost=0.0)) - effect(null_scores(noise=0.05, seed=7))
     ci = sps.bootstrap((diffs,), np.mean, n_resamples=2000, method="BCa",
@@ -172,7 +180,7 @@ def test_unpaired_when_prompts_differ(tmp_path: Path) -> None:
     assert got.diff == pytest.approx(eb.mean() - ea.mean())
     assert (got.ci_low, got.ci_high) == pytest.approx((ci.low, ci.high), abs=1e-12)
     assert got.p_value == pytest.approx(p) and got.significant
-    assert "unpaired" in result.headlines[0] and "unpaired, n=12+12" in compare_text(result)
+    assert "unpaired" in headline_lines(result)[0] and "unpaired, n=12+12" in compare_text(result)
 
 
 def _per_prompt(folder: Path) -> dict[str, float]:
@@ -181,7 +189,7 @@ def _per_prompt(folder: Path) -> dict[str, float]:
     by: dict[tuple[str, str], list[float]] = {}
     for r in rows:
         by.setdefault((r["prompt"], r["condition"]), []).append(r["scores"][METRIC])
-    prompts = sorted({p for p, _ in by})
+    prompts = sorted({p for p, _ in by}, key=lambda p: PromptRecord(text=p).identity())
     return {p: float(np.mean(by[(p, "steered")]) - np.mean(by[(p, "unsteered")])) for p in prompts}
 
 

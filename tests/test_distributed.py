@@ -23,7 +23,7 @@ from harness.errors import UserError
 from harness.runner import RunOptions, run
 from harness.store import folder_lock, read_jsonl
 from tests.conftest import save_tiny_model
-from tests.test_runner import PROMPTS, write_task
+from tests.test_runner import MORE_PROMPTS, PROMPTS, write_task
 
 QUIET = RunOptions(progress=False)
 
@@ -146,7 +146,7 @@ def _rank_process(launcher: subprocess.Popen, rank: int):  # noqa: ANN202 (psuti
 
 
 def test_killed_rank_is_reported_and_a_rerun_completes_only_the_missing_samples(tiny_dir, tmp_path):
-    task = write_task(tmp_path, prompts=PROMPTS * 2)
+    task = write_task(tmp_path, prompts=MORE_PROMPTS[:16])
     args = ["run", str(task), "--model", str(tiny_dir), "--batch-size", "1"]
     full, part = tmp_path / "full", tmp_path / "part"
     _run(_single(*args, "--out", str(full)))

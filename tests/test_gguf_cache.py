@@ -63,7 +63,6 @@ def test_gguf_is_converted_once_then_loaded_from_the_cache(fake_gguf, tmp_path):
     assert calls == [torch.float32]
     assert first.identity() == second.identity()
     assert second.source == str(path) and second.sha256 == file_sha256(path)
-    assert second.info["cache"] == str(folder)
     reference, _ = gguf_cache.read_gguf(path, torch.float32)
     assert torch.equal(logits(second), logits(load_model(str(path), dtype=torch.float32)))
     for key, tensor in reference.state_dict().items():
@@ -96,7 +95,7 @@ def test_interrupted_conversion_is_never_used(fake_gguf, tmp_path, monkeypatch):
     os.utime(stale, (time.time() - 7200, time.time() - 7200))
     monkeypatch.setattr(gguf_cache, "read_gguf", real_read)
     lm = load_model(str(path))
-    assert lm.info["cache"] and (Path(lm.info["cache"]) / CACHE_MARKER).is_file()
+    assert (root / file_sha256(path) / CACHE_MARKER).is_file() and calls == [torch.float32]
     assert [p.name for p in root.iterdir()] == [file_sha256(path)]
 
 
@@ -104,14 +103,14 @@ def test_cache_off_or_unwritable_loads_the_gguf_directly(fake_gguf, tmp_path, mo
     path, calls = fake_gguf
     monkeypatch.setenv("HARNESS_CACHE", "off")
     lm = load_model(str(path), dtype="bfloat16")
-    assert calls == [torch.bfloat16] and lm.info["cache"] is None and lm.sha256 == file_sha256(path)
+    assert calls == [torch.bfloat16] and lm.sha256 == file_sha256(path)  # read from the GGUF itself
     assert not (tmp_path / "cache").exists()
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     monkeypatch.setenv("HARNESS_CACHE", str(blocker))
     with pytest.warns(UserWarning, match="not writable"):
         lm = load_model(str(path))
-    assert lm.info["cache"] is None and calls[-1] == torch.float32
+    assert calls[-1] == torch.float32  # read from the GGUF itself
 
 
 # --- the real embedded model ---------------------------------------------------------------
@@ -129,7 +128,6 @@ def test_cached_smollm_is_bitwise_the_gguf_model(tmp_path, monkeypatch):
     print(f"first load {converted:.1f} s, cached load {time.perf_counter() - start:.1f} s")
     monkeypatch.setenv("HARNESS_CACHE", "off")
     direct = load_model("smollm2-135m")
-    assert direct.info["cache"] is None and cached.info["cache"] == first.info["cache"]
     assert first.identity() == cached.identity() == direct.identity()
     texts = ("<|endoftext|>The Eiffel Tower is in", "<|endoftext|>I hate you because", "Hi")
     reference = logits(direct, texts)

@@ -11,16 +11,17 @@ import pytest
 import torch
 
 from harness.errors import UserError
-from harness.report.io import read_run
+from harness.store import read_run
 from harness.runner import RunOptions, run
 from harness.scorers import make_scorer
 from harness.scorers.base import Sample
 from harness.scorers.logprobs import continuation_logprobs
 from harness.steering.base import Intervention, Steering
-from harness.steering.hooks import build_deltas, capture_outputs, steering_hooks
-from harness.steering.mean_diff import build_mean_diff
-from harness.steering.prompting import build_prompting
-from harness.steering.vector_file import build_vector_file
+from harness.api import steer
+from harness.steering.capture import capture_outputs
+from harness.methods.mean_diff import build_mean_diff
+from harness.methods.prompting import build_prompting
+from harness.methods.vector_file import build_vector_file
 from harness.tokens import encode
 
 PAIRS = [("I love the way", "I hate the way"), ("the light falls on the water", "the tower"),
@@ -54,8 +55,7 @@ def test_addition_lands_on_the_output_of_the_hooked_module(tiny_lm, point):
     steering = Steering((Intervention(2, vector, point, "all"),))
     sites = [(2, "resid"), (2, "attn"), (2, "mlp"), (1, "resid")]
     plain = capture_outputs(tiny_lm.model, sites, input_ids=ids, attention_mask=mask)
-    deltas = build_deltas([steering], mask, vector.shape[0], torch.float32)
-    with steering_hooks(tiny_lm.model, deltas):
+    with steer(tiny_lm.model, steering):
         steered = capture_outputs(tiny_lm.model, sites, input_ids=ids, attention_mask=mask)
     added = steered[(2, point)][0] - plain[(2, point)][0]
     torch.testing.assert_close(added[1:], vector.expand_as(added[1:]), rtol=1e-4, atol=1e-5)

@@ -8,7 +8,7 @@ from torch import nn
 
 from harness.engine import GenerationSettings, generate
 from harness.models import ModelLoadError, decoder_blocks, hook_module, load_model
-from harness.steering.actadd import Addition, build_actadd, contrast_token_ids
+from harness.methods.actadd import Addition, build_actadd, contrast_token_ids
 
 GREEDY = GenerationSettings(max_new_tokens=8, greedy=True, repetition_penalty=1.0)
 

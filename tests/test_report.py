@@ -13,10 +13,11 @@ import pytest
 
 from harness.errors import UserError
 from harness.report.html import render_html
-from harness.report.io import read_run, write_reports
+from harness.report.io import write_reports
+from harness.store import read_run
 from harness.report.markdown import render_markdown, side_by_side
 from harness.report.plots import distribution_plot, effects_plot, fluency_plot
-from harness.report.schema import (
+from harness.schema.results import (
     EffectRecord,
     FluencyRecord,
     Headline,
@@ -92,6 +93,7 @@ def make_samples() -> list[SampleRecord]:
                             task=task,
                             condition=condition,
                             prompt_index=i,
+                            prompt_id=f"p{i}",
                             prompt=prompt,
                             sample=j,
                             seed=i * 10 + j,
@@ -206,7 +208,7 @@ def test_read_run_round_trip_from_folder_and_file(tmp_path):
         (None, "no such file"),
         ("{not json", "not valid JSON"),
         (json.dumps({**json.loads(make_run().model_dump_json()), "schema_version": 99}), "newer"),
-        (json.dumps({"schema_version": 1, "config": {}}), "run schema"),
+        (json.dumps({"schema_version": 2, "config": {}}), "run schema"),
     ],
 )
 def test_read_run_errors_name_the_file(tmp_path, content, words):

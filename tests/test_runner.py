@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.report.io import read_run
+from harness.store import read_run
 from harness.report.terminal import results_text
 from harness.runner import RunOptions, run
 from harness.store import read_jsonl
@@ -34,6 +34,7 @@ headline: keywords.rate
 """
 PROMPTS = ["I love the way", "The tower", "We talked about", "To see the", "In the morning",
            "The light falls", "People flock to", "I hate you"]
+MORE_PROMPTS = [f"{p}{end}" for end in ("", " and", " but") for p in PROMPTS]  # 3 x as many, distinct
 QUIET = RunOptions(progress=False)
 
 
@@ -58,7 +59,7 @@ def test_run_writes_every_file_and_all_fields(tiny_llama, tmp_path):
     for name in ("run.json", "samples.jsonl", "report.md", "report.html"):
         assert (out / name).stat().st_size > 0, name
     data = json.loads((out / "run.json").read_text())
-    assert data["schema_version"] == 1 and data["model"]["sha256"] and data["versions"]["torch"]
+    assert data["schema_version"] == 2 and data["model"]["sha256"] and data["versions"]["torch"]
     for field in ("task", "condition", "metric", "expected_direction", "n", "mean_unsteered",
                   "mean_steered", "diff", "effect_size", "ci_low", "ci_high", "p_value",
                   "p_adjusted", "significant"):
@@ -82,16 +83,17 @@ def test_rerun_reuses_samples_and_changed_config_does_not(tiny_llama, tmp_path):
     assert (out / "samples.jsonl").read_text() == first  # nothing regenerated
     run(str(write_task(tmp_path, coeff=2.0)), out, model=tiny_llama, options=QUIET)
 
-    def tags(records: list[dict]) -> dict[str, set[str]]:  # condition -> key prefixes
+    def keys(records: list[dict]) -> dict[str, set[str]]:  # condition -> sample identities
         out: dict[str, set[str]] = {}
         for r in records:
-            out.setdefault(r["condition"], set()).add(r["key"].split(":")[0])
+            out.setdefault(r["condition"], set()).add(r["key"])
         return out
 
-    before = tags([json.loads(line) for line in first.splitlines()])
-    after = tags(read_jsonl(out / "samples.jsonl"))
-    assert set(after) == {"unsteered", "steered"} and all(len(v) == 1 for v in after.values())
-    assert all(after[c] != before[c] for c in after)  # a changed config regenerates everything
+    before = keys([json.loads(line) for line in first.splitlines()])
+    after = keys(read_jsonl(out / "samples.jsonl"))
+    assert set(after) == {"unsteered", "steered"} and all(len(v) == len(PROMPTS) * 2 for v in after.values())
+    assert not after["steered"] & before["steered"]  # a changed steering regenerates its samples
+    assert after["unsteered"] == before["unsteered"]  # and never the unsteered ones it does not touch
 
 
 def test_corrupt_trailing_line_is_dropped_and_regenerated(tiny_llama, tmp_path):
@@ -148,7 +150,7 @@ KILL_TRIALS = [(signal.SIGKILL if i % 2 else signal.SIGTERM, i) for i in range(4
 def uninterrupted(tiny_dir, tmp_path_factory) -> tuple[list[str], list[dict], float]:
     """The run every kill trial must end up equal to: its arguments, effects and wall time."""
     folder = tmp_path_factory.mktemp("uninterrupted")
-    args = [str(write_task(folder, prompts=PROMPTS * 3)), "--model", str(tiny_dir), "--batch-size", "1"]
+    args = [str(write_task(folder, prompts=MORE_PROMPTS)), "--model", str(tiny_dir), "--batch-size", "1"]
     start = time.monotonic()
     subprocess.run(_cli("run", *args, "--out", str(folder / "full")), check=True, capture_output=True)
     return args, effects_of(folder / "full"), time.monotonic() - start
@@ -191,7 +193,7 @@ def test_second_run_on_a_locked_folder_refuses(tiny_llama, tmp_path):
 
 
 def test_two_concurrent_runs_on_one_folder_never_interleave(tiny_dir, tmp_path):
-    task = write_task(tmp_path, prompts=PROMPTS * 3)
+    task = write_task(tmp_path, prompts=MORE_PROMPTS)
     cmd = _cli("run", str(task), "--model", str(tiny_dir), "--batch-size", "1", "--out", str(tmp_path / "o"))
     procs = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
@@ -206,14 +208,14 @@ def test_two_concurrent_runs_on_one_folder_never_interleave(tiny_dir, tmp_path):
 def test_flagged_samples_are_excluded_and_noted(tiny_llama, tmp_path, monkeypatch):
     import harness.engine as engine
 
-    real = engine._generate_batch
+    real = engine.generate_batch
 
     def poisoned(*args, **kwargs):
         gens = real(*args, **kwargs)
         return [g if g.row.prompt != PROMPTS[0] or g.row.condition != "steered"
                 else dataclasses.replace(g, flagged="non-finite logits") for g in gens]
 
-    monkeypatch.setattr(engine, "_generate_batch", poisoned)
+    monkeypatch.setattr(engine, "generate_batch", poisoned)
     result = run(str(write_task(tmp_path)), tmp_path / "out", model=tiny_llama, options=QUIET)
     assert result.flagged_samples == 2 and "2 samples flagged" in result.notes[0]
     rate = next(e for e in result.effects if e.metric == "keywords.rate")

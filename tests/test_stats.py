@@ -10,15 +10,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from harness.stats import (
-    bootstrap_ci,
-    fluency_cost,
-    hedges_g,
-    holm,
-    paired_effect,
-    paired_p_value,
-    per_prompt_means,
-)
+from harness.comparison import fluency_cost, paired_effect
+from harness.stats import bootstrap_ci, hedges_g, holm, paired_p_value, per_prompt_means
 
 NAN, INF = float("nan"), float("inf")
 # Lakens (2013), Frontiers in Psychology 4:863, Table 1: ratings of two movies by 10 people.

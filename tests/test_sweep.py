@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from harness.cli import main
-from harness.report.io import read_run
+from harness.store import read_run
 from harness.runner import RunOptions, resolve_tasks, run
 from harness.sweep import SweepGrid, residual_norm, run_sweep, sweep_conditions
 from harness.sweep_analysis import summarize_sweep

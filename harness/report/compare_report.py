@@ -9,11 +9,21 @@ from pathlib import Path
 from rich.console import Console
 from rich.text import Text
 
-from harness.compare import LEGEND, SIG, CompareResult
+from harness.compare import CompareResult, CompareRow
+from harness.report.cells import NOT_SIG, Cell, Estimate, arrow, num, pval, text
 from harness.report.html import CSS, table_html
 from harness.report.markdown import md, table_md
-from harness.report.terminal import NOT_SIG, arrow, print_wide, pval, table_rich, with_ci
+from harness.report.terminal import print_wide, table_rich
+from harness.schema.spec import ALPHA
 from harness.store import atomic_write_text
+
+SIG = "✓"
+LEGEND = (
+    f"{SIG} difference significant (Holm-adjusted p < {ALPHA}: declared metrics and fluency in one family, "
+    f"other metrics in another) · {NOT_SIG} not · CIs: 95% bootstrap over prompts · paired = by prompt "
+    "identity, unpaired = independent prompts · fluency cost = Δ mean log-perplexity (steered − unsteered; "
+    "lower is more fluent) · ★ = headline metric"
+)
 
 
 def _columns(result: CompareResult) -> list[str]:
@@ -24,16 +34,35 @@ def _columns(result: CompareResult) -> list[str]:
     return cols
 
 
-def _rows(result: CompareResult, task: str) -> list[list[str]]:
-    out = []
+def _rows(result: CompareResult, task: str) -> list[list[Cell]]:
+    out: list[list[Cell]] = []
     for row in (r for r in result.rows if r.task == task):
-        cells = ["fluency cost (Δ logppl)" if row.is_fluency else ("★ " if row.headline else "") + row.metric,
-                 arrow(row.expected_direction), *(with_ci(e.diff, e.ci_low, e.ci_high) for e in row.effects)]
+        cells: list[Cell] = [
+            "fluency cost (Δ logppl)" if row.is_fluency else ("★ " if row.headline else "") + row.metric,
+            arrow(row.expected_direction), *(Estimate(e.diff, e.ci_low, e.ci_high) for e in row.effects)]
         for d in row.vs_reference:
-            sig = SIG if d.significant else NOT_SIG
             pairing = f"paired, n={d.n}" if d.paired else f"unpaired, n={d.n_reference}+{d.n}"
-            cells += [with_ci(d.diff, d.ci_low, d.ci_high), pval(d.p_adjusted), sig, pairing]
+            cells += [Estimate(d.diff, d.ci_low, d.ci_high), pval(d.p_adjusted),
+                      SIG if d.significant else NOT_SIG, pairing]
         out.append(cells)
+    return out
+
+
+def headline_lines(result: CompareResult) -> list[str]:
+    """Per task and later run: how much more it moves the headline metric than the reference, and
+    the fluency cost of both."""
+    out = []
+    for row in (r for r in result.rows if r.headline):
+        fluency: CompareRow | None = next(
+            (r for r in result.rows if r.task == row.task and r.is_fluency), None)
+        for i, d in enumerate(row.vs_reference, start=1):
+            verdict = "significant" if d.significant else "not significant"
+            cost = (f"; fluency cost {d.reference} {num(fluency.effects[0].diff, signed=True)}, "
+                    f"{d.label} {num(fluency.effects[i].diff, signed=True)}" if fluency else "")
+            change = text(Estimate(d.diff, d.ci_low, d.ci_high))
+            out.append(f"{row.task}: {d.label} moves {row.metric} by {change} "
+                       f"more than {d.reference} ({'paired' if d.paired else 'unpaired'}, "
+                       f"p_adj {pval(d.p_adjusted)}, {verdict}){cost}")
     return out
 
 
@@ -51,9 +80,9 @@ def print_compare(result: CompareResult, console: Console | None = None) -> None
     console.print(Text(f"compare: {_runs_line(result)}", style="bold"), soft_wrap=True)
     for task in _tasks(result):
         print_wide(console, table_rich(task, _columns(result), _rows(result, task)))
-    for line in result.headlines:
+    for line in headline_lines(result):
         console.print(Text(line), soft_wrap=True)
-    console.print(Text(LEGEND + " · ★ = headline metric", style="dim"), soft_wrap=True)
+    console.print(Text(LEGEND, style="dim"), soft_wrap=True)
 
 
 def compare_text(result: CompareResult) -> str:
@@ -68,10 +97,11 @@ def render_compare_markdown(result: CompareResult) -> str:
     cols = _columns(result)
     lines = ["# Steering comparison", "", *(f"- **{md(r.label)}:** {md(r.path)} ({md(r.condition)})"
                                             for r in result.runs), ""]
-    lines += [*(f"- {md(h)}" for h in result.headlines), ""] if result.headlines else []
+    heads = headline_lines(result)
+    lines += [*(f"- {md(h)}" for h in heads), ""] if heads else []
     for task in _tasks(result):
         lines += [f"## {md(task)}", "", *table_md(cols, _rows(result, task))]
-    lines += [md(LEGEND) + " · ★ = headline metric", ""]
+    lines += [md(LEGEND), ""]
     return "\n".join(lines)
 
 
@@ -79,7 +109,7 @@ def render_compare_html(result: CompareResult) -> str:
     """The comparison as one self-contained HTML page (the run report's CSS, no scripts)."""
     runs = "".join(f"<li><b>{escape(r.label)}</b>: {escape(r.path)} ({escape(r.condition)})</li>"
                    for r in result.runs)
-    heads = "".join(f"<li>{escape(h)}</li>" for h in result.headlines)
+    heads = "".join(f"<li>{escape(h)}</li>" for h in headline_lines(result))
     cols = _columns(result)
     tasks = "".join(f"<section><h2>{escape(t)}</h2>{table_html(cols, _rows(result, t))}</section>"
                     for t in _tasks(result))
@@ -87,7 +117,7 @@ def render_compare_html(result: CompareResult) -> str:
             f"<title>Steering comparison</title><style>{CSS}</style></head>\n<body><main>\n"
             f"<header><h1>Steering comparison</h1><ul>{runs}</ul></header>\n"
             + (f"<section><h2>Headlines</h2><ul>{heads}</ul></section>\n" if heads else "")
-            + f'{tasks}\n<p class="legend">{escape(LEGEND)} · ★ = headline metric</p>\n'
+            + f'{tasks}\n<p class="legend">{escape(LEGEND)}</p>\n'
             + "</main></body></html>\n")
 
 
@@ -95,6 +125,6 @@ def write_compare(result: CompareResult, out_dir: Path) -> list[Path]:
     """Write compare.md, compare.html and compare.json into `out_dir`, each atomically."""
     files = {"compare.md": render_compare_markdown(result), "compare.html": render_compare_html(result),
              "compare.json": result.model_dump_json(indent=2) + "\n"}
-    for name, text in files.items():
-        atomic_write_text(out_dir / name, text)
+    for name, content in files.items():
+        atomic_write_text(out_dir / name, content)
     return [out_dir / name for name in files]

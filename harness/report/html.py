@@ -8,21 +8,20 @@ import math
 from collections.abc import Sequence
 from html import escape
 
+from harness.report.cells import MOVED, NOT_SIG, WRONG, Cell, Estimate, Mark, ci_text, num, text
 from harness.report.markdown import Pair, conditions_of, headline_metric, side_by_side
 from harness.report.plots import distribution_plot, effects_plot, fluency_plot
-from harness.report.schema import RunResult, SampleRecord, TaskInfo
-from harness.report.terminal import (
+from harness.report.tables import (
     EFFECT_COLUMNS,
     FLUENCY_COLUMNS,
     HEADLINE_COLUMNS,
-    MOVED,
-    NOT_SIG,
-    WRONG,
+    SAMPLE_COLUMNS,
     effect_rows,
     fluency_rows,
     headline_rows,
-    num,
+    sample_rows,
 )
+from harness.schema.results import RunResult, SampleRecord, TaskInfo
 
 HTML_SAMPLES = 10
 MAX_SURPRISAL = 10.0  # nats at which a token's shading is full
@@ -86,23 +85,23 @@ def figure_html(data: bytes, alt: str, caption: str) -> str:
     )
 
 
-def _cell(column: str, text: str) -> str:
-    """A table cell: verdicts as badges, "value [low, high]" with the CI small below."""
-    if column == "verdict" and text in _VERDICTS:
-        cls, words = _VERDICTS[text]
+def _cell(cell: Cell) -> str:
+    """A table cell: verdicts as badges, an estimate with its CI small below."""
+    if isinstance(cell, Mark) and cell.symbol in _VERDICTS:
+        cls, words = _VERDICTS[cell.symbol]
         return f'<td><span class="badge {cls}">{escape(words)}</span></td>'
-    value, bracket, ci = text.partition(" [")
-    if bracket and text.endswith("]"):
-        return f'<td class="num">{escape(value)}<span class="ci">[{escape(ci)}</span></td>'
-    return f"<td>{escape(text)}</td>"
+    if isinstance(cell, Estimate) and cell.value is not None:
+        return (f'<td class="num">{escape(num(cell.value, signed=True))}'
+                f'<span class="ci">{escape(ci_text(cell.low, cell.high))}</span></td>')
+    return f"<td>{escape(text(cell))}</td>"
 
 
-def table_html(columns: list[str], rows: list[list[str]]) -> str:
+def table_html(columns: list[str], rows: list[list[Cell]]) -> str:
     if not rows:
         return '<p class="legend">none</p>'
     head = "".join(f"<th>{escape(c)}</th>" for c in columns)
     body = "".join(
-        "<tr>" + "".join(_cell(col, c) for col, c in zip(columns, row, strict=True)) + "</tr>"
+        "<tr>" + "".join(_cell(c) for c in row) + "</tr>"
         for row in rows
     )
     return (
@@ -118,7 +117,7 @@ def _tokens(s: SampleRecord, token_texts: dict[str, list[str]] | None) -> str:
     if not texts or lps is None or not len(texts) == len(lps) == len(s.token_ids):
         return escape(s.completion)
     spans = []
-    for text, lp in zip(texts, lps, strict=True):
+    for token, lp in zip(texts, lps, strict=True):
         surprisal = -lp if math.isfinite(lp) else math.inf
         alpha = min(surprisal / MAX_SURPRISAL, 1.0) * 0.85
         tip = (
@@ -128,7 +127,7 @@ def _tokens(s: SampleRecord, token_texts: dict[str, list[str]] | None) -> str:
         )
         spans.append(
             f'<span class="tok" style="background:rgba(255,140,0,{alpha:.2f})" '
-            f'title="{escape(tip)}">{escape(text)}</span>'
+            f'title="{escape(tip)}">{escape(token)}</span>'
         )
     return "".join(spans)
 
@@ -275,6 +274,10 @@ def render_html(
         f"{table_html(EFFECT_COLUMNS, effect_rows(run))}</section>",
         '<section id="fluency"><h2>Fluency cost</h2>'
         f"{table_html(FLUENCY_COLUMNS, fluency_rows(run))}</section>",
+        '<section id="ledger"><h2>Samples and steering ledger</h2><p class="legend">Per condition: samples, '
+        "flagged (excluded) and empty completions; the positions the steering hooks changed per sample "
+        "in the prompt pass and the decode steps, and the mean norm they added there.</p>"
+        f"{table_html(SAMPLE_COLUMNS, sample_rows(run))}</section>",
         f'<section id="samples"><h2>Samples</h2>{shading}{tasks}</section>',
     ]
     title = escape(f"Steering report: {run.config.get('target', '')}")

@@ -7,19 +7,21 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from harness.report.schema import RunResult, SampleRecord
-from harness.report.terminal import (
+from harness.report.cells import Cell, num, text
+from harness.report.tables import (
     EFFECT_COLUMNS,
     FLUENCY_COLUMNS,
     HEADLINE_COLUMNS,
     LEGEND,
+    SAMPLE_COLUMNS,
     effect_rows,
     fluency_rows,
     headline_rows,
-    num,
+    sample_rows,
 )
+from harness.schema.results import RunResult, SampleRecord
+from harness.schema.spec import UNSTEERED
 
-UNSTEERED = "unsteered"  # harness.engine.UNSTEERED, not imported: the engine loads torch
 MD_SAMPLES = 4
 # Inline syntax (no cell starts a line); `_` inside a word (love_hate) is no emphasis and
 # a `]` without its `[` is no link.
@@ -65,9 +67,9 @@ def md(text: str) -> str:
     return _SPECIAL.sub(r"\\\1", text).replace("\r", "").replace("\n", "<br>")
 
 
-def table_md(columns: list[str], rows: list[list[str]]) -> list[str]:
+def table_md(columns: list[str], rows: list[list[Cell]]) -> list[str]:
     lines = ["| " + " | ".join(md(c) for c in columns) + " |", "|" + " --- |" * len(columns)]
-    lines += ["| " + " | ".join(md(c) for c in row) + " |" for row in rows]
+    lines += ["| " + " | ".join(md(text(c)) for c in row) + " |" for row in rows]
     return [*lines, ""]
 
 
@@ -140,6 +142,12 @@ def render_markdown(run: RunResult, samples: Sequence[SampleRecord]) -> str:
         "ppl ratio = exp(Δ).",
         "",
         *table_md(FLUENCY_COLUMNS, fluency_rows(run)),
+        "## Samples and steering ledger",
+        "",
+        "Per condition: samples, flagged (excluded) and empty completions; the positions the steering "
+        "hooks changed per sample in the prompt pass and the decode steps, and the mean norm added.",
+        "",
+        *table_md(SAMPLE_COLUMNS, sample_rows(run)),
         *_samples(run, samples),
     ]
     return "\n".join(lines).rstrip() + "\n"

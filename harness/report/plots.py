@@ -10,10 +10,10 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from harness.report.schema import RunResult, SampleRecord
-from harness.report.terminal import MOVED, NOT_SIG, WRONG, verdict
+from harness.report.cells import MOVED, NOT_SIG, WRONG, verdict
+from harness.schema.results import RunResult, SampleRecord
+from harness.schema.spec import FLUENCY_METRIC
 
-FLUENCY_METRIC = "perplexity.logppl"  # harness.analysis.FLUENCY_METRIC (that module loads torch)
 UNSTEERED_COLOUR = "#7a8699"
 STEERED_COLOURS = ["#e4572e", "#2e86ab", "#8e6c8a", "#3bb273"]
 VERDICT_COLOURS = {
@@ -183,7 +183,7 @@ def effects_plot(run: RunResult) -> bytes:
             ax,
             [f"{e.task} · {e.condition}" for e in group],
             [(e.diff, e.ci_low, e.ci_high) for e in group],
-            [VERDICT_COLOURS[verdict(e.expected_direction, e.diff, e.significant)] for e in group],
+            [VERDICT_COLOURS[verdict(e.expected_direction, e.diff, e.significant).symbol] for e in group],
             [e.headline for e in group],
         )
         ax.set_title(metric, fontsize=9, loc="left", fontweight="bold")

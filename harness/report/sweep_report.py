@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import math
 from html import escape
 from pathlib import Path
@@ -12,10 +11,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from harness.report.cells import Cell, Estimate, num, pval, text
 from harness.report.html import CSS, figure_html, table_html
 from harness.report.markdown import table_md
 from harness.report.plots import STEERED_COLOURS, png, style_axes
-from harness.report.terminal import num, print_wide, pval, with_ci
+from harness.report.terminal import print_wide
 from harness.store import atomic_write_bytes, atomic_write_text
 from harness.sweep_analysis import ConfigResult, SweepSummary
 
@@ -92,10 +92,10 @@ def sweep_plots(s: SweepSummary) -> dict[str, bytes]:
     return {"dose": _curves(s, False), "fluency": _curves(s, True), "pareto": _pareto(s)}
 
 
-def sweep_rows(s: SweepSummary) -> list[list[str]]:
-    return [[c.condition, str(c.layer), f"{c.coeff:+g}", with_ci(c.diff, c.ci_low, c.ci_high),
+def sweep_rows(s: SweepSummary) -> list[list[Cell]]:
+    return [[c.condition, str(c.layer), f"{c.coeff:+g}", Estimate(c.diff, c.ci_low, c.ci_high),
              pval(c.p_adjusted) + (" ✓" if c.significant else ""),
-             with_ci(c.fluency_diff, c.fluency_ci_low, c.fluency_ci_high),
+             Estimate(c.fluency_diff, c.fluency_ci_low, c.fluency_ci_high),
              "◆" if c.on_frontier else "",
              "★ best" if c.condition == s.best else ("" if c.within_budget else "over")]
             for c in sorted(s.configs, key=lambda c: (c.layer, c.coeff))]
@@ -108,13 +108,13 @@ def summary_lines(s: SweepSummary) -> list[str]:
     lines = [f"{s.task}: {s.metric} ({s.direction}); coefficients in {s.coeff_unit} units; {budget}."]
     if best:
         lines.append(f"Best config within the budget: {best.condition}, diff "
-                     f"{with_ci(best.diff, best.ci_low, best.ci_high)}, fluency Δ "
+                     f"{text(Estimate(best.diff, best.ci_low, best.ci_high))}, fluency Δ "
                      f"{num(best.fluency_diff, True)} (chosen and measured on the same prompts: optimistic).")
     sel = s.selection
     if sel and sel.condition:
         lines.append(f"Held-out selection: {sel.condition} chosen on {sel.selected_on} prompts "
                      f"(diff {num(sel.selection_diff, True)}); on the other {sel.reported_on}: "
-                     f"{with_ci(sel.diff, sel.ci_low, sel.ci_high)}, p {pval(sel.p_value)}.")
+                     f"{text(Estimate(sel.diff, sel.ci_low, sel.ci_high))}, p {pval(sel.p_value)}.")
     for st in s.steerability:
         lines.append(f"Layer {st.layer}: slope {num(st.slope, True)} ± {num(st.slope_stderr)} per unit "
                      f"coefficient; {st.anti_steerable:.0%} of {st.n_prompts} prompts anti-steerable.")
@@ -127,7 +127,7 @@ def print_sweep(s: SweepSummary, console: Console | None = None) -> None:
     for col in COLUMNS:
         table.add_column(col, no_wrap=True)
     for row in sweep_rows(s):
-        table.add_row(*row, style="bold" if row[0] == s.best else "")
+        table.add_row(*(text(c) for c in row), style="bold" if row[0] == s.best else "")
     print_wide(console, table)
     for line in summary_lines(s):
         console.print(Text(line), soft_wrap=True)
@@ -163,9 +163,3 @@ def write_sweep_reports(s: SweepSummary, out: Path) -> None:
     atomic_write_text(out / "sweep.json", s.model_dump_json(indent=2))
     atomic_write_text(out / "sweep.md", render_sweep_markdown(s))
     atomic_write_text(out / "sweep.html", render_sweep_html(s, plots))
-
-
-def sweep_text(s: SweepSummary) -> str:
-    buffer = io.StringIO()
-    print_sweep(s, Console(file=buffer, width=160, color_system=None, force_terminal=False))
-    return buffer.getvalue()

@@ -1,9 +1,8 @@
-"""Results as text tables: the cells every report shares, and the rich tables of the terminal."""
+"""A run's results as rich tables in the terminal."""
 
 from __future__ import annotations
 
 import io
-import math
 from collections import defaultdict
 
 from rich import box
@@ -12,161 +11,23 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from harness.report.schema import EffectRecord, FluencyRecord, RunResult
-
-MOVED, WRONG, NOT_SIG = "✓", "✗", "–"
-LEGEND = (
-    f"↑/↓ expected direction · {MOVED} moved as expected, significant · {WRONG} significant, "
-    f"wrong direction · {NOT_SIG} not significant (Holm-adjusted p < 0.05) · "
-    "CIs: 95% bootstrap, paired by prompt"
+from harness.report.cells import MOVED, NOT_SIG, WRONG, Cell, text
+from harness.report.tables import (
+    EFFECT_COLUMNS,
+    HEADLINE_COLUMNS,
+    LEGEND,
+    SAMPLE_COLUMNS,
+    effect_rows,
+    headline_rows,
+    sample_rows,
 )
-HEADLINE_COLUMNS = [
-    "task",
-    "condition",
-    "metric",
-    "expected",
-    "unsteered → steered",
-    "diff [95% CI]",
-    "Hedges g",
-    "p_adj",
-    "verdict",
-    "Δ logppl [95% CI]",
-    "ppl ratio",
-]
-EFFECT_COLUMNS = [
-    "task",
-    "condition",
-    "metric",
-    "expected",
-    "n",
-    "unsteered → steered",
-    "diff [95% CI]",
-    "Hedges g",
-    "p_adj",
-    "verdict",
-]
-FLUENCY_COLUMNS = [
-    "task",
-    "condition",
-    "judge",
-    "n",
-    "logppl unsteered → steered",
-    "Δ logppl [95% CI]",
-    "p",
-    "ppl ratio",
-]
-_WRAP = {"task", "condition", "metric", "judge"}  # the other columns are short numbers
+from harness.schema.results import RunResult
+
+_WRAP = {"task", "condition", "metric", "judge", "steering ledger"}  # the other columns are short
 _STYLES = {MOVED: "bold green", WRONG: "bold red", NOT_SIG: "dim", "↑": "yellow", "↓": "yellow"}
 
 
-def num(x: float | None, signed: bool = False) -> str:
-    """A number in 3 decimals (scientific when small or huge, 0 below float32 rounding noise of
-    1e-6); "—" for None, "nan" for NaN."""
-    if x is None:
-        return "—"
-    if not math.isfinite(x):
-        return "nan" if math.isnan(x) else ("+inf" if x > 0 else "-inf")
-    sign = "+" if signed else ""
-    if abs(x) < 1e-6:
-        return f"{0.0:{sign}.3f}"
-    if abs(x) >= 1e4 or abs(x) < 1e-3:
-        return f"{x:{sign}.2e}"
-    return f"{x:{sign}.3f}"
-
-
-def pval(p: float) -> str:
-    return "nan" if math.isnan(p) else ("<0.001" if p < 0.001 else f"{p:.3f}")
-
-
-def with_ci(x: float | None, low: float | None, high: float | None) -> str:
-    if x is None:
-        return "—"
-    return f"{num(x, signed=True)} [{num(low, signed=True)}, {num(high, signed=True)}]"
-
-
-def arrow(direction: str | None) -> str:
-    return {"increase": "↑", "decrease": "↓"}.get(direction or "", "")
-
-
-def verdict(expected: str | None, diff: float, significant: bool) -> str:
-    """✓/✗/– for a declared direction; ↑/↓ for a significant metric without one."""
-    if not significant or not math.isfinite(diff) or diff == 0:
-        return NOT_SIG
-    if expected is None:
-        return "↑" if diff > 0 else "↓"
-    return MOVED if (diff > 0) == (expected == "increase") else WRONG
-
-
-def _effects(run: RunResult) -> dict[tuple[str, str, str], EffectRecord]:
-    return {(e.task, e.condition, e.metric): e for e in run.effects}
-
-
-def _fluency(run: RunResult) -> dict[tuple[str, str], FluencyRecord]:
-    return {(f.task, f.condition): f for f in run.fluency_cost}
-
-
-def headline_rows(run: RunResult) -> list[list[str]]:
-    """One row of HEADLINE_COLUMNS per task and steered condition."""
-    effects, fluency, rows = _effects(run), _fluency(run), []
-    for h in run.headlines:
-        e = effects.get((h.task, h.condition, h.metric))
-        f = fluency.get((h.task, h.condition))
-        rows.append(
-            [
-                h.task,
-                h.condition,
-                h.metric,
-                arrow(h.expected_direction),
-                f"{num(e.mean_unsteered)} → {num(e.mean_steered)}" if e else "—",
-                with_ci(h.diff, h.ci_low, h.ci_high),
-                num(h.effect_size, signed=True),
-                pval(e.p_adjusted) if e else "—",
-                verdict(h.expected_direction, h.diff, h.significant),
-                with_ci(f.diff, f.ci_low, f.ci_high) if f else "—",
-                num(f.ppl_ratio) + "×" if f else "—",
-            ]
-        )
-    return rows
-
-
-def effect_rows(run: RunResult, headlines: bool = True) -> list[list[str]]:
-    """One row of EFFECT_COLUMNS per effect; headline metrics are starred (or left out)."""
-    return [
-        [
-            e.task,
-            e.condition,
-            ("★ " if e.headline else "") + e.metric,
-            arrow(e.expected_direction),
-            str(e.n),
-            f"{num(e.mean_unsteered)} → {num(e.mean_steered)}",
-            with_ci(e.diff, e.ci_low, e.ci_high),
-            num(e.effect_size, signed=True),
-            pval(e.p_adjusted),
-            verdict(e.expected_direction, e.diff, e.significant),
-        ]
-        for e in run.effects
-        if headlines or not e.headline
-    ]
-
-
-def fluency_rows(run: RunResult) -> list[list[str]]:
-    """One row of FLUENCY_COLUMNS per task and steered condition."""
-    return [
-        [
-            f.task,
-            f.condition,
-            f.judge,
-            str(f.n),
-            f"{num(f.mean_unsteered)} → {num(f.mean_steered)}",
-            with_ci(f.diff, f.ci_low, f.ci_high),
-            pval(f.p_value),
-            num(f.ppl_ratio) + "×",
-        ]
-        for f in run.fluency_cost
-    ]
-
-
-def table_rich(title: str, columns: list[str], rows: list[list[str]]) -> Table:
+def table_rich(title: str, columns: list[str], rows: list[list[Cell]]) -> Table:
     table = Table(
         title=title,
         title_justify="left",
@@ -179,7 +40,7 @@ def table_rich(title: str, columns: list[str], rows: list[list[str]]) -> Table:
     for col in columns:
         table.add_column(col, overflow="fold", no_wrap=col not in _WRAP)
     for row in rows:
-        table.add_row(*(Text(cell, style=_STYLES.get(cell, "")) for cell in row))
+        table.add_row(*(Text(text(cell), style=_STYLES.get(text(cell), "")) for cell in row))
     return table
 
 
@@ -212,6 +73,8 @@ def print_results(run: RunResult, console: Console | None = None) -> None:
     if others:
         print_wide(console, table_rich("Other metrics", EFFECT_COLUMNS, others))
     console.print(Text(LEGEND, style="dim"))
+    if run.counts:
+        print_wide(console, table_rich("Samples and steering ledger", SAMPLE_COLUMNS, sample_rows(run)))
     if run.flagged_samples:
         console.print(
             Text(

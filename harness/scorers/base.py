@@ -4,21 +4,27 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from harness.models import LoadedModel
-from harness.steering.base import Steering
+from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from harness.models import LoadedModel
+    from harness.steering.base import Steering
 
 
 @dataclass(frozen=True)
 class Sample:
-    """One completion as scorers see it. `meta` carries the prompt record's extra fields."""
+    """One completion as scorers see it. `meta` carries the prompt record's extra fields.
+
+    `prompt_ids` / `completion_ids`: the tokens the generation model saw and produced (None when
+    unknown, e.g. text from elsewhere: model-based scorers then tokenize the text)."""
 
     prompt: str
     completion: str
     condition: str
-    prompt_ids: tuple[int, ...] = ()
-    completion_ids: tuple[int, ...] = ()
+    prompt_ids: tuple[int, ...] | None = None
+    completion_ids: tuple[int, ...] | None = None
     meta: Mapping[str, Any] = field(default_factory=dict)
 
 
@@ -36,14 +42,21 @@ def unscorable(metrics: Sequence[str], reason: str) -> Score:
     return Score({m: float("nan") for m in metrics}, {m: reason for m in metrics})
 
 
+def indicator(condition: bool, value: float) -> float:
+    """1.0 / 0.0 for `condition`, NaN when the `value` it was computed from is NaN (NaN in, NaN out)."""
+    return float("nan") if value != value else float(condition)
+
+
 @dataclass
 class ScoringContext:
-    """What model-based scorers may use: the generation model, each condition's steering,
-    and a judge loader that returns the already-loaded model when the name matches."""
+    """What model-based scorers may use: the generation model, each condition's steering, a judge
+    loader that returns the already-loaded model when the name matches, and whether prompts
+    begin with the shared BOS token."""
 
     lm: LoadedModel | None = None
     steerings: Mapping[str, Steering | None] = field(default_factory=dict)
     load_judge: Callable[[str | None], LoadedModel] | None = None
+    use_bos: bool = True
 
 
 class Scorer(Protocol):
@@ -53,3 +66,22 @@ class Scorer(Protocol):
     metrics: tuple[str, ...]
 
     def score(self, samples: Sequence[Sample], ctx: ScoringContext) -> list[Score]: ...
+
+
+class BaseScorer:
+    """Defaults for scorer classes: metrics from the class, no assets to check."""
+
+    name: ClassVar[str]
+    metrics: ClassVar[tuple[str, ...]]
+    Params: ClassVar[type[BaseModel]]
+
+    def __init__(self, params: BaseModel):
+        self.params = params
+
+    @classmethod
+    def metric_names(cls, params: BaseModel) -> tuple[str, ...]:
+        """The metrics a scorer with these parameters reports (validation checks task metrics)."""
+        return cls.metrics
+
+    def preflight(self, ctx: ScoringContext) -> None:
+        """Fail now, before any generation, when an asset this scorer needs is missing."""

@@ -5,15 +5,15 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from pydantic import BaseModel, ConfigDict
-
-from harness.scorers.base import Sample, Score, ScoringContext, unscorable
+from harness.registry import register_scorer
+from harness.schema.spec import Spec
+from harness.scorers.base import BaseScorer, Sample, Score, ScoringContext, unscorable
 
 _WORD = re.compile(r"\w+|[^\w\s]")
 
 
-class DiversityParams(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class DiversityParams(Spec):
+    """Distinct-n takes no parameters."""
 
 
 def distinct_n(tokens: Sequence[str], n: int) -> float:
@@ -21,15 +21,13 @@ def distinct_n(tokens: Sequence[str], n: int) -> float:
     return len(set(grams)) / len(grams) if grams else float("nan")
 
 
-class DiversityScorer:
+@register_scorer
+class DiversityScorer(BaseScorer):
     """`distinct1`, `distinct2`: unique / total word unigrams and bigrams (lower-cased)."""
 
     name = "diversity"
     metrics = ("distinct1", "distinct2")
     Params = DiversityParams
-
-    def __init__(self, params: DiversityParams):
-        self.params = params
 
     def score(self, samples: Sequence[Sample], ctx: ScoringContext) -> list[Score]:
         return [self._score_one(s.completion) for s in samples]

@@ -5,19 +5,17 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from harness.scorers.base import Sample, Score, ScoringContext
-from harness.scorers.logprobs import continuation_logprobs
-from harness.tokens import encode_with_preamble
+from harness.registry import register_scorer
+from harness.schema.spec import Spec
+from harness.scorers.base import BaseScorer, Sample, Score, ScoringContext, indicator
 
 NAN = float("nan")
 
 
-class FactParams(BaseModel):
+class FactParams(Spec):
     """`target`/`original` are the default answers; a prompt record's own fields override them."""
-
-    model_config = ConfigDict(extra="forbid")
 
     target: str | None = None
     original: str | None = None
@@ -28,7 +26,8 @@ def _answer(text: str) -> str:
     return text if text[:1].isspace() else " " + text
 
 
-class FactScorer:
+@register_scorer
+class FactScorer(BaseScorer):
     """Per prompt, under the sample's own steering and prompting preamble (next-token
     log-probs, answers summed):
 
@@ -45,10 +44,10 @@ class FactScorer:
                "mentions_original")
     Params = FactParams
 
-    def __init__(self, params: FactParams):
-        self.params = params
-
     def score(self, samples: Sequence[Sample], ctx: ScoringContext) -> list[Score]:
+        from harness.scorers.logprobs import continuation_logprobs
+        from harness.tokens import encode_with_preamble
+
         if ctx.lm is None:
             raise ValueError("the fact scorer needs the generation model in the scoring context")
         answers = [self._answers(s) for s in samples]
@@ -58,10 +57,11 @@ class FactScorer:
             steering = ctx.steerings.get(condition)
             for ans in (target, original):
                 prefixes.append(encode_with_preamble(ctx.lm.tokenizer, prompt,
-                                                     steering.preamble if steering else ""))
+                                                     steering.preamble if steering else "", ctx.use_bos))
                 conts.append(ctx.lm.tokenizer(ans, add_special_tokens=False).input_ids)
                 steer.append(steering)
-        lps = continuation_logprobs(ctx.lm, prefixes, conts, steer, self.params.batch_size)
+        lps = continuation_logprobs(ctx.lm, prefixes, conts, steer, self.params.batch_size,
+                                    has_bos=ctx.use_bos)
         margin = {k: sum(lps[2 * i]) - sum(lps[2 * i + 1]) for i, k in enumerate(keys)}
         return [
             self._score_one(s, a, margin[(s.prompt, s.condition, a)])
@@ -81,12 +81,13 @@ class FactScorer:
         probe = s.meta.get("group", "probe") == "probe"
         values = {
             "margin": margin if probe else NAN,
-            "efficacy": float(margin > 0) if probe else NAN,
+            "efficacy": indicator(margin > 0, margin) if probe else NAN,
             "neighbour_margin": NAN if probe else margin,
-            "specificity": NAN if probe else float(margin < 0),
+            "specificity": NAN if probe else indicator(margin < 0, margin),
             "mentions_target": mentions[0],
             "mentions_original": mentions[1],
         }
         other = "neighbourhood prompt" if not probe else "probe prompt"
-        reasons = {k: other for k, v in values.items() if v != v}
+        why = other if margin == margin else "non-finite log-probability of an answer"
+        reasons = {k: why for k, v in values.items() if v != v}
         return Score(values, reasons)

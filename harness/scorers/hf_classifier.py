@@ -5,18 +5,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from harness.errors import UserError
-from harness.scorers.base import Sample, Score, ScoringContext, unscorable
+from harness.registry import register_scorer
+from harness.schema.spec import Spec
+from harness.scorers.base import BaseScorer, Sample, Score, ScoringContext, unscorable
 
 
-class HFClassifierParams(BaseModel):
+class HFClassifierParams(Spec):
     """`model`: a Hub id already in the local cache, or a local directory (never downloaded).
     `positive_label`: the label whose probability is reported; default: the one label containing
     "pos" (case-insensitive), else `LABEL_1`."""
-
-    model_config = ConfigDict(extra="forbid")
 
     model: str
     positive_label: str | None = None
@@ -50,7 +50,8 @@ def load_pipeline(model: str) -> Any:
                     device="cpu")
 
 
-class HFClassifierScorer:
+@register_scorer
+class HFClassifierScorer(BaseScorer):
     """`p_positive`: the classifier's probability (softmax over its labels, or sigmoid for a
     single-logit model) of `positive_label` for the completion, truncated to the model's length."""
 
@@ -59,13 +60,20 @@ class HFClassifierScorer:
     Params = HFClassifierParams
 
     def __init__(self, params: HFClassifierParams):
-        self.params = params
-        self.pipe = load_pipeline(params.model)
-        id2label = self.pipe.model.config.id2label
-        labels = [id2label[i] for i in sorted(id2label)]
-        self.label = positive_label(labels, params.positive_label)
+        super().__init__(params)
+        self.pipe: Any = None
+        self.label = ""
+
+    def preflight(self, ctx: ScoringContext) -> None:
+        """Load the classifier now: a missing model fails before generation, not after."""
+        if self.pipe is None:
+            self.pipe = load_pipeline(self.params.model)
+            id2label = self.pipe.model.config.id2label
+            labels = [id2label[i] for i in sorted(id2label)]
+            self.label = positive_label(labels, self.params.positive_label)
 
     def score(self, samples: Sequence[Sample], ctx: ScoringContext) -> list[Score]:
+        self.preflight(ctx)
         texts = [s.completion for s in samples]
         todo = [i for i, t in enumerate(texts) if t.strip()]
         outputs = self.pipe([texts[i] for i in todo], batch_size=self.params.batch_size,

@@ -5,19 +5,19 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from harness.scorers.base import Sample, Score, ScoringContext, unscorable
+from harness.registry import register_scorer
+from harness.schema.spec import Spec
+from harness.scorers.base import BaseScorer, Sample, Score, ScoringContext, unscorable
 
 _WORD = re.compile(r"[A-Za-z0-9']+")
 
 
-class KeywordParams(BaseModel):
+class KeywordParams(Spec):
     """`words` are whole words matched case-insensitively with common inflections
     (s, es, ed, d, ing, er, ers); `patterns` are extra regular expressions, matched as
     written (add `\\b` yourself for whole words; `!` counts exclamation marks)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     words: list[str] = Field(default_factory=list)
     patterns: list[str] = Field(default_factory=list)
@@ -34,7 +34,8 @@ class KeywordParams(BaseModel):
         return self
 
 
-class KeywordScorer:
+@register_scorer
+class KeywordScorer(BaseScorer):
     """`rate`: topic words per 100 words of the completion; `any`: 1 if any topic word occurs."""
 
     name = "keywords"
@@ -42,6 +43,7 @@ class KeywordScorer:
     Params = KeywordParams
 
     def __init__(self, params: KeywordParams):
+        super().__init__(params)
         alternatives = [rf"\b{re.escape(w)}(?:s|es|ed|d|ing|er|ers)?\b" for w in params.words]
         alternatives += [f"(?:{p})" for p in params.patterns]
         self.pattern = re.compile("|".join(alternatives), re.IGNORECASE)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
-from harness.models import LoadedModel
-from harness.steering.base import Steering
-from harness.steering.hooks import build_deltas, steering_hooks
+from harness.steering.session import RowLayout, steering_hooks
 from harness.tokens import left_pad
+
+if TYPE_CHECKING:
+    from harness.models import LoadedModel
+    from harness.steering.base import Steering
 
 
 def continuation_logprobs(
@@ -18,12 +21,16 @@ def continuation_logprobs(
     continuations: Sequence[Sequence[int]],
     steerings: Sequence[Steering | None] | None = None,
     batch_size: int = 32,
+    *,
+    has_bos: bool = True,
 ) -> list[list[float]]:
     """log P(token | everything before it) for every continuation token, row by row.
 
-    Rows are left-padded so all continuations end at the last position, and only
-    the last `max continuation length + 1` positions' logits are computed.
-    `steerings` applies each row's steering during its forward pass (fact probes).
+    Rows are left-padded so all continuations end at the last position, with position ids
+    counted from each row's first real token (so a row scores the same alone or in any batch,
+    absolute-position models included), and only the last `max continuation length + 1`
+    positions' logits are computed. `steerings` applies each row's steering during its forward
+    pass (fact probes); the prefix is the row's prompt, the continuation its generated part.
     """
     out: list[list[float]] = [[] for _ in prefixes]
     order = sorted(range(len(prefixes)), key=lambda i: len(prefixes[i]) + len(continuations[i]))
@@ -36,10 +43,11 @@ def continuation_logprobs(
         width = ids.shape[1]
         keep = max(len(continuations[i]) for i in idx) + 1
         steer = [steerings[i] for i in idx] if steerings else [None] * len(idx)
-        dtype = next(lm.model.parameters()).dtype
-        deltas = build_deltas(steer, mask, lm.model.config.get_text_config().hidden_size, dtype)
-        with steering_hooks(lm.model, deltas), torch.no_grad():
-            logits = lm.model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits
+        layout = RowLayout(tuple(width - len(r) for r in rows), tuple(len(prefixes[i]) for i in idx), has_bos)
+        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        with steering_hooks(lm.model, steer, layout), torch.no_grad():
+            logits = lm.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                              logits_to_keep=keep, use_cache=False).logits
         scores = logits[:, :-1].float()
         targets = ids[:, width - keep + 1 :]
         # log-softmax of the picked tokens only: no second (rows x positions x vocab) tensor

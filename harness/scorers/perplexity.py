@@ -5,46 +5,53 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from harness.scorers.base import Sample, Score, ScoringContext, unscorable
-from harness.scorers.logprobs import continuation_logprobs
-from harness.tokens import encode
+from harness.registry import register_scorer
+from harness.schema.spec import Spec
+from harness.scorers.base import BaseScorer, Sample, Score, ScoringContext, unscorable
 
 
-class PerplexityParams(BaseModel):
+class PerplexityParams(Spec):
     """`judge`: None = the generation model itself (shared, not loaded twice), or a model name."""
-
-    model_config = ConfigDict(extra="forbid")
 
     judge: str | None = None
     batch_size: int = Field(32, ge=1)
 
 
-class PerplexityScorer:
+@register_scorer
+class PerplexityScorer(BaseScorer):
     """`logppl`: mean negative log-probability per completion token (log of the perplexity).
 
-    Per-token log-probabilities are kept in `Score.detail["token_logprobs"]` for reports.
+    Under the generation model the sample's own token ids are scored; text without ids (and any
+    text under another judge) is tokenized: the prompt as the run does (BOS first), the
+    completion as it is. Per-token log-probabilities are kept in `Score.detail["token_logprobs"]`.
     """
 
     name = "perplexity"
     metrics = ("logppl",)
     Params = PerplexityParams
 
-    def __init__(self, params: PerplexityParams):
-        self.params = params
+    def preflight(self, ctx: ScoringContext) -> None:
+        """Load the judge now, so a missing judge fails before generation."""
+        if ctx.load_judge is not None:
+            ctx.load_judge(self.params.judge)
 
     def score(self, samples: Sequence[Sample], ctx: ScoringContext) -> list[Score]:
+        from harness.scorers.logprobs import continuation_logprobs
+        from harness.tokens import encode
+
         if ctx.load_judge is None:
             raise ValueError("the perplexity scorer needs a judge model in the scoring context")
         judge = ctx.load_judge(self.params.judge)
-        same = ctx.lm is not None and judge is ctx.lm
-        prefixes = [s.prompt_ids if same else encode(judge.tokenizer, s.prompt) for s in samples]
-        conts = [
-            s.completion_ids if same else judge.tokenizer(s.completion, add_special_tokens=False).input_ids
-            for s in samples
-        ]
-        token_lps = continuation_logprobs(judge, prefixes, conts, batch_size=self.params.batch_size)
+        own = ctx.lm is not None and judge is ctx.lm
+        tok = judge.tokenizer
+        prefixes = [s.prompt_ids if own and s.prompt_ids is not None else encode(tok, s.prompt, ctx.use_bos)
+                    for s in samples]
+        conts = [s.completion_ids if own and s.completion_ids is not None
+                 else tok(s.completion, add_special_tokens=False).input_ids for s in samples]
+        token_lps = continuation_logprobs(judge, prefixes, conts, batch_size=self.params.batch_size,
+                                          has_bos=ctx.use_bos)
         return [self._score_one(lps) for lps in token_lps]
 
     def _score_one(self, lps: list[float]) -> Score:

@@ -6,22 +6,23 @@ import json
 from collections.abc import Sequence
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from harness.scorers.base import Sample, Score, ScoringContext, unscorable
-from harness.scorers.embeddings import EMBEDDING_DIM, EMBEDDING_MODEL, embed
+from harness.registry import register_scorer
+from harness.schema.spec import Spec
+from harness.scorers.base import BaseScorer, Sample, Score, ScoringContext, unscorable
+from harness.scorers.embeddings import EMBEDDING_DIM, EMBEDDING_MODEL, embed, minilm_dir
 from harness.scorers.sentiment_training import WEIGHTS_PATH
 
 
-class SentimentParams(BaseModel):
+class SentimentParams(Spec):
     """`batch_size`: completions embedded per forward pass of the encoder."""
-
-    model_config = ConfigDict(extra="forbid")
 
     batch_size: int = Field(64, ge=1)
 
 
-class SentimentScorer:
+@register_scorer
+class SentimentScorer(BaseScorer):
     """`p_positive`: P(positive) from the committed classifier (`data/sentiment_lr.json`,
     rebuilt by `scripts/train_sentiment.py`) applied to the completion's embedding."""
 
@@ -30,12 +31,15 @@ class SentimentScorer:
     Params = SentimentParams
 
     def __init__(self, params: SentimentParams):
-        self.params = params
+        super().__init__(params)
         weights = json.loads(WEIGHTS_PATH.read_text())
         if weights["embedding_model"] != EMBEDDING_MODEL or len(weights["coef"]) != EMBEDDING_DIM:
             raise ValueError(f"{WEIGHTS_PATH} was not trained on {EMBEDDING_MODEL} embeddings")
         self.coef = np.asarray(weights["coef"], dtype=np.float64)
         self.intercept = float(weights["intercept"])
+
+    def preflight(self, ctx: ScoringContext) -> None:
+        minilm_dir()
 
     def p_positive(self, texts: Sequence[str]) -> np.ndarray:
         """P(positive) for each text."""

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pydantic import BaseModel, ConfigDict
+from harness.registry import register_scorer
+from harness.schema.spec import Spec
+from harness.scorers.base import BaseScorer, Sample, Score, ScoringContext, unscorable
 
-from harness.scorers.base import Sample, Score, ScoringContext, unscorable
 
-
-class VaderParams(BaseModel):
+class VaderParams(Spec):
     """VADER takes no parameters."""
 
-    model_config = ConfigDict(extra="forbid")
 
-
-class VaderScorer:
+@register_scorer
+class VaderScorer(BaseScorer):
     """`compound`: VADER's normalised polarity; the pos/neu/neg proportions go in `detail`."""
 
     name = "vader"
@@ -23,6 +22,7 @@ class VaderScorer:
     Params = VaderParams
 
     def __init__(self, params: VaderParams):
+        super().__init__(params)
         from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
         self.analyzer = SentimentIntensityAnalyzer()

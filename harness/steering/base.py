@@ -1,5 +1,5 @@
-"""What every steering method produces: vectors, where they go, at which positions, and
-text put before the prompt (the prompting baseline)."""
+"""What every steering method produces: vectors, where they act, how, and text put before the
+prompt (the prompting baseline)."""
 
 from __future__ import annotations
 
@@ -8,33 +8,62 @@ from typing import Literal
 
 import torch
 
-from harness.models import HookPoint
+from harness.schema.steering import HookPoint
 
-Positions = Literal["prefix", "all"]
+Positions = Literal["prefix", "all", "prompt", "generated"]
+Operator = Literal["add", "clamp", "ablate"]
 
 
 @dataclass(frozen=True)
 class Intervention:
-    """One vector added to the output of one module.
+    """One vector acting on the output of one module (layer L = the output of decoder block L).
 
-    `positions="prefix"`: `vector` is `[n, d]` and is added once, to the first `n`
-    positions of each prompt during the prompt's forward pass (ActAdd); the KV
-    cache carries it to later tokens. `positions="all"`: `vector` is `[d]` and is
-    added at every position of every forward pass, generated tokens included.
+    `positions`:
+    - "prefix": `vector` is `[n, d]`, added to the first `n` positions of each prompt (ActAdd);
+      with the KV cache it acts once, on the prompt's forward pass.
+    - "all": `vector` is `[d]`, acting on every position of the prompt and of the generated
+      tokens; "prompt" / "generated": only on those of the prompt / of the generated tokens.
+    Every-position vectors skip the BOS position (the attention sink) unless `steer_bos`.
+
+    `operator`: "add" adds `vector`; "clamp" sets the projection of the hidden state on the
+    unit direction of `vector` to `value` (lm-evaluation-harness's clamp); "ablate" removes
+    that projection (the refusal-direction method).
     """
 
     layer: int
     vector: torch.Tensor
     point: HookPoint = "resid"
-    positions: Positions = "prefix"
+    positions: Positions = "all"
+    operator: Operator = "add"
+    value: float = 0.0
+    steer_bos: bool = False
 
     def __post_init__(self) -> None:
         want = 2 if self.positions == "prefix" else 1
         if self.vector.dim() != want:
             raise ValueError(f"{self.positions} intervention needs a {want}-d vector, "
                              f"got {tuple(self.vector.shape)}")
+        if self.positions == "prefix" and self.operator != "add":
+            raise ValueError("a prefix intervention can only add")
         if not torch.isfinite(self.vector).all():
             raise ValueError(f"steering vector at layer {self.layer} has NaN or inf entries")
+
+    @property
+    def site(self) -> str:
+        """`L5.resid`: the layer and module this intervention acts on."""
+        return f"L{self.layer}.{self.point}"
+
+    def is_null(self) -> bool:
+        """Whether it changes nothing at all (a zero vector added)."""
+        return self.operator == "add" and not bool(self.vector.any())
+
+    def scaled(self, factor: float) -> Intervention:
+        """The same intervention `factor` times as strong (clamp: the clamped value; ablate: unchanged)."""
+        if self.operator == "clamp":
+            return replace(self, value=self.value * factor)
+        if self.operator == "ablate":
+            return self
+        return replace(self, vector=self.vector * factor)
 
 
 @dataclass(frozen=True)
@@ -48,14 +77,12 @@ class Steering:
     preamble: str = ""
 
     def scaled(self, factor: float) -> Steering:
-        """The same steering with every vector multiplied by `factor`."""
-        return replace(
-            self,
-            interventions=tuple(replace(i, vector=i.vector * factor) for i in self.interventions),
-        )
+        """The same steering with every intervention `factor` times as strong."""
+        return replace(self, interventions=tuple(i.scaled(factor) for i in self.interventions))
 
-    def norm(self) -> float:
-        return float(sum(i.vector.norm() ** 2 for i in self.interventions) ** 0.5)
+    def is_null(self) -> bool:
+        """Whether its vectors change nothing (all zero); a preamble still counts as steering."""
+        return all(i.is_null() for i in self.interventions)
 
     def position_norm(self) -> float:
         """Mean norm of what is added at one position: a `[d]` vector's norm, or the mean
@@ -65,3 +92,11 @@ class Steering:
             rows = iv.vector.float().reshape(-1, iv.vector.shape[-1]).norm(dim=-1)
             norms += rows[rows > 0].tolist()
         return sum(norms) / len(norms) if norms else 0.0
+
+    def layer_norms(self) -> dict[str, list[float]]:
+        """Per site, the norm of each row of its vector (one row for a `[d]` vector)."""
+        out: dict[str, list[float]] = {}
+        for iv in self.interventions:
+            out.setdefault(iv.site, []).extend(
+                iv.vector.float().reshape(-1, iv.vector.shape[-1]).norm(dim=-1).tolist())
+        return out

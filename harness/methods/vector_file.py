@@ -3,19 +3,51 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar, Literal
 
-import numpy as np
-import torch
+from pydantic import Field
 
 from harness.errors import UserError
-from harness.models import HookPoint, LoadedModel
-from harness.steering.base import Intervention, Steering
+from harness.registry import register_method
+from harness.schema.generation import GenerationSettings
+from harness.schema.steering import HookPoint, MethodSpec, Where
+
+if TYPE_CHECKING:
+    import torch
+
+    from harness.models import LoadedModel
+    from harness.steering.base import Steering
 
 SUFFIXES = (".pt", ".safetensors", ".npy")
 
 
+class VectorFileSpec(MethodSpec):
+    """A vector trained elsewhere (`.pt`, `.safetensors`, `.npy`), added at every position.
+
+    The file holds a `[n_layers, d]` tensor, a `[d]` tensor (the vector of `layer`), or a
+    mapping from layer index to `[d]` tensor. `coeff` × the vector of `layer` is added at
+    every position (BOS excluded), like `mean_diff`.
+    """
+
+    method: Literal["vector_file"]
+    path: str = Field(min_length=1)
+    layer: int = Field(ge=0)
+    coeff: float = Field(1.0, allow_inf_nan=False)
+    point: HookPoint = "resid"
+    file_fields: ClassVar[tuple[str, ...]] = ("path",)
+
+    def resolve(self, base: Path, where: Where) -> VectorFileSpec:
+        file = (base / self.path).resolve()
+        if not file.is_file():
+            raise UserError(f"{where(('path',))}: steering vector file not found: {file}")
+        return self.model_copy(update={"path": str(file)})
+
+
 def read_vectors(path: Path) -> torch.Tensor | dict[int, torch.Tensor]:
     """A `[n_layers, d]` or `[d]` tensor, or a layer -> `[d]` mapping, as stored in `path`."""
+    import numpy as np
+    import torch
+
     if path.suffix not in SUFFIXES:
         raise UserError(f"{path}: vector file must be one of {', '.join(SUFFIXES)}")
     try:
@@ -42,6 +74,8 @@ def read_vectors(path: Path) -> torch.Tensor | dict[int, torch.Tensor]:
 
 def vector_for_layer(path: Path, lm: LoadedModel, layer: int) -> torch.Tensor:
     """The `[d]` vector of `layer` in `path`, checked against the model's layers and width."""
+    import torch
+
     data = read_vectors(path)
     width = lm.model.config.get_text_config().hidden_size
     if isinstance(data, dict):
@@ -67,5 +101,16 @@ def vector_for_layer(path: Path, lm: LoadedModel, layer: int) -> torch.Tensor:
 def build_vector_file(lm: LoadedModel, path: Path, layer: int, coeff: float,
                       point: HookPoint = "resid") -> Steering:
     """`coeff` × the file's vector of `layer`, added at every position after BOS."""
+    from harness.models import hook_module
+    from harness.steering.base import Intervention, Steering
+
+    hook_module(lm.model, layer, point)  # a layer out of range fails with the layer count
     vector = vector_for_layer(path, lm, layer)
     return Steering((Intervention(layer, coeff * vector, point, "all"),))
+
+
+def build(lm: LoadedModel, spec: VectorFileSpec, settings: GenerationSettings) -> Steering:
+    return build_vector_file(lm, Path(spec.path), spec.layer, spec.coeff, spec.point)
+
+
+register_method(VectorFileSpec, build)

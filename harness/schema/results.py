@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-SCHEMA_VERSION = 1
-Direction = Literal["increase", "decrease"]
+from harness.schema.spec import Record as _Record
+from harness.schema.task import Direction
 
-
-class _Record(BaseModel):
-    # NaN/inf are written as the strings "NaN"/"Infinity" so the files stay strict JSON.
-    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="strings")
+SCHEMA_VERSION = 2
 
 
 class EffectRecord(_Record):
@@ -50,6 +47,8 @@ class FluencyRecord(_Record):
     ci_high: float
     p_value: float
     ppl_ratio: float
+    p_adjusted: float | None = None  # Holm, in the run's confirmatory family
+    significant: bool = False
 
 
 class Headline(_Record):
@@ -75,7 +74,7 @@ class PromptSummary(_Record):
     task: str
     condition: str
     metric: str
-    prompts: dict[str, list[float]]  # prompt key -> [mean unsteered, mean steered]
+    prompts: dict[str, list[float]]  # prompt identity -> [mean unsteered, mean steered]
 
 
 class TaskInfo(_Record):
@@ -84,6 +83,44 @@ class TaskInfo(_Record):
     description: str = ""
     conditions: dict[str, dict[str, Any]] = Field(default_factory=dict)  # name -> resolved steering
     n_prompts: int = 0
+    prompt_ids: list[str] = Field(default_factory=list)  # identity of each prompt, in task order
+
+
+class LedgerRecord(_Record):
+    """What one condition's steering hooks did at one site (`L5.resid`) in one forward kind
+    ("prompt": the prompt's pass; "decode": generation steps), summed over its samples."""
+
+    task: str
+    condition: str
+    site: str
+    kind: str
+    samples: int
+    positions: int  # positions changed
+    norm: float  # total norm added
+
+    @property
+    def positions_per_sample(self) -> float:
+        return self.positions / self.samples if self.samples else 0.0
+
+    @property
+    def mean_norm(self) -> float:
+        """Mean norm added per changed position."""
+        return self.norm / self.positions if self.positions else 0.0
+
+
+class ConditionCounts(_Record):
+    """How many samples a condition has, how many were flagged (excluded), how many are empty."""
+
+    task: str
+    condition: str
+    samples: int
+    flagged: int
+    empty: int
+
+    @property
+    def degenerate_share(self) -> float:
+        """Share of samples flagged or empty: neither says anything about the behaviour."""
+        return (self.flagged + self.empty) / self.samples if self.samples else 0.0
 
 
 class RunResult(_Record):
@@ -102,6 +139,8 @@ class RunResult(_Record):
     headlines: list[Headline]
     per_prompt: list[PromptSummary] = Field(default_factory=list)
     flagged_samples: int = 0
+    counts: list[ConditionCounts] = Field(default_factory=list)
+    ledger: list[LedgerRecord] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
     # seconds this invocation spent per phase ("generate.TASK", "score.TASK.SCORER"); a resumed
     # run counts only the samples it generated itself
@@ -111,10 +150,11 @@ class RunResult(_Record):
 class SampleRecord(_Record):
     """One line of samples.jsonl: a completion and every score it got."""
 
-    key: str
+    key: str  # the sample's identity (what determines it), see harness.pipeline.plan
     task: str
     condition: str
     prompt_index: int
+    prompt_id: str
     prompt: str
     sample: int
     seed: int
@@ -125,3 +165,5 @@ class SampleRecord(_Record):
     reasons: dict[str, str] = Field(default_factory=dict)
     token_logprobs: list[float] | None = None
     flagged: str | None = None  # why the sample is excluded (e.g. non-finite logits)
+    # what the steering hooks did to this sample: site -> forward kind -> [positions, norm]
+    ledger: dict[str, dict[str, list[float]]] = Field(default_factory=dict)

@@ -1,0 +1,59 @@
+"""The Python entry points: steer any Hugging Face model in a `with` block, build a steering from a
+spec, and evaluate a task in one call."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from harness import registry
+from harness.models import DEFAULT_MODEL, LoadedModel
+from harness.schema.generation import GenerationSettings
+from harness.schema.results import RunResult
+from harness.schema.steering import MethodSpec
+from harness.steering.base import Steering
+from harness.steering.session import SteeringSession
+
+
+def build_steering(lm: LoadedModel, spec: MethodSpec | Mapping[str, Any],
+                   settings: GenerationSettings | None = None) -> Steering:
+    """The steering of a method spec (an object, or a mapping like a task file's `steering:`)."""
+    if not isinstance(spec, MethodSpec):
+        spec = registry.method(str(spec.get("method"))).spec.model_validate(dict(spec))
+    return registry.method(spec.method).build(lm, spec, settings or GenerationSettings())
+
+
+@contextmanager
+def steer(model: nn.Module | LoadedModel, steering: Steering, *, has_bos: bool = True
+          ) -> Iterator[SteeringSession]:
+    """Steer every forward pass of `model` inside the block, e.g. `model.generate(...)`.
+
+    Works on any Hugging Face causal LM and any of our steerings, with or without the KV cache,
+    on padded batches: positions are read from each call's attention mask. `has_bos`: the inputs
+    begin with a BOS token, which every-position vectors leave alone. The hooks are removed on
+    exit and on error; the session's `ledgers` say what the steering changed in each sequence.
+    A prompting steering has no vectors: put its `preamble` before your prompt yourself.
+    """
+    net = model.model if isinstance(model, LoadedModel) else model
+    session = SteeringSession(net, steering, has_bos=has_bos)
+    with session.attached():
+        yield session
+
+
+def evaluate(task: str | Path, model: str | LoadedModel = DEFAULT_MODEL, *, out: str | Path | None = None,
+             **options: Any) -> RunResult:
+    """Run a task or suite (a bundled name or a YAML path) and return its results.
+
+    `options` are `harness.runner.RunOptions` fields (samples, max_new_tokens, max_prompts,
+    overrides, method, seed, batch_size, progress). The run is written to `out` (a temporary
+    folder when not given), so it can be reported, checked or resumed like any other.
+    """
+    from harness.runner import RunOptions, run
+
+    folder = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="harness-run-"))
+    return run(str(task), folder, model=model, options=RunOptions(**options))

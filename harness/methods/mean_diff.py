@@ -1,0 +1,112 @@
+"""Mean difference of activations over contrast pairs (CAA, Rimsky et al.; AxBench's DiffMean)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import Field, field_validator
+
+from harness.registry import register_method
+from harness.schema.generation import GenerationSettings
+from harness.schema.steering import ContrastPair, HookPoint, MethodSpec, PairFileSpec, Where
+
+if TYPE_CHECKING:
+    import torch
+
+    from harness.models import LoadedModel
+    from harness.steering.base import Steering
+
+
+class MeanDiffSpec(MethodSpec):
+    """Mean difference of activations over contrast pairs, added at every position (CAA).
+
+    Each text's activations at `layer` are reduced to one vector: the mean over its
+    tokens (BOS excluded) with `token: mean`, or its last token with `token: last`.
+    `coeff` × mean(positive − negative) is added at every position of the prompt and of
+    the generated tokens, except the BOS position (the attention sink).
+    """
+
+    method: Literal["mean_diff"]
+    layer: int = Field(ge=0)
+    coeff: float = Field(allow_inf_nan=False)
+    pairs: list[ContrastPair] | PairFileSpec
+    token: Literal["mean", "last"] = "mean"
+    point: HookPoint = "resid"
+
+    @field_validator("pairs")
+    @classmethod
+    def _some_pairs(cls, pairs: list[ContrastPair] | PairFileSpec) -> list[ContrastPair] | PairFileSpec:
+        if isinstance(pairs, list) and not pairs:
+            raise ValueError("needs at least one contrast pair")
+        return pairs
+
+    def resolve(self, base: Path, where: Where) -> MeanDiffSpec:
+        if isinstance(self.pairs, list):
+            return self
+        from harness.prompt_files import read_pair_file
+
+        files = self.pairs
+        pairs = read_pair_file(base / files.file, files.positive_field, files.negative_field,
+                               where(("pairs", "file")))
+        return self.model_copy(update={"pairs": pairs[: files.limit] if files.limit else pairs})
+
+
+def text_activations(
+    lm: LoadedModel,
+    texts: Sequence[str],
+    layer: int,
+    point: HookPoint = "resid",
+    token: Literal["mean", "last"] = "mean",
+    use_bos: bool = True,
+) -> torch.Tensor:
+    """One `[d]` activation per text at (`layer`, `point`): the mean over its tokens (BOS
+    excluded) or its last token; `[len(texts), d]` in float32. Texts run one at a time, so
+    no padding touches the numbers."""
+    import torch
+
+    from harness.steering.capture import capture_outputs
+    from harness.tokens import encode
+
+    rows = []
+    for text in texts:
+        ids = torch.tensor([encode(lm.tokenizer, text, use_bos)], device=lm.device)
+        acts = capture_outputs(lm.model, [(layer, point)], input_ids=ids,
+                               attention_mask=torch.ones_like(ids))[(layer, point)][0].float()
+        body = acts[1:] if use_bos and acts.shape[0] > 1 else acts
+        rows.append(body.mean(dim=0) if token == "mean" else acts[-1])
+    return torch.stack(rows)
+
+
+def build_mean_diff(
+    lm: LoadedModel,
+    pairs: Sequence[tuple[str, str]],
+    layer: int,
+    coeff: float,
+    *,
+    token: Literal["mean", "last"] = "mean",
+    point: HookPoint = "resid",
+    use_bos: bool = True,
+) -> Steering:
+    """`coeff` × mean over pairs of (activation(positive) − activation(negative)), added at
+    every position after BOS, generated tokens included."""
+    from harness.models import hook_module
+    from harness.steering.base import Intervention, Steering
+
+    if not pairs:
+        raise ValueError("mean_diff needs at least one contrast pair")
+    hook_module(lm.model, layer, point)  # a layer out of range fails with the layer count
+    pos = text_activations(lm, [p for p, _ in pairs], layer, point, token, use_bos)
+    neg = text_activations(lm, [n for _, n in pairs], layer, point, token, use_bos)
+    vector = coeff * (pos - neg).mean(dim=0)
+    return Steering((Intervention(layer, vector, point, "all"),))
+
+
+def build(lm: LoadedModel, spec: MeanDiffSpec, settings: GenerationSettings) -> Steering:
+    assert isinstance(spec.pairs, list), "pair files are read when the task is loaded"
+    return build_mean_diff(lm, [(p.positive, p.negative) for p in spec.pairs], spec.layer, spec.coeff,
+                           token=spec.token, point=spec.point, use_bos=settings.use_bos)
+
+
+register_method(MeanDiffSpec, build)

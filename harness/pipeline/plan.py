@@ -1,0 +1,91 @@
+"""Plan a task: its conditions, and one work item per (prompt, sample, condition) with a stable
+identity, so a run can be resumed, sharded over processes and never reuse a stale sample."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from harness import registry
+from harness.engine import SEMANTICS_VERSION, Row, row_seed
+from harness.models import LoadedModel
+from harness.schema.spec import STEERED, UNSTEERED
+from harness.steering.base import Steering
+from harness.tasks import Task
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One condition of a task: its steering (None = unsteered), how run.json describes it, and
+    what defines it for sample identity (None for unsteered)."""
+
+    steering: Steering | None
+    description: dict[str, Any]
+    identity: dict[str, Any] | None
+
+
+ConditionBuilder = Callable[[LoadedModel, Task], dict[str, Condition]]
+
+
+def task_conditions(lm: LoadedModel, task: Task) -> dict[str, Condition]:
+    """Unsteered, and steered by the task's steering spec (built by its registered method)."""
+    spec = task.spec.steering
+    steering = registry.method(spec.method).build(lm, spec, task.spec.generation)
+    return {UNSTEERED: Condition(None, {}, None),
+            STEERED: Condition(steering, spec.model_dump(mode="json"), spec.identity())}
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One sample to have: its identity, the engine row that produces it, and its prompt."""
+
+    key: str
+    row: Row
+    prompt_index: int
+    prompt_id: str
+
+
+@dataclass(frozen=True)
+class TaskPlan:
+    """Every sample of a task, in plan order (unsteered and steered rows of a prompt side by side)."""
+
+    task: Task
+    conditions: dict[str, Condition]
+    items: list[WorkItem]
+
+    @property
+    def keys(self) -> list[str]:
+        return [item.key for item in self.items]
+
+
+def model_identity(lm: LoadedModel) -> dict[str, Any]:
+    """What of the model determines a sample: its weights' hash (or hub id) and dtype, never a path."""
+    ident = lm.identity()
+    return {"weights": lm.sha256 or lm.name, "dtype": ident["dtype"]}
+
+
+def sample_key(model: dict[str, Any], prompt: str, condition: dict[str, Any] | None,
+               generation: dict[str, Any], seed: int, sample: int) -> str:
+    """The identity of one sample: a hash of everything that determines its tokens (model weights
+    and dtype, prompt text, steering, generation settings, seed and the engine's semantics version).
+    Scorers, metrics, names and file paths are not part of it: changing a scorer rescores."""
+    blob = json.dumps({"model": model, "prompt": prompt, "steering": condition, "generation": generation,
+                       "seed": seed, "sample": sample, "semantics": SEMANTICS_VERSION}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def plan_task(lm: LoadedModel, task: Task, conditions: dict[str, Condition]) -> TaskPlan:
+    spec = task.spec
+    model = model_identity(lm)
+    generation = spec.generation.model_dump(mode="json")
+    items = []
+    for i, prompt in enumerate(task.prompts):
+        for s in range(spec.samples):
+            seed = row_seed(spec.seed, prompt.text, s)
+            for name, cond in conditions.items():
+                key = sample_key(model, prompt.text, cond.identity, generation, seed, s)
+                items.append(WorkItem(key, Row(prompt.text, name, s, seed), i, prompt.identity()))
+    return TaskPlan(task, conditions, items)

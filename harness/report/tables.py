@@ -1,0 +1,79 @@
+"""The rows every report of a run shares, as typed cells (`harness.report.cells`)."""
+
+from __future__ import annotations
+
+from harness.report.cells import MOVED, NOT_SIG, WRONG, Cell, Estimate, arrow, num, pval, verdict
+from harness.schema.results import EffectRecord, FluencyRecord, RunResult
+
+LEGEND = (
+    f"↑/↓ expected direction · {MOVED} moved as expected, significant · {WRONG} significant, "
+    f"wrong direction · {NOT_SIG} not significant (Holm-adjusted p < 0.05) · "
+    "CIs: 95% bootstrap, paired by prompt"
+)
+HEADLINE_COLUMNS = ["task", "condition", "metric", "expected", "unsteered → steered", "diff [95% CI]",
+                    "Hedges g", "p_adj", "verdict", "Δ logppl [95% CI]", "ppl ratio"]
+EFFECT_COLUMNS = ["task", "condition", "metric", "expected", "n", "unsteered → steered", "diff [95% CI]",
+                  "Hedges g", "p_adj", "verdict"]
+FLUENCY_COLUMNS = ["task", "condition", "judge", "n", "logppl unsteered → steered", "Δ logppl [95% CI]",
+                   "p_adj", "ppl ratio"]
+SAMPLE_COLUMNS = ["task", "condition", "samples", "flagged", "empty", "steering ledger"]
+
+
+def _effects(run: RunResult) -> dict[tuple[str, str, str], EffectRecord]:
+    return {(e.task, e.condition, e.metric): e for e in run.effects}
+
+
+def _fluency(run: RunResult) -> dict[tuple[str, str], FluencyRecord]:
+    return {(f.task, f.condition): f for f in run.fluency_cost}
+
+
+def headline_rows(run: RunResult) -> list[list[Cell]]:
+    """One row of HEADLINE_COLUMNS per task and steered condition."""
+    effects, fluency, rows = _effects(run), _fluency(run), []
+    for h in run.headlines:
+        e = effects.get((h.task, h.condition, h.metric))
+        f = fluency.get((h.task, h.condition))
+        rows.append([
+            h.task, h.condition, h.metric, arrow(h.expected_direction),
+            f"{num(e.mean_unsteered)} → {num(e.mean_steered)}" if e else "—",
+            Estimate(h.diff, h.ci_low, h.ci_high), num(h.effect_size, signed=True),
+            pval(e.p_adjusted) if e else "—", verdict(h.expected_direction, h.diff, h.significant),
+            Estimate(f.diff, f.ci_low, f.ci_high) if f else "—", num(f.ppl_ratio) + "×" if f else "—",
+        ])
+    return rows
+
+
+def effect_rows(run: RunResult, headlines: bool = True) -> list[list[Cell]]:
+    """One row of EFFECT_COLUMNS per effect; headline metrics are starred (or left out)."""
+    return [
+        [e.task, e.condition, ("★ " if e.headline else "") + e.metric, arrow(e.expected_direction), str(e.n),
+         f"{num(e.mean_unsteered)} → {num(e.mean_steered)}", Estimate(e.diff, e.ci_low, e.ci_high),
+         num(e.effect_size, signed=True), pval(e.p_adjusted),
+         verdict(e.expected_direction, e.diff, e.significant)]
+        for e in run.effects
+        if headlines or not e.headline
+    ]
+
+
+def fluency_rows(run: RunResult) -> list[list[Cell]]:
+    """One row of FLUENCY_COLUMNS per task and steered condition."""
+    return [
+        [f.task, f.condition, f.judge, str(f.n), f"{num(f.mean_unsteered)} → {num(f.mean_steered)}",
+         Estimate(f.diff, f.ci_low, f.ci_high), pval(f.p_adjusted if f.p_adjusted is not None else f.p_value),
+         num(f.ppl_ratio) + "×"]
+        for f in run.fluency_cost
+    ]
+
+
+def ledger_text(run: RunResult, task: str, condition: str) -> str:
+    """`L5.resid: prompt 4.0 pos/sample (norm 12.3)`: what the steering hooks did, per site and pass."""
+    parts = [f"{r.site} {r.kind} {r.positions_per_sample:.1f} pos/sample (norm {num(r.mean_norm)})"
+             for r in run.ledger if (r.task, r.condition) == (task, condition) and r.positions]
+    return "; ".join(parts) if parts else "—"
+
+
+def sample_rows(run: RunResult) -> list[list[Cell]]:
+    """One row of SAMPLE_COLUMNS per task and condition: counts and the steering ledger."""
+    return [[c.task, c.condition, str(c.samples), str(c.flagged), str(c.empty),
+             ledger_text(run, c.task, c.condition) if c.condition != "unsteered" else ""]
+            for c in run.counts]

@@ -1,0 +1,67 @@
+"""The base of every steering method's spec (pydantic only; methods live in `harness.methods`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Self
+
+from pydantic import Field
+
+from harness.schema.spec import Spec
+
+HookPoint = Literal["resid", "attn", "mlp"]
+"""The module whose output is steered: the decoder block, its attention or its MLP."""
+
+Where = Callable[[tuple[str, ...]], str]
+"""`where(field path)` -> "file:line" of that field in the task file, for error messages."""
+
+
+class MethodSpec(Spec):
+    """The parameters of one steering method; `method` is its name in the registry.
+
+    Subclasses declare `method: Literal["name"]` and their own fields; the task schema's
+    union of methods is built from the registry (`harness.registry`).
+    """
+
+    method: str
+    file_fields: ClassVar[tuple[str, ...]] = ()
+    """Fields that name files: sample identity hashes their content, never their path."""
+
+    def resolve(self, base: Path, where: Where) -> Self:
+        """This spec with the files it names read or made absolute (relative to `base`, the
+        task file's folder), so the resolved spec in run.json is self-contained."""
+        return self
+
+    def at(self, layer: int, coeff: float) -> Self:
+        """The same steering at another layer and coefficient (a sweep's config); methods with
+        no single layer and coefficient raise ValueError."""
+        if "layer" not in type(self).model_fields or "coeff" not in type(self).model_fields:
+            raise ValueError(f"a {self.method} steering has no single layer and coefficient to sweep")
+        return self.model_copy(update={"layer": layer, "coeff": coeff})
+
+    def identity(self) -> dict[str, Any]:
+        """What defines the steering for sample identity: the spec, files by content hash."""
+        import hashlib
+
+        data = self.model_dump(mode="json")
+        for name in self.file_fields:
+            if data.get(name):
+                data[name] = "sha256:" + hashlib.sha256(Path(data[name]).read_bytes()).hexdigest()
+        return data
+
+
+class ContrastPair(Spec):
+    """One (positive, negative) pair of texts whose activation difference a method uses."""
+
+    positive: str = Field(min_length=1)
+    negative: str = Field(min_length=1)
+
+
+class PairFileSpec(Spec):
+    """Contrast pairs from a JSONL or CSV file next to the task file, one pair per row."""
+
+    file: str
+    positive_field: str = "positive"
+    negative_field: str = "negative"
+    limit: int | None = Field(None, ge=1)

@@ -1,0 +1,80 @@
+"""Task and suite files: prompts, the behaviour to move, how to steer and score (pydantic only).
+
+`TaskSpec.steering` is typed as the base `MethodSpec` here; `harness.taskfile` validates task
+files against a subclass whose steering is the union of every registered method.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from harness.schema.generation import GenerationSettings
+from harness.schema.spec import Spec
+from harness.schema.steering import MethodSpec
+
+Direction = Literal["increase", "decrease"]
+TaskKind = Literal["topic", "sentiment", "fact"]
+
+
+class PromptFileSpec(Spec):
+    """Prompts from a JSONL or CSV file next to the task file."""
+
+    file: str
+    field: str = "text"
+    limit: int | None = Field(None, ge=1)
+
+
+class PromptRecord(Spec):
+    """A prompt and optional fields some scorers need (fact probes: target, original, group)."""
+
+    text: str = Field(min_length=1)
+    target: str | None = None
+    original: str | None = None
+    group: Literal["probe", "neighbourhood"] | None = None
+
+    def identity(self) -> str:
+        """A stable id of the record (its content, not its position in the task): samples and
+        per-prompt values of two runs pair by it."""
+        blob = json.dumps(self.model_dump(mode="json", exclude_none=True), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+class TaskSpec(Spec):
+    """A task file: prompts, the behaviour to move, how to steer, how to score."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    kind: TaskKind
+    description: str = ""
+    version: int = 1
+    prompts: list[str | PromptRecord] | PromptFileSpec
+    steering: MethodSpec
+    methods: dict[str, MethodSpec] = Field(default_factory=dict)  # alternatives, see --method
+    generation: GenerationSettings = Field(default_factory=GenerationSettings)
+    samples: int = Field(4, ge=1)
+    seed: int = 0
+    scorers: dict[str, dict[str, Any] | None]
+    metrics: dict[str, Direction]
+    headline: str
+    min_effect: float | None = None
+    max_fluency_cost: float | None = None
+
+    @model_validator(mode="after")
+    def _headline_is_a_metric(self) -> TaskSpec:
+        if self.headline not in self.metrics:
+            raise ValueError(f"headline '{self.headline}' must be one of metrics: {list(self.metrics)}")
+        return self
+
+
+class SuiteSpec(Spec):
+    """A list of tasks, optionally run smaller (fewer prompts, samples or tokens)."""
+
+    name: str
+    description: str = ""
+    tasks: list[str] = Field(min_length=1)
+    max_prompts: int | None = Field(None, ge=1)
+    samples: int | None = Field(None, ge=1)
+    max_new_tokens: int | None = Field(None, ge=1)
