@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.2.0"
+from harness.version import __version__
 
 _PUBLIC = {
     "Addition": "harness.methods.actadd",
@@ -30,7 +30,7 @@ _PUBLIC = {
     "steer": "harness.api",
 }
 
-__all__ = sorted(_PUBLIC)
+__all__ = ["__version__", *sorted(_PUBLIC)]
 
 
 def __getattr__(name: str) -> Any:

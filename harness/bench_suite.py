@@ -10,10 +10,9 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from harness.bench import BenchResult
+from harness.bench_figures import SWEEP_K, SWEEP_PROMPTS, TARGETS, BenchResult, figure
 
 _LOAD = ("import sys, time\nfrom harness.models import load_model\nstart = time.perf_counter()\n"
          "load_model(sys.argv[1], dtype=sys.argv[2])\nprint('LOAD_SECONDS', time.perf_counter() - start)\n")
@@ -24,8 +23,6 @@ def measure_suite(model: str, dtype: str, *, loads: bool, suite: bool, target: s
                   notes: list[str] | None = None) -> dict[str, Any]:
     """First and cached `load_model` seconds (each in a fresh process, on an empty temporary model
     cache), then the wall seconds and peak RSS of `harness run TARGET` in a fresh process."""
-    from harness.bench import TARGETS, figure
-
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="harness-bench-") as tmp:
         env = {**os.environ, "HARNESS_CACHE": str(Path(tmp) / "cache")}
@@ -71,8 +68,6 @@ def run_in_process(cmd: list[str], env: dict[str, str], log: Path) -> tuple[floa
 def explain(result: BenchResult) -> list[str]:
     """Notes: noisy conditions, each figure that misses its target with the measurement and what is
     known to block it, and what bfloat16 does."""
-    from harness.bench import SWEEP_K, SWEEP_PROMPTS
-
     out = []
     d, threads = result.details, result.settings["threads"]
     if result.settings["load_average"] > 0.5:

@@ -17,7 +17,7 @@ from harness.sampling import NonFiniteGuard, PromptRepetitionPenalty, RowSeededS
 from harness.schema.generation import GenerationSettings
 from harness.steering.base import Steering
 from harness.steering.session import RowLayout, SteeringNotAppliedError, steering_hooks
-from harness.tokens import encode, encode_with_preamble, left_pad
+from harness.tokens import encode_prompt, encode_with_preamble, left_pad
 
 SEMANTICS_VERSION = 2
 """Bump whenever the tokens the engine produces for the same inputs could change: samples
@@ -137,8 +137,8 @@ def generate_batch(
     A row whose steering is not null but changed no position is an error, never a result.
     """
     tok = lm.tokenizer
-    prompt_ids = [encode(tok, r.prompt, settings.use_bos) for r in rows]
-    inputs = [encode_with_preamble(tok, r.prompt, s.preamble if s else "", settings.use_bos)
+    prompt_ids = [encode_prompt(tok, r.prompt, settings.use_bos, settings.chat) for r in rows]
+    inputs = [encode_with_preamble(tok, r.prompt, s.preamble if s else "", settings.use_bos, settings.chat)
               for r, s in zip(rows, steerings, strict=True)]
     input_ids, attention_mask = left_pad(inputs, tok.pad_token_id, lm.device)
     width = input_ids.shape[1]

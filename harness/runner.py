@@ -22,6 +22,7 @@ from harness.pipeline.score import preflight, score_task
 from harness.pipeline.write import notes, write_run
 from harness.schema.results import RunResult, SampleRecord, TaskInfo
 from harness.schema.spec import UNSTEERED
+from harness.scorers import Scorer
 from harness.tasks import Task, is_suite, load_suite, load_task
 
 
@@ -82,18 +83,31 @@ def run(target: str, out: Path, *, model: str | LoadedModel = "smollm2-135m",
         return _run_locked(target, out, tasks, pool, options, conditions, extra or {}, cluster)
 
 
+@dataclass
+class _Context:
+    """What finishing a run needs besides its plans and samples."""
+
+    target: str
+    out: Path
+    pool: ModelPool
+    scorers: dict[str, dict[str, Scorer]]
+    options: RunOptions
+    extra: dict[str, Any]
+    started: str
+    timings: dict[str, float]
+
+
 def _run_locked(target: str, out: Path, tasks: list[Task], pool: ModelPool, options: RunOptions,
                 build: ConditionBuilder, extra: dict[str, Any], cluster: Cluster | None = None) -> RunResult:
-    started = _now()
     rank, world = (cluster.rank, cluster.world) if cluster else (0, 1)
-    if rank == 0:
-        preflight(pool, tasks)  # a missing scorer asset fails before any generation
+    scorers = preflight(pool, tasks) if rank == 0 else {}  # a missing asset fails before generating
+    ctx = _Context(target, out, pool, scorers, options, extra, _now(), {})
     log = distributed.open_log(out, cluster)
     if cluster:
         cluster.barrier("reading the finished samples")  # before any rank appends to its shard
     size = options.batch_size or default_batch_size(pool.lm)
     plans: list[tuple[TaskPlan, list[int]]] = []
-    batches, timings = 0, {}
+    batches = 0
     for task in tasks:
         plan = plan_task(pool.lm, task, build(pool.lm, task))
         owners = distributed.deal(len(plan.items), size, world, batches)
@@ -103,28 +117,24 @@ def _run_locked(target: str, out: Path, tasks: list[Task], pool: ModelPool, opti
         start = time.perf_counter()
         generate_missing(pool, plan, [i for i, o in enumerate(owners) if o == rank], log,
                          batch_size=options.batch_size, progress=options.progress and rank == 0)
-        timings[f"generate.{task.name}"] = round(time.perf_counter() - start, 3)
+        ctx.timings[f"generate.{task.name}"] = round(time.perf_counter() - start, 3)
         plans.append((plan, owners))
     if cluster is None:
-        return _finish(target, out, [p for p, _ in plans], log.records, pool, options, extra, started,
-                       timings)
+        return _finish([p for p, _ in plans], log.records, ctx)
     found = distributed.collect(cluster, [(p.task.name, p.keys, o) for p, o in plans], log.records)
     return cluster.share(
-        lambda: _finish(target, out, [p for p, _ in plans], found or {}, pool, options, extra, started,
-                        timings),
+        lambda: _finish([p for p, _ in plans], found or {}, ctx),
         "waiting for the main process to score and write the run")
 
 
-def _finish(target: str, out: Path, plans: list[TaskPlan], found: dict[str, dict[str, Any]],
-            pool: ModelPool, options: RunOptions, extra: dict[str, Any], started: str,
-            timings: dict[str, float]) -> RunResult:
+def _finish(plans: list[TaskPlan], found: dict[str, dict[str, Any]], ctx: _Context) -> RunResult:
     """Score every task's samples, compute the statistics and write the run (main process only)."""
     records: list[SampleRecord] = []
     infos, effects, fluency, summaries, counts, ledger = [], [], [], [], [], []
     for plan in plans:
         task, conditions = plan.task, list(plan.conditions)
-        task_records = score_task(pool, task, plan.conditions, planned_records(plan, found),
-                                  progress=options.progress, timings=timings)
+        task_records = score_task(ctx.pool, task, plan.conditions, planned_records(plan, found),
+                                  ctx.scorers[task.name], progress=ctx.options.progress, timings=ctx.timings)
         records += task_records
         prompt_ids = [p.identity() for p in task.prompts]
         e, f, s = task_effects(task.spec, prompt_ids, conditions, task_records, task.spec.seed)
@@ -138,17 +148,17 @@ def _finish(target: str, out: Path, plans: list[TaskPlan], found: dict[str, dict
     effects, fluency = adjust_run(effects, fluency)
     tasks = [plan.task for plan in plans]
     result = RunResult(
-        config={"target": target, "model": pool.lm.name, "tasks": {t.name: _resolved(t) for t in tasks},
-                **extra},
+        config={"target": ctx.target, "model": ctx.pool.lm.name,
+                "tasks": {t.name: _resolved(t) for t in tasks}, **ctx.extra},
         config_hash=hashlib.sha256("\n".join(k for p in plans for k in p.keys).encode()).hexdigest()[:16],
-        model=pool.lm.identity(), versions=_versions(), started=started, finished=_now(),
+        model=ctx.pool.lm.identity(), versions=_versions(), started=ctx.started, finished=_now(),
         tasks=infos, effects=effects, fluency_cost=fluency,
         headlines=headlines([t.spec for t in tasks], effects, fluency),
         per_prompt=summaries, flagged_samples=sum(1 for r in records if r.flagged),
-        counts=counts, ledger=ledger, notes=notes(records), timings=timings,
+        counts=counts, ledger=ledger, notes=notes(records), timings=ctx.timings,
     )
-    write_run(out, result, records, pool.lm)
-    distributed.remove_shards(out)  # samples.jsonl now holds every sample
+    write_run(ctx.out, result, records, ctx.pool.lm)
+    distributed.remove_shards(ctx.out)  # samples.jsonl now holds every sample
     return result
 
 
@@ -160,7 +170,7 @@ def _versions() -> dict[str, str]:
     import torch
     import transformers
 
-    from harness import __version__
+    from harness.version import __version__
 
     return {"harness": __version__, "engine_semantics": str(SEMANTICS_VERSION), "torch": torch.__version__,
             "transformers": transformers.__version__}

@@ -18,7 +18,7 @@ from harness.schema.results import RunResult
 from harness.schema.spec import UNSTEERED
 from harness.steering.capture import capture_outputs
 from harness.tasks import Task
-from harness.tokens import encode
+from harness.tokens import encode_prompt
 
 CoeffUnit = Literal["raw", "norm"]
 
@@ -51,7 +51,8 @@ def residual_norm(lm: LoadedModel, task: Task, layer: int) -> float:
     use_bos = task.spec.generation.use_bos
     norms = []
     for prompt in task.prompts:
-        ids = torch.tensor([encode(lm.tokenizer, prompt.text, use_bos)], device=lm.device)
+        ids = torch.tensor([encode_prompt(lm.tokenizer, prompt.text, use_bos, task.spec.generation.chat)],
+                           device=lm.device)
         acts = capture_outputs(lm.model, [(layer, "resid")], input_ids=ids,
                                attention_mask=torch.ones_like(ids))[(layer, "resid")][0].float()
         body = acts[1:] if use_bos and acts.shape[0] > 1 else acts

@@ -22,12 +22,28 @@ def encode(tokenizer: Any, text: str, use_bos: bool = True) -> list[int]:
     return [bos_token_id(tokenizer), *ids] if use_bos else ids
 
 
-def encode_with_preamble(tokenizer: Any, text: str, preamble: str, use_bos: bool = True) -> list[int]:
-    """`encode(text)` with the tokens of `preamble` between BOS and the text (prompting).
+def encode_prompt(tokenizer: Any, text: str, use_bos: bool = True, chat: bool = False) -> list[int]:
+    """The token ids of a prompt as the model sees it: `encode(text)`, or with `chat` the
+    tokenizer's chat template with `text` as the user's turn and the assistant's turn opened
+    (BOS first when `use_bos` and the template does not begin with it)."""
+    if not chat:
+        return encode(tokenizer, text, use_bos)
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("generation.chat needs a tokenizer with a chat template")
+    rendered = tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=True,
+                                             add_generation_prompt=True)
+    ids = list(rendered["input_ids"] if hasattr(rendered, "keys") else rendered)
+    bos = bos_token_id(tokenizer) if use_bos else None
+    return [bos, *ids] if bos is not None and ids[:1] != [bos] else ids
+
+
+def encode_with_preamble(tokenizer: Any, text: str, preamble: str, use_bos: bool = True,
+                         chat: bool = False) -> list[int]:
+    """`encode_prompt(text)` with the tokens of `preamble` between BOS and the text (prompting).
 
     The text is tokenized on its own, so its tokens are the same with and without a preamble.
     """
-    ids = encode(tokenizer, text, use_bos)
+    ids = encode_prompt(tokenizer, text, use_bos, chat)
     if not preamble:
         return ids
     pre = list(tokenizer(preamble, add_special_tokens=False).input_ids)

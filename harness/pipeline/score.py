@@ -18,20 +18,25 @@ from harness.tasks import Task
 
 def context(pool: ModelPool, task: Task, conditions: dict[str, Condition] | None = None) -> ScoringContext:
     return ScoringContext(lm=pool.lm, steerings={c: v.steering for c, v in (conditions or {}).items()},
-                          load_judge=pool.judge, use_bos=task.spec.generation.use_bos)
+                          load_judge=pool.judge, use_bos=task.spec.generation.use_bos,
+                          chat=task.spec.generation.chat)
 
 
 def task_scorers(task: Task) -> dict[str, Scorer]:
     return {name: make_scorer(name, params) for name, params in task.spec.scorers.items()}
 
 
-def preflight(pool: ModelPool, tasks: Sequence[Task]) -> None:
+def preflight(pool: ModelPool, tasks: Sequence[Task]) -> dict[str, dict[str, Scorer]]:
     """Build every scorer of every task and let it check its assets (encoders, judges,
-    classifiers), so a missing one fails before minutes of generation, not after."""
+    classifiers), so a missing one fails before minutes of generation, not after. Returns the
+    scorers by task, to score with."""
+    built = {}
     for task in tasks:
         ctx = context(pool, task)
-        for scorer in task_scorers(task).values():
+        built[task.name] = task_scorers(task)
+        for scorer in built[task.name].values():
             scorer.preflight(ctx)
+    return built
 
 
 def completion_scores(record: SampleRecord) -> dict[str, float]:
@@ -41,7 +46,8 @@ def completion_scores(record: SampleRecord) -> dict[str, float]:
 
 
 def score_task(pool: ModelPool, task: Task, conditions: dict[str, Condition], records: list[SampleRecord],
-               *, progress: bool, timings: dict[str, float]) -> list[SampleRecord]:
+               scorers: dict[str, Scorer], *, progress: bool, timings: dict[str, float]
+               ) -> list[SampleRecord]:
     """Every scorer of `task` on every record; each scorer's seconds go into `timings`."""
     ctx = context(pool, task, conditions)
     samples = [Sample(r.prompt, r.completion, r.condition, tuple(r.prompt_ids), tuple(r.token_ids),
@@ -49,7 +55,7 @@ def score_task(pool: ModelPool, task: Task, conditions: dict[str, Condition], re
     scores = [completion_scores(r) for r in records]
     reasons: list[dict[str, str]] = [{} for _ in records]
     token_lps: list[list[float] | None] = [None for _ in records]
-    for name, scorer in tqdm(task_scorers(task).items(), desc=f"score {task.name}", disable=not progress):
+    for name, scorer in tqdm(scorers.items(), desc=f"score {task.name}", disable=not progress):
         start = time.perf_counter()
         for i, score in enumerate(scorer.score(samples, ctx)):
             scores[i].update({f"{name}.{m}": v for m, v in score.values.items()})

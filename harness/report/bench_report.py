@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from harness.bench import BenchResult
+from harness.bench_figures import BenchResult
 from harness.report.terminal import print_wide
 
 

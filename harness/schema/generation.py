@@ -12,6 +12,9 @@ class GenerationSettings(Spec):
 
     `use_bos` is the one switch for the shared BOS position: it is put before every prompt and
     every contrast text, and every-position vectors skip it (the attention sink) when present.
+    `chat` renders each prompt as a user turn of the tokenizer's chat template, the assistant's
+    turn opened (instruct models are steered and judged so in AxBench and CAA); scorers still see
+    only the completion.
     """
 
     max_new_tokens: int = Field(40, ge=1)
@@ -21,3 +24,4 @@ class GenerationSettings(Spec):
     top_k: int = Field(0, ge=0)
     repetition_penalty: float = Field(1.2, gt=0)
     use_bos: bool = True
+    chat: bool = False

@@ -50,13 +50,14 @@ def indicator(condition: bool, value: float) -> float:
 @dataclass
 class ScoringContext:
     """What model-based scorers may use: the generation model, each condition's steering, a judge
-    loader that returns the already-loaded model when the name matches, and whether prompts
-    begin with the shared BOS token."""
+    loader that returns the already-loaded model when the name matches, and how prompts were
+    tokenized (the shared BOS token first; the chat template)."""
 
     lm: LoadedModel | None = None
     steerings: Mapping[str, Steering | None] = field(default_factory=dict)
     load_judge: Callable[[str | None], LoadedModel] | None = None
     use_bos: bool = True
+    chat: bool = False
 
 
 class Scorer(Protocol):

@@ -57,7 +57,8 @@ class FactScorer(BaseScorer):
             steering = ctx.steerings.get(condition)
             for ans in (target, original):
                 prefixes.append(encode_with_preamble(ctx.lm.tokenizer, prompt,
-                                                     steering.preamble if steering else "", ctx.use_bos))
+                                                     steering.preamble if steering else "", ctx.use_bos,
+                                                     ctx.chat))
                 conts.append(ctx.lm.tokenizer(ans, add_special_tokens=False).input_ids)
                 steer.append(steering)
         lps = continuation_logprobs(ctx.lm, prefixes, conts, steer, self.params.batch_size,

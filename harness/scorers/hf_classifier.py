@@ -61,19 +61,12 @@ class HFClassifierScorer(BaseScorer):
 
     def __init__(self, params: HFClassifierParams):
         super().__init__(params)
-        self.pipe: Any = None
-        self.label = ""
-
-    def preflight(self, ctx: ScoringContext) -> None:
-        """Load the classifier now: a missing model fails before generation, not after."""
-        if self.pipe is None:
-            self.pipe = load_pipeline(self.params.model)
-            id2label = self.pipe.model.config.id2label
-            labels = [id2label[i] for i in sorted(id2label)]
-            self.label = positive_label(labels, self.params.positive_label)
+        self.pipe = load_pipeline(params.model)  # built before generation: a missing model fails early
+        id2label = self.pipe.model.config.id2label
+        labels = [id2label[i] for i in sorted(id2label)]
+        self.label = positive_label(labels, params.positive_label)
 
     def score(self, samples: Sequence[Sample], ctx: ScoringContext) -> list[Score]:
-        self.preflight(ctx)
         texts = [s.completion for s in samples]
         todo = [i for i, t in enumerate(texts) if t.strip()]
         outputs = self.pipe([texts[i] for i in todo], batch_size=self.params.batch_size,

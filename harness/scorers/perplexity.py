@@ -39,15 +39,15 @@ class PerplexityScorer(BaseScorer):
 
     def score(self, samples: Sequence[Sample], ctx: ScoringContext) -> list[Score]:
         from harness.scorers.logprobs import continuation_logprobs
-        from harness.tokens import encode
+        from harness.tokens import encode_prompt
 
         if ctx.load_judge is None:
             raise ValueError("the perplexity scorer needs a judge model in the scoring context")
         judge = ctx.load_judge(self.params.judge)
         own = ctx.lm is not None and judge is ctx.lm
         tok = judge.tokenizer
-        prefixes = [s.prompt_ids if own and s.prompt_ids is not None else encode(tok, s.prompt, ctx.use_bos)
-                    for s in samples]
+        prefixes = [s.prompt_ids if own and s.prompt_ids is not None
+                    else encode_prompt(tok, s.prompt, ctx.use_bos, ctx.chat) for s in samples]
         conts = [s.completion_ids if own and s.completion_ids is not None
                  else tok(s.completion, add_special_tokens=False).input_ids for s in samples]
         token_lps = continuation_logprobs(judge, prefixes, conts, batch_size=self.params.batch_size,
