@@ -9,15 +9,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from harness import registry
+from harness.errors import UserError
 from harness.models import DEFAULT_MODEL, LoadedModel
 from harness.schema.generation import GenerationSettings
 from harness.schema.results import RunResult
 from harness.schema.steering import MethodSpec
 from harness.steering.base import Steering
 from harness.steering.session import SteeringSession
+from harness.vectors import VectorSet
 
 
 def build_steering(lm: LoadedModel, spec: MethodSpec | Mapping[str, Any],
@@ -43,6 +46,24 @@ def steer(model: nn.Module | LoadedModel, steering: Steering, *, has_bos: bool =
     session = SteeringSession(net, steering, has_bos=has_bos)
     with session.attached():
         yield session
+
+
+def steering_to_vectors(steering: Steering, format_: str = "harness") -> VectorSet:
+    """The `[d]` add vectors of a steering as a `VectorSet` (to write with `harness.vectors`).
+
+    ActAdd's `[n, d]` prefix vectors and clamp / ablate operators have no file form shared by the
+    peer tools, so they are refused."""
+    vectors: dict[int, torch.Tensor] = {}
+    points = set()
+    for iv in steering.interventions:
+        if iv.positions == "prefix" or iv.operator != "add":
+            raise UserError(f"a {iv.positions} / {iv.operator} intervention at layer {iv.layer} cannot be "
+                            "exported: control-vector files hold [d] vectors added at every position")
+        vectors[iv.layer] = vectors.get(iv.layer, 0) + iv.vector.float().cpu()
+        points.add(iv.point)
+    if not vectors or len(points) > 1:
+        raise UserError("nothing to export: the steering has no vectors (or mixes hook points)")
+    return VectorSet(vectors=vectors, format=format_, point=points.pop())
 
 
 def evaluate(task: str | Path, model: str | LoadedModel = DEFAULT_MODEL, *, out: str | Path | None = None,

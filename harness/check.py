@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -144,6 +144,14 @@ def incomparable(run: RunResult, baseline: Baseline) -> list[str]:
     return incomparable_reasons(run.model, run.config["tasks"], baseline.model, baseline.task_configs)
 
 
+def _summaries(summaries: Sequence[PromptSummary], reference: str
+               ) -> dict[tuple[str, str, str], PromptSummary]:
+    """Per-prompt summaries by (task, condition, metric): the headline's against `reference`, the
+    fluency cost's always against unsteered."""
+    return {(p.task, p.condition, p.metric): p for p in summaries
+            if p.reference == (reference if p.metric != FLUENCY_METRIC else "unsteered")}
+
+
 def _effects(summary: PromptSummary | None) -> dict[str, float]:
     """Per-prompt effect (steered − unsteered) of a summary, NaN where either side is NaN."""
     return {k: s - u for k, (u, s) in summary.prompts.items()} if summary else {}
@@ -158,14 +166,22 @@ class _Test:
 
 
 def check(run: RunResult, baseline: Baseline, tolerance: Tolerance | None = None,
-          floors: dict[str, float | None] | None = None, *, allow_inconclusive: bool = False) -> CheckResult:
-    """The verdict lines and exit status of `run` against `baseline`."""
+          floors: dict[str, float | None] | None = None, *, allow_inconclusive: bool = False,
+          gate: Literal["effect", "specific"] = "effect") -> CheckResult:
+    """The verdict lines and exit status of `run` against `baseline`.
+
+    `gate="specific"` judges the headline's specific effect (steered − its matched random
+    controls) instead of its effect against unsteered; both runs need controls then.
+    """
     tol = tolerance or Tolerance()
     reasons = incomparable(run, baseline)
+    reference = "random controls" if gate == "specific" else "unsteered"
+    for name, result in (("run", run.per_prompt), ("baseline", baseline.per_prompt)):
+        if gate == "specific" and not any(p.reference == reference for p in result):
+            reasons.append(f"the {name} has no random controls to gate on (run it with --controls random=R)")
     if reasons:
         return CheckResult(status=INCOMPARABLE, lines=[], reasons=reasons)
-    summary = {(p.task, p.condition, p.metric): p for p in run.per_prompt}
-    base_summary = {(p.task, p.condition, p.metric): p for p in baseline.per_prompt}
+    summary, base_summary = (_summaries(r.per_prompt, reference) for r in (run, baseline))
     tests: list[_Test] = []
     lines: list[Line] = []
     for base in baseline.headlines:
@@ -177,7 +193,7 @@ def check(run: RunResult, baseline: Baseline, tolerance: Tolerance | None = None
         task_floors = {**baseline.floors.get(base.task, {}), **given}
         key = (base.task, base.condition)
         tests.append(_effect_line(base, now, summary.get((*key, base.metric)),
-                                  base_summary.get((*key, base.metric)), tol, task_floors))
+                                  base_summary.get((*key, base.metric)), tol, task_floors, gate))
         fkey = (*key, FLUENCY_METRIC)
         if fkey in base_summary:
             tests.append(_fluency_line(base, run, baseline, summary.get(fkey), base_summary[fkey], tol,
@@ -224,21 +240,23 @@ def _nan_line(task: str, condition: str, what: str, base: float, now: float, rea
 
 
 def _effect_line(base: Headline, now: Headline, now_pp: PromptSummary | None, base_pp: PromptSummary | None,
-                 tol: Tolerance, floors: dict[str, float | None]) -> _Test:
-    what = f"effect {base.metric}"
+                 tol: Tolerance, floors: dict[str, float | None], gate: str = "effect") -> _Test:
+    what = f"{'specific ' if gate == 'specific' else ''}effect {base.metric}"
     sign = 1.0 if base.expected_direction == "increase" else -1.0
     now_eff, base_eff = _effects(now_pp), _effects(base_pp)
-    if not any(math.isfinite(v) for v in now_eff.values()) or not math.isfinite(now.diff):
-        return _nan_line(base.task, base.condition, what, base.diff, now.diff,
+    base_diff = _mean(base_eff.values()) if gate == "specific" else base.diff
+    now_diff = _mean(now_eff.values()) if gate == "specific" else now.diff
+    if not any(math.isfinite(v) for v in now_eff.values()) or not math.isfinite(now_diff):
+        return _nan_line(base.task, base.condition, what, base_diff, now_diff,
                          "no finite value of the headline metric in the run (all NaN, flagged or empty)")
     c = compare_values(base_eff, now_eff, confidence=tol.confidence)
     toward = compare_values({k: sign * v for k, v in base_eff.items()},
                             {k: sign * v for k, v in now_eff.items()})
-    expected = sign * base.diff  # the baseline effect in the expected direction
+    expected = sign * base_diff  # the baseline effect in the expected direction
     p_reg = margin_p_value(toward, -tol.effect * abs(expected), "less")
-    line = _line(base.task, base.condition, what, base.diff, now.diff, c.diff, c.ci_low, c.ci_high, "holds")
+    line = _line(base.task, base.condition, what, base_diff, now_diff, c.diff, c.ci_low, c.ci_high, "holds")
     minimum = floors.get("min_effect")
-    if minimum is not None and sign * now.diff < minimum:
+    if minimum is not None and sign * now_diff < minimum:
         return _Test(_replace(line, "regression", f"effect below min_effect {minimum}", math.nan), p_reg)
     if expected > 0:
         p_holds = margin_p_value(toward, -expected, "greater")
@@ -259,6 +277,11 @@ def _undecided(c: Comparison, expected: float) -> str:
     more = f"about {need} prompts would decide it" if need else "more prompts would not decide it"
     return (f"the change's CI still includes losing the whole baseline effect ({-expected:+.3g}); "
             f"{c.n} prompts, {more}")
+
+
+def _mean(values: Iterable[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else math.nan
 
 
 def _sd(values: Sequence[float]) -> float:

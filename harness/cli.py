@@ -29,6 +29,9 @@ def _add_task_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", help="steer with the task's `methods:` entry of this name "
                    "(a registered method, see `harness methods`) instead of its `steering:`; "
                    "--set then applies to it")
+    p.add_argument("--controls", metavar="random=R,negated",
+                   help="matched controls for every steered condition: R random vectors of the same norm per "
+                   "layer and/or the negated vector; reports specific effects and direction checks")
     p.add_argument("--set", action="append", metavar="FIELD=VALUE",
                    help="override a task field, e.g. steering.layer=4 (repeatable)")
 
@@ -95,6 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="nats of log-perplexity a significant fluency-cost growth must exceed")
     chk.add_argument("--degenerate-tolerance", type=float, default=0.10,
                      help="share by which flagged or empty steered samples may exceed unsteered ones")
+    chk.add_argument("--gate", choices=["effect", "specific"], default="effect",
+                     help="specific: judge the headline's specific effect (vs matched random controls)")
     chk.add_argument("--allow-inconclusive", action="store_true",
                      help="exit 0 when a line is inconclusive (too few prompts to show the effect held)")
     chk.add_argument("--min-effect", type=float, help="absolute floor of the headline effect")
@@ -121,6 +126,19 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-bf16", action="store_true", help="skip the bfloat16 vs float32 figure")
     bench.add_argument("--json", action="store_true", help="print the figures as JSON")
     bench.set_defaults(func=commands.cmd_bench)
+
+    vec = sub.add_parser("vector", help="inspect, convert or export steering vectors in any tool's format")
+    vec.add_argument("action", choices=["inspect", "convert", "export"])
+    vec.add_argument("source", help="a vector file (inspect, convert); a task, or a run folder with "
+                     "--condition (export)")
+    vec.add_argument("target", nargs="?", help="the file to write (convert, export): .gguf .pt .safetensors")
+    vec.add_argument("--feature", type=int, help="the feature of an SAELens folder")
+    vec.add_argument("--model-hint", help="controlvector.model_hint of a GGUF written (default: model type)")
+    vec.add_argument("--condition", help="export: the run's condition (e.g. a sweep config 'L5 c+4')")
+    vec.add_argument("--model", help="inspect: print norms as multiples of this model's residual norm; "
+                     "export: the model the steering is built on (default smollm2-135m)")
+    _add_task_args(vec)
+    vec.set_defaults(func=commands.cmd_vector, seed=None)
 
     val = sub.add_parser("validate", help="check task and suite files (schema, files, scorers, metrics) "
                          "without loading a model")

@@ -13,10 +13,11 @@ from typing import Any
 from harness import distributed
 from harness.distributed import Cluster
 from harness.engine import SEMANTICS_VERSION, default_batch_size
+from harness.errors import UserError
 from harness.models import LoadedModel, load_model
-from harness.pipeline.analyse import adjust_run, condition_counts, headlines, ledger_records, task_effects
+from harness.pipeline.analyse import TaskSamples, analyse
 from harness.pipeline.generate import generate_missing, planned_records
-from harness.pipeline.plan import ConditionBuilder, TaskPlan, plan_task, task_conditions
+from harness.pipeline.plan import ConditionBuilder, TaskPlan, plan_task, task_conditions, with_controls
 from harness.pipeline.pool import ModelPool
 from harness.pipeline.score import preflight, score_task
 from harness.pipeline.write import notes, write_run
@@ -37,19 +38,21 @@ class RunOptions:
     overrides: Sequence[str] = ()
     batch_size: int | None = None
     method: str | None = None  # steer with the task's `methods[method]` instead of `steering`
+    controls: str | None = None  # `random=R,negated`: matched controls for every task
     progress: bool = True
 
 
 def resolve_tasks(target: str, options: RunOptions) -> list[Task]:
     """The tasks of a task or suite name, with suite limits and command-line overrides applied
     (`--set` applies to the steering `--method` chose)."""
-    names, limits = [target], RunOptions()
+    names, limits, sets = [target], RunOptions(), []
     if is_suite(target):
         suite = load_suite(target)
         names = suite.tasks
         limits = RunOptions(samples=suite.samples, max_new_tokens=suite.max_new_tokens,
                             max_prompts=suite.max_prompts)
-    sets = []
+        sets += [f"controls={suite.controls.model_dump_json()}"] if suite.controls else []
+    sets += controls_overrides(options.controls) if options.controls else []
     for key, value in (("samples", options.samples or limits.samples),
                        ("generation.max_new_tokens", options.max_new_tokens or limits.max_new_tokens),
                        ("seed", options.seed)):
@@ -57,6 +60,21 @@ def resolve_tasks(target: str, options: RunOptions) -> list[Task]:
             sets.append(f"{key}={value}")
     tasks = [load_task(name, [*sets, *options.overrides], method=options.method) for name in names]
     return [t.limited(options.max_prompts or limits.max_prompts) for t in tasks]
+
+
+def controls_overrides(text: str) -> list[str]:
+    """`--controls random=3,negated[,seed=1]` as `--set` overrides of the task's `controls`."""
+    sets = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        key, sep, value = part.partition("=")
+        if key == "negated" and not sep:
+            sets.append("controls.negated=true")
+        elif key in ("random", "seed") and sep and value.isdigit():
+            sets.append(f"controls.{key}={value}")
+        else:
+            raise UserError(f"bad --controls {text!r}: expected random=R, negated and seed=S, "
+                            "comma-separated, e.g. random=3,negated")
+    return sets
 
 
 def run(target: str, out: Path, *, model: str | LoadedModel = "smollm2-135m",
@@ -109,7 +127,7 @@ def _run_locked(target: str, out: Path, tasks: list[Task], pool: ModelPool, opti
     plans: list[tuple[TaskPlan, list[int]]] = []
     batches = 0
     for task in tasks:
-        plan = plan_task(pool.lm, task, build(pool.lm, task))
+        plan = plan_task(pool.lm, task, with_controls(build(pool.lm, task), task.spec.controls))
         owners = distributed.deal(len(plan.items), size, world, batches)
         batches += -(-len(plan.items) // size)
         if cluster and cluster.is_main:
@@ -130,32 +148,30 @@ def _run_locked(target: str, out: Path, tasks: list[Task], pool: ModelPool, opti
 def _finish(plans: list[TaskPlan], found: dict[str, dict[str, Any]], ctx: _Context) -> RunResult:
     """Score every task's samples, compute the statistics and write the run (main process only)."""
     records: list[SampleRecord] = []
-    infos, effects, fluency, summaries, counts, ledger = [], [], [], [], [], []
+    scored = []
     for plan in plans:
-        task, conditions = plan.task, list(plan.conditions)
+        task = plan.task
         task_records = score_task(ctx.pool, task, plan.conditions, planned_records(plan, found),
                                   ctx.scorers[task.name], progress=ctx.options.progress, timings=ctx.timings)
         records += task_records
-        prompt_ids = [p.identity() for p in task.prompts]
-        e, f, s = task_effects(task.spec, prompt_ids, conditions, task_records, task.spec.seed)
-        effects, fluency, summaries = effects + e, fluency + f, summaries + s
-        counts += condition_counts(task_records, task.name, conditions)
-        ledger += ledger_records(task_records, task.name, conditions)
-        infos.append(TaskInfo(name=task.name, kind=task.spec.kind, description=task.spec.description,
-                              conditions={c: v.description for c, v in plan.conditions.items()
-                                          if c != UNSTEERED},
-                              n_prompts=len(task.prompts), prompt_ids=prompt_ids))
-    effects, fluency = adjust_run(effects, fluency)
+        controls = {c: (v.control_of, v.control) for c, v in plan.conditions.items() if v.control_of}
+        scored.append(TaskSamples(task.spec, [p.identity() for p in task.prompts], list(plan.conditions),
+                                  controls, task_records))
+    numbers = analyse(scored)
     tasks = [plan.task for plan in plans]
+    infos = [TaskInfo(name=t.name, kind=t.spec.kind, description=t.spec.description,
+                      conditions={c: v.description for c, v in p.conditions.items() if c != UNSTEERED},
+                      n_prompts=len(t.prompts), prompt_ids=s.prompt_ids)
+             for t, p, s in zip(tasks, plans, scored, strict=True)]
     result = RunResult(
         config={"target": ctx.target, "model": ctx.pool.lm.name,
                 "tasks": {t.name: _resolved(t) for t in tasks}, **ctx.extra},
         config_hash=hashlib.sha256("\n".join(k for p in plans for k in p.keys).encode()).hexdigest()[:16],
-        model=ctx.pool.lm.identity(), versions=_versions(), started=ctx.started, finished=_now(),
-        tasks=infos, effects=effects, fluency_cost=fluency,
-        headlines=headlines([t.spec for t in tasks], effects, fluency),
-        per_prompt=summaries, flagged_samples=sum(1 for r in records if r.flagged),
-        counts=counts, ledger=ledger, notes=notes(records), timings=ctx.timings,
+        model=ctx.pool.lm.identity(), versions=_versions(), started=ctx.started, finished=_now(), tasks=infos,
+        effects=numbers.effects, fluency_cost=numbers.fluency, headlines=numbers.headlines,
+        per_prompt=numbers.summaries, flagged_samples=sum(1 for r in records if r.flagged),
+        counts=numbers.counts, ledger=numbers.ledger, controls=numbers.controls, notes=notes(records),
+        timings=ctx.timings,
     )
     write_run(ctx.out, result, records, ctx.pool.lm)
     distributed.remove_shards(ctx.out)  # samples.jsonl now holds every sample

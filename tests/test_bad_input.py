@@ -88,8 +88,8 @@ TASK_CASES = [
      {}, [], ["prompts.0", "target", "original"]),
     ("vector file missing", edit(GOOD, STEER, "method: vector_file\n  path: v.pt\n  layer: 1"), {}, [],
      ["task.yaml:7", "steering vector file not found", "v.pt"]),
-    ("vector file without layer", edit(GOOD, STEER, "method: vector_file\n  path: v.pt"), {}, [],
-     ["steering.layer", "Field required"]),
+    ("vector file with a negative layer", edit(GOOD, STEER, "method: vector_file\n  path: v.pt\n  layer: -1"),
+     {}, [], ["steering.layer", "greater than or equal to 0"]),
     ("mean_diff without pairs", edit(GOOD, STEER, "method: mean_diff\n  layer: 1\n  coeff: 2\n  pairs: []"),
      {}, [], ["steering.pairs", "at least one contrast pair"]),
     ("pairs file missing a field",
@@ -176,8 +176,8 @@ VECTOR_CASES = [  # (file name, content, key words); the tiny model has 4 layers
     ("layer missing from mapping", "v.pt", lambda: {"0": torch.zeros(32), "3": torch.zeros(32)},
      ["v.pt", "no vector for layer 1", "0, 3"]),
     ("nan entries", "v.pt", lambda: torch.full((32,), float("nan")), ["v.pt", "NaN or inf"]),
-    ("not a vector file", "v.safetensors", lambda: b"garbage", ["v.safetensors", "cannot read vectors"]),
-    ("unknown suffix", "v.bin", lambda: b"x", ["v.bin", ".pt, .safetensors, .npy"]),
+    ("not a vector file", "v.safetensors", lambda: b"garbage", ["v.safetensors", "unknown layout"]),
+    ("unknown content", "v.bin", lambda: b"x", ["v.bin", "not a GGUF, safetensors, NumPy or torch file"]),
 ]
 
 

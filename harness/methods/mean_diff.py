@@ -10,7 +10,15 @@ from pydantic import Field, field_validator
 
 from harness.registry import register_method
 from harness.schema.generation import GenerationSettings
-from harness.schema.steering import ContrastPair, HookPoint, MethodSpec, PairFileSpec, Where
+from harness.schema.steering import (
+    ContrastPair,
+    HookPoint,
+    Operator,
+    PairFileSpec,
+    Positions,
+    VectorSpec,
+    Where,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -19,13 +27,14 @@ if TYPE_CHECKING:
     from harness.steering.base import Steering
 
 
-class MeanDiffSpec(MethodSpec):
+class MeanDiffSpec(VectorSpec):
     """Mean difference of activations over contrast pairs, added at every position (CAA).
 
     Each text's activations at `layer` are reduced to one vector: the mean over its
     tokens (BOS excluded) with `token: mean`, or its last token with `token: last`.
     `coeff` × mean(positive − negative) is added at every position of the prompt and of
-    the generated tokens, except the BOS position (the attention sink).
+    the generated tokens, except the BOS position (the attention sink); `positions`,
+    `steer_bos` and `operator` change where and how (see `VectorSpec`).
     """
 
     method: Literal["mean_diff"]
@@ -88,25 +97,29 @@ def build_mean_diff(
     token: Literal["mean", "last"] = "mean",
     point: HookPoint = "resid",
     use_bos: bool = True,
+    positions: Positions = "all",
+    operator: Operator = "add",
+    steer_bos: bool = False,
 ) -> Steering:
     """`coeff` × mean over pairs of (activation(positive) − activation(negative)), added at
-    every position after BOS, generated tokens included."""
+    every position after BOS, generated tokens included (or placed as `positions`, `operator`
+    and `steer_bos` say)."""
     from harness.models import hook_module
-    from harness.steering.base import Intervention, Steering
+    from harness.steering.base import Steering, placed
 
     if not pairs:
         raise ValueError("mean_diff needs at least one contrast pair")
     hook_module(lm.model, layer, point)  # a layer out of range fails with the layer count
     pos = text_activations(lm, [p for p, _ in pairs], layer, point, token, use_bos)
     neg = text_activations(lm, [n for _, n in pairs], layer, point, token, use_bos)
-    vector = coeff * (pos - neg).mean(dim=0)
-    return Steering((Intervention(layer, vector, point, "all"),))
+    return Steering((placed(layer, (pos - neg).mean(dim=0), coeff, point, positions, operator, steer_bos),))
 
 
 def build(lm: LoadedModel, spec: MeanDiffSpec, settings: GenerationSettings) -> Steering:
     assert isinstance(spec.pairs, list), "pair files are read when the task is loaded"
     return build_mean_diff(lm, [(p.positive, p.negative) for p in spec.pairs], spec.layer, spec.coeff,
-                           token=spec.token, point=spec.point, use_bos=settings.use_bos)
+                           token=spec.token, point=spec.point, use_bos=settings.use_bos,
+                           positions=spec.positions, operator=spec.operator, steer_bos=spec.steer_bos)
 
 
 register_method(MeanDiffSpec, build)

@@ -1,4 +1,6 @@
-"""Steering vectors trained elsewhere, read from `.pt`, `.safetensors` or `.npy` files."""
+"""Steering vectors made by any tool, read from their files (`harness.vectors`): llama.cpp /
+repeng GGUF control vectors, lm-evaluation-harness `steered` files, steering-vectors objects,
+SAELens features and plain `.pt` / `.safetensors` / `.npy` tensors."""
 
 from __future__ import annotations
 
@@ -10,107 +12,105 @@ from pydantic import Field
 from harness.errors import UserError
 from harness.registry import register_method
 from harness.schema.generation import GenerationSettings
-from harness.schema.steering import HookPoint, MethodSpec, Where
+from harness.schema.steering import HookPoint, VectorSpec, Where
 
 if TYPE_CHECKING:
-    import torch
-
     from harness.models import LoadedModel
     from harness.steering.base import Steering
 
-SUFFIXES = (".pt", ".safetensors", ".npy")
 
+class VectorFileSpec(VectorSpec):
+    """A vector made elsewhere, read from its file by content, acting like `mean_diff`'s.
 
-class VectorFileSpec(MethodSpec):
-    """A vector trained elsewhere (`.pt`, `.safetensors`, `.npy`), added at every position.
-
-    The file holds a `[n_layers, d]` tensor, a `[d]` tensor (the vector of `layer`), or a
-    mapping from layer index to `[d]` tensor. `coeff` × the vector of `layer` is added at
-    every position (BOS excluded), like `mean_diff`.
+    `layer`: use the file's vector of that layer (or the file's only vector, when it names no
+    layer); `layers`: several of its layers at once; neither: every layer the file holds, at once
+    (as llama.cpp and repeng apply a control vector). `coeff` multiplies any coefficient the file
+    stores. `point` and `operator` default to the file's (attention / MLP outputs for
+    steering-vectors files of those layer types; lm-eval's `clamp`). `feature` picks a feature of
+    an SAELens folder.
     """
 
     method: Literal["vector_file"]
     path: str = Field(min_length=1)
-    layer: int = Field(ge=0)
+    layer: int | None = Field(None, ge=0)
+    layers: list[int] | None = None
     coeff: float = Field(1.0, allow_inf_nan=False)
-    point: HookPoint = "resid"
+    point: HookPoint | None = None
+    operator: Literal["add", "clamp", "ablate"] | None = None  # type: ignore[assignment]
+    feature: int | None = Field(None, ge=0)
     file_fields: ClassVar[tuple[str, ...]] = ("path",)
 
     def resolve(self, base: Path, where: Where) -> VectorFileSpec:
         file = (base / self.path).resolve()
-        if not file.is_file():
+        if not file.exists():
             raise UserError(f"{where(('path',))}: steering vector file not found: {file}")
         return self.model_copy(update={"path": str(file)})
 
+    def identity(self) -> dict[str, object]:
+        data = super().identity()
+        path = Path(self.path)
+        if path.is_dir():  # an SAELens folder: its weights file defines the vector
+            import hashlib
 
-def read_vectors(path: Path) -> torch.Tensor | dict[int, torch.Tensor]:
-    """A `[n_layers, d]` or `[d]` tensor, or a layer -> `[d]` mapping, as stored in `path`."""
-    import numpy as np
-    import torch
-
-    if path.suffix not in SUFFIXES:
-        raise UserError(f"{path}: vector file must be one of {', '.join(SUFFIXES)}")
-    try:
-        if path.suffix == ".npy":
-            data: object = torch.from_numpy(np.load(path, allow_pickle=False))
-        elif path.suffix == ".pt":
-            data = torch.load(path, map_location="cpu", weights_only=True)
-        else:
-            from safetensors.torch import load_file
-
-            data = load_file(path)
-    except Exception as err:  # each format raises its own error types on a damaged file
-        raise UserError(f"{path}: cannot read vectors ({type(err).__name__}: {err})") from None
-    if isinstance(data, torch.Tensor):
+            weights = (path / "sae_weights.safetensors").read_bytes()
+            data["path"] = f"sha256:{hashlib.sha256(weights).hexdigest()}:feature{self.feature}"
         return data
-    if isinstance(data, dict) and all(isinstance(v, torch.Tensor) for v in data.values()):
-        try:
-            return {int(str(k).removeprefix("layer.").removeprefix("layer_")): v for k, v in data.items()}
-        except ValueError:
-            pass
-    raise UserError(f"{path}: expected a tensor [n_layers, d] or [d], or a mapping from layer "
-                    f"index to [d] tensor, found {type(data).__name__}")
 
 
-def vector_for_layer(path: Path, lm: LoadedModel, layer: int) -> torch.Tensor:
-    """The `[d]` vector of `layer` in `path`, checked against the model's layers and width."""
+def file_interventions(lm: LoadedModel, spec: VectorFileSpec) -> Steering:
+    """The steering of `spec`: the file's vectors at the chosen layers, checked against the model."""
     import torch
 
-    data = read_vectors(path)
-    width = lm.model.config.get_text_config().hidden_size
-    if isinstance(data, dict):
-        if layer not in data:
-            raise UserError(f"{path}: no vector for layer {layer} (layers in the file: "
-                            f"{', '.join(map(str, sorted(data)))})")
-        vector = data[layer]
-    elif data.dim() == 2:
-        if data.shape[0] != lm.n_layers:
-            raise UserError(f"{path}: holds {data.shape[0]} layer vectors but model '{lm.name}' "
-                            f"has {lm.n_layers} layers")
-        vector = data[layer]
-    else:
-        vector = data
-    if vector.dim() != 1 or vector.shape[0] != width:
-        raise UserError(f"{path}: vector of shape {tuple(vector.shape)} for layer {layer}, but model "
-                        f"'{lm.name}' has hidden size {width}")
-    if not torch.isfinite(vector).all():
-        raise UserError(f"{path}: the vector of layer {layer} has NaN or inf entries")
-    return vector.float()
-
-
-def build_vector_file(lm: LoadedModel, path: Path, layer: int, coeff: float,
-                      point: HookPoint = "resid") -> Steering:
-    """`coeff` × the file's vector of `layer`, added at every position after BOS."""
     from harness.models import hook_module
-    from harness.steering.base import Intervention, Steering
+    from harness.steering.base import Steering, placed
+    from harness.vectors import UNKNOWN_LAYER, read_vectors
 
-    hook_module(lm.model, layer, point)  # a layer out of range fails with the layer count
-    vector = vector_for_layer(path, lm, layer)
-    return Steering((Intervention(layer, coeff * vector, point, "all"),))
+    path = Path(spec.path)
+    vs = read_vectors(path, feature=spec.feature)
+    width = lm.model.config.get_text_config().hidden_size
+    known = [layer for layer in vs.layers if layer != UNKNOWN_LAYER]
+    if known and max(known) >= lm.n_layers:
+        raise UserError(f"{path}: holds {len(known)} layer vectors (up to layer {max(known)}) but model "
+                        f"'{lm.name}' has {lm.n_layers} layers")
+    if spec.layer is not None:
+        chosen = {spec.layer: vs.vectors.get(spec.layer, vs.vectors.get(UNKNOWN_LAYER))}
+        if chosen[spec.layer] is None:
+            raise UserError(f"{path}: no vector for layer {spec.layer} (layers in the file: "
+                            f"{', '.join(map(str, vs.layers))})")
+    elif spec.layers is not None:
+        missing = [layer for layer in spec.layers if layer not in vs.vectors]
+        if missing:
+            raise UserError(f"{path}: no vector for layer(s) {missing} (layers in the file: "
+                            f"{', '.join(map(str, vs.layers))})")
+        chosen = {layer: vs.vectors[layer] for layer in spec.layers}
+    elif UNKNOWN_LAYER in vs.vectors:
+        raise UserError(f"{path}: the file holds one vector and names no layer: give `layer:`")
+    else:
+        chosen = dict(vs.vectors)
+    point = spec.point or vs.point
+    operator = spec.operator or vs.operator
+    out = []
+    for layer, vector in sorted(chosen.items()):
+        hook_module(lm.model, layer, point)  # a layer out of range fails with the layer count
+        if vector.dim() != 1 or vector.shape[0] != width:
+            raise UserError(f"{path}: vector of shape {tuple(vector.shape)} for layer {layer}, but model "
+                            f"'{lm.name}' has hidden size {width}")
+        if not torch.isfinite(vector).all():
+            raise UserError(f"{path}: the vector of layer {layer} has NaN or inf entries")
+        out.append(placed(layer, vector.float(), spec.coeff * vs.coefficient, point, spec.positions, operator,
+                          spec.steer_bos))
+    return Steering(tuple(out))
+
+
+def build_vector_file(lm: LoadedModel, path: Path, layer: int | None = None, coeff: float = 1.0,
+                      point: HookPoint | None = None) -> Steering:
+    """`coeff` × the file's vector of `layer` (or all its layers), added at every position after BOS."""
+    spec = VectorFileSpec(method="vector_file", path=str(path), layer=layer, coeff=coeff, point=point)
+    return file_interventions(lm, spec)
 
 
 def build(lm: LoadedModel, spec: VectorFileSpec, settings: GenerationSettings) -> Steering:
-    return build_vector_file(lm, Path(spec.path), spec.layer, spec.coeff, spec.point)
+    return file_interventions(lm, spec)
 
 
 register_method(VectorFileSpec, build)

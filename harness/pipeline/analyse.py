@@ -6,10 +6,15 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
 
 from harness.comparison import Comparison, adjust, compare_values, prompt_means
+from harness.power import minimum_detectable_effect
 from harness.schema.results import (
     ConditionCounts,
+    ControlRecord,
     EffectRecord,
     FluencyRecord,
     Headline,
@@ -80,29 +85,106 @@ def task_effects(spec: TaskSpec, prompt_ids: Sequence[str], conditions: Sequence
     return effects, fluency, summaries
 
 
-def adjust_run(effects: list[EffectRecord], fluency: list[FluencyRecord]
-               ) -> tuple[list[EffectRecord], list[FluencyRecord]]:
-    """Holm-adjust every p-value of a run in its family (`harness.comparison`): declared metrics
-    and fluency costs are confirmatory, every other metric exploratory."""
-    families = ["confirmatory" if e.expected_direction else "exploratory" for e in effects]
-    families += ["confirmatory"] * len(fluency)
-    adjusted = adjust([e.p_value for e in effects] + [f.p_value for f in fluency], families)
-    out_e = [e.model_copy(update={"p_adjusted": p, "significant": bool(p < ALPHA)})
-             for e, p in zip(effects, adjusted[: len(effects)], strict=True)]
-    out_f = [f.model_copy(update={"p_adjusted": p, "significant": bool(p < ALPHA)})
-             for f, p in zip(fluency, adjusted[len(effects):], strict=True)]
-    return out_e, out_f
+DISRUPTION = "disruption, not direction"
+Controls = dict[str, tuple[str, str]]  # control condition -> (condition it controls, "random" | "negated")
 
 
-def headlines(specs: Sequence[TaskSpec], effects: Sequence[EffectRecord],
-              fluency: Sequence[FluencyRecord]) -> list[Headline]:
-    """The headline line of every task and steered condition."""
+def adjust_run(effects: list[EffectRecord], fluency: list[FluencyRecord], controls: list[ControlRecord],
+               control_conditions: set[str]
+               ) -> tuple[list[EffectRecord], list[FluencyRecord], list[ControlRecord]]:
+    """Holm-adjust every p-value of a run in its family (`harness.comparison`): declared metrics,
+    fluency costs and the controls of declared metrics are confirmatory, every other metric
+    exploratory; the effects of the control conditions themselves form their own family."""
+    def family(declared: bool, condition: str) -> str:
+        if condition in control_conditions:
+            return "controls"
+        return "confirmatory" if declared else "exploratory"
+
+    families = [family(bool(e.expected_direction), e.condition) for e in effects]
+    families += [family(True, f.condition) for f in fluency]
+    families += [family(bool(c.expected_direction) or c.metric == FLUENCY_METRIC, c.condition)
+                 for c in controls]
+    p_values = [e.p_value for e in effects] + [f.p_value for f in fluency] + [c.p_value for c in controls]
+    adjusted = iter(adjust(p_values, families))
+
+    def mark(record, p):  # noqa: ANN001, ANN202
+        return record.model_copy(update={"p_adjusted": p, "significant": bool(p < ALPHA)})
+
+    return ([mark(e, next(adjusted)) for e in effects], [mark(f, next(adjusted)) for f in fluency],
+            [mark(c, next(adjusted)) for c in controls])
+
+
+def control_records(spec: TaskSpec, prompt_ids: Sequence[str], controls: Controls,
+                    samples: Sequence[SampleRecord], seed: int
+                    ) -> tuple[list[ControlRecord], list[PromptSummary]]:
+    """Per steered condition with matched controls and per metric (fluency included): the specific
+    effect (steered − mean of the random controls) and the direction check (steered − negated),
+    paired by prompt; and the headline's per-prompt values against the random controls."""
+    mine = [s for s in samples if s.task == spec.name]
+    metrics = sorted({m for s in mine for m in s.scores})
+    records, summaries = [], []
+    for base in dict.fromkeys(b for b, _ in controls.values()):
+        randoms = [c for c, (b, kind) in controls.items() if b == base and kind == "random"]
+        negated = [c for c, (b, kind) in controls.items() if b == base and kind == "negated"]
+        for metric in metrics:
+            steered = condition_values(mine, spec.name, base, metric, prompt_ids)[0]
+            compared: list[tuple[str, str, dict[str, float]]] = []
+            if randoms:
+                values = np.array([[condition_values(mine, spec.name, c, metric, prompt_ids)[0][p]
+                                    for p in prompt_ids] for c in randoms])
+                reference = dict(zip(prompt_ids, _finite_mean(values).tolist(), strict=True))
+                compared.append(("specific", f"random controls ({len(randoms)})", reference))
+                if metric == spec.headline:
+                    summaries.append(PromptSummary(
+                        task=spec.name, condition=base, metric=metric, reference="random controls",
+                        prompts={p: [reference[p], steered[p]] for p in prompt_ids}))
+            for name in negated:
+                compared.append(("direction", name,
+                                 condition_values(mine, spec.name, name, metric, prompt_ids)[0]))
+            for kind, reference_name, reference in compared:
+                c = compare_values(reference, steered, seed=seed)
+                records.append(ControlRecord(
+                    task=spec.name, condition=base, metric=metric, kind=kind, reference=reference_name,
+                    expected_direction=spec.metrics.get(metric), headline=metric == spec.headline, n=c.n,
+                    diff=c.diff, ci_low=c.ci_low, ci_high=c.ci_high, effect_size=c.effect_size,
+                    p_value=c.p_value, p_adjusted=c.p_value, significant=False))
+    return records, summaries
+
+
+def disruption_labels(controls: list[ControlRecord], effects: Sequence[EffectRecord],
+                      control_map: Controls) -> list[ControlRecord]:
+    """Label a direction check "disruption, not direction" when the negated vector moves the metric
+    significantly (vs unsteered) in the same direction as the steered vector does."""
+    effect = {(e.task, e.condition, e.metric): e for e in effects}
+    negation = {(b, c) for c, (b, kind) in control_map.items() if kind == "negated"}
+    out = []
+    for rec in controls:
+        if rec.kind == "direction" and (rec.condition, rec.reference) in negation:
+            steered = effect.get((rec.task, rec.condition, rec.metric))
+            negated = effect.get((rec.task, rec.reference, rec.metric))
+            same_way = (steered is not None and negated is not None and negated.significant
+                        and steered.diff * negated.diff > 0)
+            rec = rec.model_copy(update={"label": DISRUPTION if same_way else None})
+        out.append(rec)
+    return out
+
+
+def headlines(specs: Sequence[TaskSpec], effects: Sequence[EffectRecord], fluency: Sequence[FluencyRecord],
+              summaries: Sequence[PromptSummary], controls: Sequence[ControlRecord] = (),
+              control_conditions: set[str] = frozenset()) -> list[Headline]:
+    """The headline line of every task and steered condition (not of its controls): effect, fluency
+    cost, the minimum detectable effect, and the specific effect and direction label if controlled."""
     cost = {(f.task, f.condition): f for f in fluency}
+    spread = {(p.task, p.condition): _sd([s - u for u, s in p.prompts.values()]) for p in summaries
+              if p.reference == "unsteered"}
+    checks = {(c.task, c.condition, c.kind): c for c in controls if c.headline}
     out = []
     for spec in specs:
         for e in effects:
-            if e.task != spec.name or e.metric != spec.headline:
+            if e.task != spec.name or e.metric != spec.headline or e.condition in control_conditions:
                 continue
+            specific = checks.get((e.task, e.condition, "specific"))
+            direction = checks.get((e.task, e.condition, "direction"))
             sign = 1 if spec.metrics[spec.headline] == "increase" else -1
             f = cost.get((e.task, e.condition))
             out.append(Headline(
@@ -110,9 +192,27 @@ def headlines(specs: Sequence[TaskSpec], effects: Sequence[EffectRecord],
                 expected_direction=spec.metrics[spec.headline], diff=e.diff, ci_low=e.ci_low,
                 ci_high=e.ci_high, effect_size=e.effect_size, significant=e.significant,
                 moved_as_expected=e.significant and sign * e.diff > 0,
-                fluency_diff=f.diff if f else None, ppl_ratio=f.ppl_ratio if f else None,
+                fluency_diff=f.diff if f else None, ppl_ratio=f.ppl_ratio if f else None, n=e.n,
+                mde=minimum_detectable_effect(spread.get((e.task, e.condition), math.nan), e.n),
+                specific_diff=specific.diff if specific else None,
+                specific_ci_low=specific.ci_low if specific else None,
+                specific_ci_high=specific.ci_high if specific else None,
+                label=direction.label if direction else None,
             ))
     return out
+
+
+def _finite_mean(values: np.ndarray) -> np.ndarray:
+    """Column means over the finite entries (NaN where a column has none)."""
+    finite = np.isfinite(values)
+    total = np.where(finite, values, 0.0).sum(axis=0)
+    count = finite.sum(axis=0)
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def _sd(values: Sequence[float]) -> float:
+    finite = np.array([v for v in values if math.isfinite(v)])
+    return float(finite.std(ddof=1)) if finite.size > 1 else math.nan
 
 
 def condition_counts(samples: Sequence[SampleRecord], task: str,
@@ -142,4 +242,50 @@ def ledger_records(samples: Sequence[SampleRecord], task: str,
         out += [LedgerRecord(task=task, condition=condition, site=site, kind=kind, samples=len(mine),
                              positions=int(n), norm=float(norm))
                 for (site, kind), (n, norm) in sorted(totals.items())]
+    return out
+
+
+@dataclass(frozen=True)
+class TaskSamples:
+    """A task's scored samples and what the analysis needs to know about its conditions."""
+
+    spec: TaskSpec
+    prompt_ids: list[str]
+    conditions: list[str]
+    controls: Controls  # control condition -> (the condition it controls, kind)
+    records: list[SampleRecord]
+
+
+@dataclass
+class Analysis:
+    """Every number of a run, p-values adjusted across the run."""
+
+    effects: list[EffectRecord] = field(default_factory=list)
+    fluency: list[FluencyRecord] = field(default_factory=list)
+    summaries: list[PromptSummary] = field(default_factory=list)
+    controls: list[ControlRecord] = field(default_factory=list)
+    counts: list[ConditionCounts] = field(default_factory=list)
+    ledger: list[LedgerRecord] = field(default_factory=list)
+    headlines: list[Headline] = field(default_factory=list)
+
+
+def analyse(tasks: Sequence[TaskSamples]) -> Analysis:
+    """Effects, fluency costs, controls, counts and ledger of every task, adjusted as one run."""
+    out = Analysis()
+    control_map: Controls = {}
+    for t in tasks:
+        e, f, s = task_effects(t.spec, t.prompt_ids, t.conditions, t.records, t.spec.seed)
+        c, cs = control_records(t.spec, t.prompt_ids, t.controls, t.records, t.spec.seed)
+        out.effects += e
+        out.fluency += f
+        out.summaries += s + cs
+        out.controls += c
+        out.counts += condition_counts(t.records, t.spec.name, t.conditions)
+        out.ledger += ledger_records(t.records, t.spec.name, t.conditions)
+        control_map.update(t.controls)
+    adjusted = adjust_run(out.effects, out.fluency, out.controls, set(control_map))
+    out.effects, out.fluency, out.controls = adjusted
+    out.controls = disruption_labels(out.controls, out.effects, control_map)
+    out.headlines = headlines([t.spec for t in tasks], out.effects, out.fluency, out.summaries, out.controls,
+                              set(control_map))
     return out

@@ -13,6 +13,7 @@ from harness import registry
 from harness.engine import SEMANTICS_VERSION, Row, row_seed
 from harness.models import LoadedModel
 from harness.schema.spec import STEERED, UNSTEERED
+from harness.schema.task import ControlsSpec
 from harness.steering.base import Steering
 from harness.tasks import Task
 
@@ -20,11 +21,14 @@ from harness.tasks import Task
 @dataclass(frozen=True)
 class Condition:
     """One condition of a task: its steering (None = unsteered), how run.json describes it, and
-    what defines it for sample identity (None for unsteered)."""
+    what defines it for sample identity (None for unsteered). A matched control names the
+    condition it controls (`control_of`) and its kind ("random" or "negated")."""
 
     steering: Steering | None
     description: dict[str, Any]
     identity: dict[str, Any] | None
+    control_of: str | None = None
+    control: str | None = None
 
 
 ConditionBuilder = Callable[[LoadedModel, Task], dict[str, Condition]]
@@ -36,6 +40,29 @@ def task_conditions(lm: LoadedModel, task: Task) -> dict[str, Condition]:
     steering = registry.method(spec.method).build(lm, spec, task.spec.generation)
     return {UNSTEERED: Condition(None, {}, None),
             STEERED: Condition(steering, spec.model_dump(mode="json"), spec.identity())}
+
+
+def with_controls(conditions: dict[str, Condition], spec: ControlsSpec) -> dict[str, Condition]:
+    """`conditions` plus the matched controls of every steered condition that has vectors:
+    `NAME · random R` (seeded random vectors with the same norm per layer and row) and
+    `NAME · negated`. They are ordinary conditions, so they share the unsteered samples and seeds."""
+    if not spec.active:
+        return conditions
+    out = dict(conditions)
+    for name, cond in conditions.items():
+        if cond.steering is None or not cond.steering.interventions or cond.control:
+            continue
+        for r in range(1, spec.random + 1):
+            seed = int(hashlib.sha256(json.dumps([spec.seed, cond.identity, r], sort_keys=True).encode())
+                       .hexdigest()[:12], 16)
+            ident = {"control": "random", "of": cond.identity, "index": r, "seed": spec.seed}
+            out[f"{name} · random {r}"] = Condition(cond.steering.randomized(seed),
+                                                    {"control": "random", "of": name, "index": r}, ident,
+                                                    name, "random")
+        if spec.negated:
+            out[f"{name} · negated"] = Condition(cond.steering.negated(), {"control": "negated", "of": name},
+                                                 {"control": "negated", "of": cond.identity}, name, "negated")
+    return out
 
 
 @dataclass(frozen=True)

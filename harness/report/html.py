@@ -12,10 +12,13 @@ from harness.report.cells import MOVED, NOT_SIG, WRONG, Cell, Estimate, Mark, ci
 from harness.report.markdown import Pair, conditions_of, headline_metric, side_by_side
 from harness.report.plots import distribution_plot, effects_plot, fluency_plot
 from harness.report.tables import (
+    CONTROL_COLUMNS,
+    CONTROL_LEGEND,
     EFFECT_COLUMNS,
     FLUENCY_COLUMNS,
     HEADLINE_COLUMNS,
     SAMPLE_COLUMNS,
+    control_rows,
     effect_rows,
     fluency_rows,
     headline_rows,
@@ -270,6 +273,9 @@ def render_html(
         )
         + figure_html(fluency_plot(run), "fluency cost", "Change of mean log-perplexity under the judge.")
         + "</section>",
+        ('<section id="controls"><h2>Is it the direction? Matched controls</h2>'
+         f'{table_html(CONTROL_COLUMNS, control_rows(run))}<p class="legend">{escape(CONTROL_LEGEND)}</p>'
+         "</section>" if run.controls else ""),
         f'<section id="effects"><h2>All effects</h2><p class="legend">★ = headline metric.</p>'
         f"{table_html(EFFECT_COLUMNS, effect_rows(run))}</section>",
         '<section id="fluency"><h2>Fluency cost</h2>'

@@ -9,11 +9,14 @@ from dataclasses import dataclass
 
 from harness.report.cells import Cell, num, text
 from harness.report.tables import (
+    CONTROL_COLUMNS,
+    CONTROL_LEGEND,
     EFFECT_COLUMNS,
     FLUENCY_COLUMNS,
     HEADLINE_COLUMNS,
     LEGEND,
     SAMPLE_COLUMNS,
+    control_rows,
     effect_rows,
     fluency_rows,
     headline_rows,
@@ -131,6 +134,8 @@ def render_markdown(run: RunResult, samples: Sequence[SampleRecord]) -> str:
         *table_md(HEADLINE_COLUMNS, headline_rows(run)),
         md(LEGEND),
         "",
+        *(["## Is it the direction? Matched controls", "", *table_md(CONTROL_COLUMNS, control_rows(run)),
+            md(CONTROL_LEGEND), ""] if run.controls else []),
         "## All effects",
         "",
         "★ = headline metric of the task.",

@@ -11,12 +11,17 @@ LEGEND = (
     "CIs: 95% bootstrap, paired by prompt"
 )
 HEADLINE_COLUMNS = ["task", "condition", "metric", "expected", "unsteered → steered", "diff [95% CI]",
-                    "Hedges g", "p_adj", "verdict", "Δ logppl [95% CI]", "ppl ratio"]
+                    "Hedges g", "p_adj", "verdict", "MDE (80%)", "Δ logppl [95% CI]", "ppl ratio"]
 EFFECT_COLUMNS = ["task", "condition", "metric", "expected", "n", "unsteered → steered", "diff [95% CI]",
                   "Hedges g", "p_adj", "verdict"]
 FLUENCY_COLUMNS = ["task", "condition", "judge", "n", "logppl unsteered → steered", "Δ logppl [95% CI]",
                    "p_adj", "ppl ratio"]
 SAMPLE_COLUMNS = ["task", "condition", "samples", "flagged", "empty", "steering ledger"]
+CONTROL_COLUMNS = ["task", "condition", "metric", "expected", "effect [95% CI]", "specific [95% CI]", "p_adj",
+                   "steered − negated [95% CI]", "p_adj", "label"]
+CONTROL_LEGEND = ("specific = steered − mean of the matched random controls (same norm per layer); "
+                  "steered − negated = the direction check; \"disruption, not direction\" = the negated "
+                  "vector moves the metric significantly the same way as the steered one")
 
 
 def _effects(run: RunResult) -> dict[tuple[str, str, str], EffectRecord]:
@@ -38,7 +43,8 @@ def headline_rows(run: RunResult) -> list[list[Cell]]:
             f"{num(e.mean_unsteered)} → {num(e.mean_steered)}" if e else "—",
             Estimate(h.diff, h.ci_low, h.ci_high), num(h.effect_size, signed=True),
             pval(e.p_adjusted) if e else "—", verdict(h.expected_direction, h.diff, h.significant),
-            Estimate(f.diff, f.ci_low, f.ci_high) if f else "—", num(f.ppl_ratio) + "×" if f else "—",
+            num(h.mde), Estimate(f.diff, f.ci_low, f.ci_high) if f else "—",
+            num(f.ppl_ratio) + "×" if f else "—",
         ])
     return rows
 
@@ -77,3 +83,21 @@ def sample_rows(run: RunResult) -> list[list[Cell]]:
     return [[c.task, c.condition, str(c.samples), str(c.flagged), str(c.empty),
              ledger_text(run, c.task, c.condition) if c.condition != "unsteered" else ""]
             for c in run.counts]
+
+
+def control_rows(run: RunResult) -> list[list[Cell]]:
+    """One row of CONTROL_COLUMNS per controlled condition and metric."""
+    effects = _effects(run)
+    rows: list[list[Cell]] = []
+    keys = list(dict.fromkeys((c.task, c.condition, c.metric) for c in run.controls))
+    for task, condition, metric in keys:
+        checks = {c.kind: c for c in run.controls
+                  if (c.task, c.condition, c.metric) == (task, condition, metric)}
+        e, s, d = effects.get((task, condition, metric)), checks.get("specific"), checks.get("direction")
+        rows.append([
+            task, condition, ("★ " if s and s.headline or d and d.headline else "") + metric,
+            arrow((s or d).expected_direction), Estimate(e.diff, e.ci_low, e.ci_high) if e else "—",
+            Estimate(s.diff, s.ci_low, s.ci_high) if s else "—", pval(s.p_adjusted) if s else "—",
+            Estimate(d.diff, d.ci_low, d.ci_high) if d else "—", pval(d.p_adjusted) if d else "—",
+            (d.label or "") if d else ""])
+    return rows

@@ -13,10 +13,13 @@ from rich.text import Text
 
 from harness.report.cells import MOVED, NOT_SIG, WRONG, Cell, text
 from harness.report.tables import (
+    CONTROL_COLUMNS,
+    CONTROL_LEGEND,
     EFFECT_COLUMNS,
     HEADLINE_COLUMNS,
     LEGEND,
     SAMPLE_COLUMNS,
+    control_rows,
     effect_rows,
     headline_rows,
     sample_rows,
@@ -73,6 +76,10 @@ def print_results(run: RunResult, console: Console | None = None) -> None:
     if others:
         print_wide(console, table_rich("Other metrics", EFFECT_COLUMNS, others))
     console.print(Text(LEGEND, style="dim"))
+    if run.controls:
+        print_wide(console, table_rich("Is it the direction? Matched controls", CONTROL_COLUMNS,
+                                       control_rows(run)))
+        console.print(Text(CONTROL_LEGEND, style="dim"))
     if run.counts:
         print_wide(console, table_rich("Samples and steering ledger", SAMPLE_COLUMNS, sample_rows(run)))
     if run.flagged_samples:

@@ -6,7 +6,15 @@ Pydantic and the standard library only, so task files validate without torch.
 from harness.schema.generation import GenerationSettings
 from harness.schema.spec import ALPHA, FLUENCY_METRIC, STEERED, UNSTEERED, Record, Spec
 from harness.schema.steering import ContrastPair, HookPoint, MethodSpec, PairFileSpec
-from harness.schema.task import Direction, PromptFileSpec, PromptRecord, SuiteSpec, TaskKind, TaskSpec
+from harness.schema.task import (
+    ControlsSpec,
+    Direction,
+    PromptFileSpec,
+    PromptRecord,
+    SuiteSpec,
+    TaskKind,
+    TaskSpec,
+)
 
 __all__ = [
     "ALPHA",
@@ -14,6 +22,7 @@ __all__ = [
     "STEERED",
     "UNSTEERED",
     "ContrastPair",
+    "ControlsSpec",
     "Direction",
     "GenerationSettings",
     "HookPoint",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -66,6 +66,12 @@ class Headline(_Record):
     moved_as_expected: bool
     fluency_diff: float | None = None
     ppl_ratio: float | None = None
+    n: int = 0  # prompts compared
+    mde: float | None = None  # minimum detectable effect at 80 % power with these prompts and this spread
+    specific_diff: float | None = None  # steered − mean of the matched random controls, if any
+    specific_ci_low: float | None = None
+    specific_ci_high: float | None = None
+    label: str | None = None  # "disruption, not direction" when the negated vector moves it the same way
 
 
 class PromptSummary(_Record):
@@ -74,7 +80,32 @@ class PromptSummary(_Record):
     task: str
     condition: str
     metric: str
-    prompts: dict[str, list[float]]  # prompt identity -> [mean unsteered, mean steered]
+    prompts: dict[str, list[float]]  # prompt identity -> [mean of the reference, mean of the condition]
+    reference: str = "unsteered"  # or "random controls": the mean of the matched random controls
+
+
+class ControlRecord(_Record):
+    """Is it the direction? For one metric of one steered condition: the specific effect
+    (`kind="specific"`: steered − mean of its matched random controls) or the direction check
+    (`kind="direction"`: steered − its negation), paired by prompt. `label` is "disruption, not
+    direction" when the negated vector moves the metric significantly the same way as the steered."""
+
+    task: str
+    condition: str
+    metric: str
+    kind: Literal["specific", "direction"]
+    reference: str  # the control condition(s) compared with
+    expected_direction: Direction | None = None
+    headline: bool = False
+    n: int
+    diff: float
+    ci_low: float
+    ci_high: float
+    effect_size: float
+    p_value: float
+    p_adjusted: float
+    significant: bool
+    label: str | None = None
 
 
 class TaskInfo(_Record):
@@ -140,6 +171,7 @@ class RunResult(_Record):
     per_prompt: list[PromptSummary] = Field(default_factory=list)
     flagged_samples: int = 0
     counts: list[ConditionCounts] = Field(default_factory=list)
+    controls: list[ControlRecord] = Field(default_factory=list)
     ledger: list[LedgerRecord] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
     # seconds this invocation spent per phase ("generate.TASK", "score.TASK.SCORER"); a resumed

@@ -51,6 +51,26 @@ class MethodSpec(Spec):
         return data
 
 
+Positions = Literal["all", "prompt", "generated"]
+Operator = Literal["add", "clamp", "ablate"]
+
+
+class VectorSpec(MethodSpec):
+    """Where and how a `[d]` vector acts, for every vector method.
+
+    `positions`: every position (`all`), only the prompt's, or only the generated tokens'
+    (SteeringControl's ALL_TOKENS / POST_INSTRUCTION / OUTPUT_ONLY). `steer_bos`: also act on the
+    BOS position (steering-vectors and repeng do by default; we do not: position 0 is the shared
+    attention sink). `operator`: `add` coeff × vector; `clamp` sets the projection on the vector's
+    unit direction to coeff (lm-evaluation-harness); `ablate` removes that projection (the
+    refusal-direction method).
+    """
+
+    positions: Positions = "all"
+    steer_bos: bool = False
+    operator: Operator = "add"
+
+
 class ContrastPair(Spec):
     """One (positive, negative) pair of texts whose activation difference a method uses."""
 

@@ -43,6 +43,21 @@ class PromptRecord(Spec):
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+class ControlsSpec(Spec):
+    """Matched controls of every steered condition: `random` seeded random vectors with the same
+    norm per layer (and per row of an ActAdd vector), and the `negated` vector. They share the
+    unsteered samples and seeds; the run reports each metric's specific effect (steered − mean of
+    the random controls) and the direction check (steered vs negated)."""
+
+    random: int = Field(0, ge=0)
+    negated: bool = False
+    seed: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.random > 0 or self.negated
+
+
 class TaskSpec(Spec):
     """A task file: prompts, the behaviour to move, how to steer, how to score."""
 
@@ -61,6 +76,7 @@ class TaskSpec(Spec):
     headline: str
     min_effect: float | None = None
     max_fluency_cost: float | None = None
+    controls: ControlsSpec = Field(default_factory=ControlsSpec)
 
     @model_validator(mode="after")
     def _headline_is_a_metric(self) -> TaskSpec:
@@ -78,3 +94,4 @@ class SuiteSpec(Spec):
     max_prompts: int | None = Field(None, ge=1)
     samples: int | None = Field(None, ge=1)
     max_new_tokens: int | None = Field(None, ge=1)
+    controls: ControlsSpec | None = None  # matched controls for every task of the suite

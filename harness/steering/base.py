@@ -57,6 +57,19 @@ class Intervention:
         """Whether it changes nothing at all (a zero vector added)."""
         return self.operator == "add" and not bool(self.vector.any())
 
+    def negated(self) -> Intervention:
+        """The opposite intervention: the vector negated (clamp: the value negated)."""
+        if self.operator == "clamp":
+            return replace(self, value=-self.value)
+        return replace(self, vector=-self.vector)
+
+    def randomized(self, generator: torch.Generator) -> Intervention:
+        """The same intervention along a random direction, each row of the vector keeping its norm."""
+        rows = self.vector.float().reshape(-1, self.vector.shape[-1])
+        noise = torch.randn(rows.shape, generator=generator)
+        noise = noise / noise.norm(dim=-1, keepdim=True) * rows.norm(dim=-1, keepdim=True).cpu()
+        return replace(self, vector=noise.reshape(self.vector.shape).to(self.vector.device))
+
     def scaled(self, factor: float) -> Intervention:
         """The same intervention `factor` times as strong (clamp: the clamped value; ablate: unchanged)."""
         if self.operator == "clamp":
@@ -64,6 +77,16 @@ class Intervention:
         if self.operator == "ablate":
             return self
         return replace(self, vector=self.vector * factor)
+
+
+def placed(layer: int, vector: torch.Tensor, coeff: float, point: HookPoint = "resid",
+           positions: Positions = "all", operator: Operator = "add", steer_bos: bool = False) -> Intervention:
+    """The intervention of a `[d]` vector at `layer` as a `VectorSpec` describes it: `coeff` ×
+    vector added, or the projection on its direction clamped to `coeff`, or ablated."""
+    if operator == "add":
+        return Intervention(layer, coeff * vector, point, positions, "add", steer_bos=steer_bos)
+    value = coeff if operator == "clamp" else 0.0
+    return Intervention(layer, vector, point, positions, operator, value=value, steer_bos=steer_bos)
 
 
 @dataclass(frozen=True)
@@ -80,8 +103,18 @@ class Steering:
         """The same steering with every intervention `factor` times as strong."""
         return replace(self, interventions=tuple(i.scaled(factor) for i in self.interventions))
 
+    def negated(self) -> Steering:
+        """The opposite steering: every vector negated (a preamble cannot be negated)."""
+        return replace(self, interventions=tuple(i.negated() for i in self.interventions))
+
+    def randomized(self, seed: int) -> Steering:
+        """A matched random control: every vector along a seeded random direction with the same
+        norm per layer and per row."""
+        generator = torch.Generator().manual_seed(seed)
+        return replace(self, interventions=tuple(i.randomized(generator) for i in self.interventions))
+
     def is_null(self) -> bool:
-        """Whether its vectors change nothing (all zero); a preamble still counts as steering."""
+        """Whether its vectors change nothing (all zero); a preamble alone has no vectors."""
         return all(i.is_null() for i in self.interventions)
 
     def position_norm(self) -> float:

@@ -33,3 +33,19 @@ def capture_outputs(
         for handle in handles:
             handle.remove()
     return captured
+
+
+def residual_norms(model: nn.Module, rows: Sequence[Sequence[int]], skip_first: bool = True) -> list[float]:
+    """Mean norm of the residual stream after every decoder block over the token rows (each run
+    alone), every position but the first (BOS, the attention sink, whose norm is far larger)."""
+    totals: list[float] = []
+    count = 0
+    for ids in rows:
+        tensor = torch.tensor([list(ids)], device=next(model.parameters()).device)
+        with torch.no_grad():
+            hidden = model(input_ids=tensor, output_hidden_states=True, use_cache=False).hidden_states[1:]
+        body = [h[0, 1:] if skip_first and h.shape[1] > 1 else h[0] for h in hidden]
+        norms = [float(b.float().norm(dim=-1).sum()) for b in body]
+        totals = [a + b for a, b in zip(totals, norms, strict=True)] if totals else norms
+        count += body[0].shape[0]
+    return [t / count for t in totals]
