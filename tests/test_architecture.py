@@ -16,17 +16,18 @@ LAYERS = [
     ["harness.errors", "harness.version", "harness.schema"],
     ["harness.stats", "harness.power", "harness.comparison", "harness.comparable"],
     ["harness.registry"],
-    ["harness.prompt_files", "harness.tasks"],
-    ["harness.gguf_cache", "harness.models", "harness.tokens"],
+    ["harness.prompt_files", "harness.dataset_rows", "harness.tasks"],
+    ["harness.gguf_cache", "harness.models", "harness.tokens", "harness.vectors"],
     ["harness.steering"],
     ["harness.methods"],
     ["harness.sampling", "harness.engine"],
-    ["harness.scorers"],
+    ["harness.scorers", "harness.offtarget", "harness.capability"],
     ["harness.store"],
     ["harness.pipeline.pool", "harness.pipeline.plan", "harness.pipeline.generate", "harness.pipeline.score",
      "harness.pipeline.analyse"],
     ["harness.report.cells", "harness.report.tables", "harness.report.plots", "harness.report.markdown",
-     "harness.report.html", "harness.report.io", "harness.report.terminal"],
+     "harness.report.html", "harness.report.io", "harness.report.terminal",
+     "harness.report.offtarget_plots"],
     ["harness.pipeline.write"],
     ["harness.distributed", "harness.runner"],
     ["harness.sweep", "harness.sweep_analysis", "harness.compare", "harness.check", "harness.bench_figures",
@@ -51,7 +52,8 @@ def layer(module: str) -> int:
     best, found = -1, None
     for i, group in enumerate(LAYERS):
         for prefix in group:
-            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best:
+            inside = module.startswith(prefix + ".") and prefix != "harness"  # the root package is only itself
+            if (module == prefix or inside) and len(prefix) > best:
                 best, found = len(prefix), i
     if found is None:
         raise AssertionError(f"{module} is in no layer of tests/test_architecture.py")

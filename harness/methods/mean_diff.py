@@ -14,6 +14,7 @@ from harness.schema.steering import (
     ContrastPair,
     HookPoint,
     Operator,
+    PairDatasetSpec,
     PairFileSpec,
     Positions,
     VectorSpec,
@@ -40,13 +41,14 @@ class MeanDiffSpec(VectorSpec):
     method: Literal["mean_diff"]
     layer: int = Field(ge=0)
     coeff: float = Field(allow_inf_nan=False)
-    pairs: list[ContrastPair] | PairFileSpec
+    pairs: list[ContrastPair] | PairFileSpec | PairDatasetSpec
     token: Literal["mean", "last"] = "mean"
     point: HookPoint = "resid"
 
     @field_validator("pairs")
     @classmethod
-    def _some_pairs(cls, pairs: list[ContrastPair] | PairFileSpec) -> list[ContrastPair] | PairFileSpec:
+    def _some_pairs(cls, pairs: list[ContrastPair] | PairFileSpec | PairDatasetSpec
+                    ) -> list[ContrastPair] | PairFileSpec | PairDatasetSpec:
         if isinstance(pairs, list) and not pairs:
             raise ValueError("needs at least one contrast pair")
         return pairs
@@ -54,6 +56,11 @@ class MeanDiffSpec(VectorSpec):
     def resolve(self, base: Path, where: Where) -> MeanDiffSpec:
         if isinstance(self.pairs, list):
             return self
+        if isinstance(self.pairs, PairDatasetSpec):
+            from harness.dataset_rows import dataset_pairs
+
+            pairs = dataset_pairs(self.pairs, base, where(("pairs", "dataset")))
+            return self.model_copy(update={"pairs": pairs})
         from harness.prompt_files import read_pair_file
 
         files = self.pairs

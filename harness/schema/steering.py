@@ -78,6 +78,18 @@ class ContrastPair(Spec):
     negative: str = Field(min_length=1)
 
 
+class PairDatasetSpec(Spec):
+    """Contrast pairs from the rows of a dataset (see `DatasetSpec` for where it may come from)."""
+
+    dataset: str = Field(min_length=1)
+    split: str = "train"
+    config: str | None = None
+    positive_field: str = "positive"
+    negative_field: str = "negative"
+    limit: int | None = Field(None, ge=1)
+    seed: int | None = None
+
+
 class PairFileSpec(Spec):
     """Contrast pairs from a JSONL or CSV file next to the task file, one pair per row."""
 

@@ -28,6 +28,23 @@ class PromptFileSpec(Spec):
     limit: int | None = Field(None, ge=1)
 
 
+class DatasetSpec(Spec):
+    """Rows of a dataset through `datasets`: a local `save_to_disk` folder, a parquet / arrow /
+    JSON / CSV file (relative to the task file), or a hub id in the local cache (online only when
+    the user is). `field` holds the prompt text; `target_field`, `original_field` and
+    `group_field` fill a prompt record's answers; `seed` shuffles before `limit` is taken."""
+
+    dataset: str = Field(min_length=1)
+    split: str = "train"
+    config: str | None = None
+    field: str = "text"
+    target_field: str | None = None
+    original_field: str | None = None
+    group_field: str | None = None
+    limit: int | None = Field(None, ge=1)
+    seed: int | None = None
+
+
 class PromptRecord(Spec):
     """A prompt and optional fields some scorers need (fact probes: target, original, group)."""
 
@@ -65,7 +82,7 @@ class TaskSpec(Spec):
     kind: TaskKind
     description: str = ""
     version: int = 1
-    prompts: list[str | PromptRecord] | PromptFileSpec
+    prompts: list[str | PromptRecord] | PromptFileSpec | DatasetSpec
     steering: MethodSpec
     methods: dict[str, MethodSpec] = Field(default_factory=dict)  # alternatives, see --method
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
