@@ -8,16 +8,25 @@ from __future__ import annotations
 import copy
 import os
 import statistics
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import torch
 
-from harness.bench_figures import SWEEP_K, SWEEP_PROMPTS, TARGETS, BenchResult, Figure, figure, ratio
+from harness.bench_figures import (
+    SWEEP_K,
+    SWEEP_PROMPTS,
+    TARGETS,
+    BenchResult,
+    Figure,
+    figure,
+    ratio,
+    side_by_side,
+)
+from harness.bench_scale import K_BATCH, batch_rows, k_scaling, sampler_share
 from harness.bench_suite import explain, measure_suite
-from harness.engine import Generation, generate
+from harness.engine import Generation, generate_batch
 from harness.methods.actadd import Addition, build_actadd
 from harness.models import DEFAULT_MODEL, EMBEDDED, LoadedModel, load_model
 from harness.schema.generation import GenerationSettings
@@ -30,23 +39,21 @@ PROMPTS = (
     "My favourite thing about the city is", "I hate waiting in line, so", "Yesterday my neighbour told me",
     "The best way to cook rice is", "When the meeting ended, everyone",
 )
-def side_by_side(calls: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median seconds of each call: one warm-up each, then `repeats` rounds calling each in turn."""
-    for call in calls.values():
-        call()
-    times: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(repeats):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            call()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
+def engine_rows(lm: LoadedModel, prompts: Sequence[str], steerings: Sequence[Any],
+                settings: GenerationSettings) -> list[Generation]:
+    """One engine batch of `prompts`, each row emitting exactly `max_new_tokens` tokens."""
+    rows, _ = batch_rows(prompts, len(prompts), 1)
+    return generate_batch(lm, rows, list(steerings), settings, min_new_tokens=settings.max_new_tokens)
+
+
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)"
 
 
 @contextmanager
 def full_length(lm: LoadedModel, n: int) -> Iterator[None]:
-    """Make every `generate` call emit exactly `n` tokens per row (EOS masked until then), so
-    engine and plain runs do the same work whatever the steering does to the text."""
+    """Make every plain `generate` call emit exactly `n` tokens per row (EOS masked until then),
+    as the engine's rows do, so both do the same work whatever the steering does to the text."""
     config = lm.model.generation_config
     saved = config.min_new_tokens
     config.min_new_tokens = n
@@ -68,6 +75,8 @@ def run_bench(
     suite: bool = True,
     suite_target: str = "quick",
     suite_args: Sequence[str] = (),
+    device: str = "cpu",
+    scale: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> BenchResult:
     """Measure every figure of `harness bench` on `model` (a name/path, or an already loaded model).
@@ -75,12 +84,13 @@ def run_bench(
     `batch_size`: rows of the engine-vs-plain batch (default: the 8 bench prompts); the sweep
     batch always holds all its k x 4 rows. `loads` measures first and cached load in fresh
     processes; `suite` runs `harness run SUITE_TARGET [SUITE_ARGS]` in one. `compare_bf16`
-    measures a bfloat16 copy against the float32 model (only when `dtype` is float32).
+    measures a bfloat16 copy against the float32 model (only when `dtype` is float32). `scale`
+    measures throughput as distinct configs per batch grow (K-scaling) and the sampler's share.
     """
 
     say = progress or (lambda _msg: None)
     load_avg = os.getloadavg()[0]
-    lm = model if isinstance(model, LoadedModel) else load_model(model, dtype=dtype)
+    lm = model if isinstance(model, LoadedModel) else load_model(model, dtype=dtype, device=device)
     dtype = str(next(lm.model.parameters()).dtype).removeprefix("torch.")
     greedy = GenerationSettings(max_new_tokens=max_new_tokens, greedy=True, repetition_penalty=1.0)
     prompts = [PROMPTS[i % len(PROMPTS)] for i in range(batch_size or len(PROMPTS))]
@@ -90,7 +100,7 @@ def run_bench(
                             "dtype": dtype, "threads": torch.get_num_threads(), "sweep_k": SWEEP_K,
                             "sweep_prompts": SWEEP_PROMPTS, "steering": f"ActAdd Love-Hate, layer {layer}",
                             "kv_cache": bool(lm.model.generation_config.use_cache),
-                            "load_average": round(load_avg, 2)}
+                            "load_average": round(load_avg, 2), "device": _device_name(lm.device)}
     figures: dict[str, Any] = {}
     details: dict[str, float] = {}
     with full_length(lm, max_new_tokens):
@@ -101,6 +111,12 @@ def run_bench(
                                                       details)
         say("perplexity scorer vs bare forward")
         figures["perplexity_vs_forward"] = _perplexity(lm, sweep_gens, repeats)
+        if scale:
+            say(f"K-scaling: 1, 4, 16, 64 distinct configs in a batch of {K_BATCH} rows")
+            figures.update(k_scaling(lm, PROMPTS, love, greedy, repeats, details))
+            say("sampler share of generation: device-side vs the host-side sampler it replaced")
+            figures.update(sampler_share(lm, prompts, love.scaled(4.0), greedy.model_copy(
+                update={"greedy": False, "repetition_penalty": 1.2}), repeats, details))
         if compare_bf16 and dtype == "float32":
             say("bfloat16 vs float32")
             figures.update(_bf16(lm, prompts, love.scaled(4.0), greedy, sweep_gens, repeats))
@@ -108,7 +124,7 @@ def run_bench(
     if loads or suite:
         spec = model if isinstance(model, str) else lm.name if lm.name in EMBEDDED else lm.source
         figures.update(measure_suite(spec, dtype, loads=loads, suite=suite, target=suite_target,
-                                     extra_args=suite_args, say=say, notes=notes))
+                                     extra_args=[*suite_args, "--device", device], say=say, notes=notes))
     result = BenchResult(model=lm.identity(), settings=info, details=details, notes=notes, **figures)
     result.notes.extend(explain(result))
     return result
@@ -134,7 +150,7 @@ def _engine_vs_plain(lm: LoadedModel, prompts: list[str], steering: Any, greedy:
 
     def engine(name: str, steer: Any, settings: GenerationSettings) -> Callable[[], None]:
         def call() -> None:
-            out[name] = generate(lm, prompts, {name: steer}, settings, batch_size=len(prompts))
+            out[name] = engine_rows(lm, prompts, [steer] * len(prompts), settings)
         return call
 
     secs = side_by_side({"plain": plain("plain", do_sample=False),
@@ -162,11 +178,12 @@ def _sweep(lm: LoadedModel, prompts: list[str], base: Any, settings: GenerationS
     out: dict[str, list[Generation]] = {}
 
     def one_by_one() -> None:
-        for name, steer in configs.items():
-            generate(lm, prompts, {name: steer}, settings, batch_size=len(prompts))
+        for steer in configs.values():
+            engine_rows(lm, prompts, [steer] * len(prompts), settings)
 
     def batched() -> None:
-        out["batched"] = generate(lm, prompts, configs, settings, batch_size=len(prompts) * len(configs))
+        every = [p for p in prompts for _ in configs]
+        out["batched"] = engine_rows(lm, every, [s for _ in prompts for s in configs.values()], settings)
 
     secs = side_by_side({"sequential": one_by_one, "batched": batched}, repeats)
     steps = settings.max_new_tokens
@@ -213,11 +230,10 @@ def _bf16(lm: LoadedModel, prompts: list[str], steering: Any, settings: Generati
 
     def run(name: str, m: LoadedModel) -> Callable[[], None]:
         def call() -> None:
-            out[name] = generate(m, prompts, {"steered": steering}, settings, batch_size=len(prompts))
+            out[name] = engine_rows(m, prompts, [steering] * len(prompts), settings)
         return call
 
-    with full_length(half, settings.max_new_tokens):
-        secs = side_by_side({"float32": run("float32", lm), "bfloat16": run("bfloat16", half)}, repeats)
+    secs = side_by_side({"float32": run("float32", lm), "bfloat16": run("bfloat16", half)}, repeats)
     tokens = {name: sum(len(g.token_ids) for g in out[name]) for name in out}
     samples = _samples(gens)
     full, low = (_scorer_logprobs(m, samples, len(samples)) for m in (lm, half))

@@ -1,7 +1,11 @@
-"""The figures of `harness bench`: each a measured value with its raw measurements and target."""
+"""The figures of `harness bench` (each a measured value with its raw measurements and target),
+and how two calls are timed side by side."""
 
 from __future__ import annotations
 
+import statistics
+import time
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel
@@ -9,7 +13,8 @@ from pydantic import BaseModel
 SWEEP_K = 8
 SWEEP_PROMPTS = 4
 TARGETS = {"steered_vs_plain": 0.95, "unsteered_vs_plain": 0.97, "sweep_speedup": 0.7 * SWEEP_K,
-           "perplexity_vs_forward": 0.9, "load_seconds_cached": 3.0}
+           "perplexity_vs_forward": 0.9, "load_seconds_cached": 3.0, "k64_vs_k1": 0.9,
+           "sampler_share_device": 0.05}
 
 
 class Figure(BaseModel):
@@ -47,6 +52,11 @@ class BenchResult(BaseModel):
     sampled_vs_plain: Figure  # the engine's seeded sampling (run defaults) vs plain sampling
     sweep_speedup: Figure
     perplexity_vs_forward: Figure
+    k4_vs_k1: Figure | None = None  # tokens/s with 4 distinct steering configs per batch of 64 ÷ with 1
+    k16_vs_k1: Figure | None = None
+    k64_vs_k1: Figure | None = None
+    sampler_share_device: Figure | None = None  # share of generation time in the device-side sampler
+    sampler_share_host: Figure | None = None  # the same for the host-side sampler it replaced
     bf16_vs_fp32: Figure | None = None  # tokens/s of steered generation, bfloat16 / float32
     bf16_max_abs_dlogprob: Figure | None = None  # largest |Δ log P(token)| of the perplexity scorer
     bf16_mean_abs_dlogppl: Figure | None = None  # mean |Δ logppl| per completion
@@ -60,3 +70,16 @@ class BenchResult(BaseModel):
 
     def figures(self) -> dict[str, Figure]:
         return {k: v for k, v in self if isinstance(v, Figure)}
+
+
+def side_by_side(calls: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median seconds of each call: one warm-up each, then `repeats` rounds calling each in turn."""
+    for call in calls.values():
+        call()
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}

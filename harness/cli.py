@@ -17,6 +17,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="smollm2-135m", help="embedded name, local path or cached HF id")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: the CPU, or the rank's device under "
+                   "accelerate launch)")
     p.add_argument("--device-map", help="e.g. auto: spread a model too large for one device over the GPUs "
                    "and CPU (single process; under accelerate launch each process holds a whole copy)")
 
@@ -124,6 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-suite", action="store_true", help="skip the quick-suite wall time and RSS")
     bench.add_argument("--no-loads", action="store_true", help="skip the first/cached load times")
     bench.add_argument("--no-bf16", action="store_true", help="skip the bfloat16 vs float32 figure")
+    bench.add_argument("--no-scale", action="store_true", help="skip K-scaling and the sampler share")
+    bench.add_argument("--device", default="cpu", help="cpu or cuda[:N]: where the model runs")
     bench.add_argument("--json", action="store_true", help="print the figures as JSON")
     bench.set_defaults(func=commands.cmd_bench)
 

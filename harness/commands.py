@@ -57,7 +57,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     options = run_options(args)
     out = Path(args.out or f"runs/{Path(args.target).stem}")
     tasks = resolve_tasks(args.target, options)  # a bad task file fails before the model loads
-    lm = load_model(args.model, dtype=args.dtype, device=model_device(), device_map=args.device_map)
+    device = args.device or model_device()
+    lm = load_model(args.model, dtype=args.dtype, device=device, device_map=args.device_map)
     result = run(args.target, out, model=lm, options=options, tasks=tasks)
     if not is_main_process():  # under accelerate launch only the main process reports
         return 0
@@ -97,7 +98,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise UserError(f"sweep takes one task, not the suite '{args.task}'")
     (task,) = resolve_tasks(args.task, options)
     out = Path(args.out or f"runs/sweep-{task.name}")
-    lm = load_model(args.model, dtype=args.dtype, device=model_device(), device_map=args.device_map)
+    device = args.device or model_device()
+    lm = load_model(args.model, dtype=args.dtype, device=device, device_map=args.device_map)
     run_sweep(task, out, lm, grid, options)
     if not is_main_process():  # under accelerate launch only the main process reports
         return 0
@@ -316,7 +318,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise UserError("--repeats must be at least 1")
     result = run_bench(args.model, repeats=args.repeats, batch_size=args.batch_size,
                        max_new_tokens=args.max_new_tokens, dtype=args.dtype, compare_bf16=not args.no_bf16,
-                       loads=not args.no_loads, suite=not args.no_suite,
+                       loads=not args.no_loads, suite=not args.no_suite, device=args.device,
+                       scale=not args.no_scale,
                        progress=lambda msg: print(f"bench: {msg}", file=sys.stderr))
     if args.json:
         print(result.model_dump_json(indent=2))

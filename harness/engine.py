@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
-from transformers import GenerationConfig, LogitsProcessorList
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from harness.models import LoadedModel
 from harness.sampling import NonFiniteGuard, PromptRepetitionPenalty, RowSeededSampler
@@ -124,6 +124,11 @@ def _plain_generation_config(lm: LoadedModel) -> Iterator[None]:
         lm.model.generation_config = saved
 
 
+SamplerFactory = Callable[[list[int], float, int, float, int, torch.device], LogitsProcessor]
+"""Builds the sampling processor of a batch from (seeds, temperature, top_k, top_p, prompt width,
+device); `harness bench` swaps in timed or earlier samplers to measure them side by side."""
+
+
 def generate_batch(
     lm: LoadedModel,
     rows: Sequence[Row],
@@ -131,10 +136,12 @@ def generate_batch(
     settings: GenerationSettings,
     *,
     min_new_tokens: int = 0,
+    sampler: SamplerFactory = RowSeededSampler,
 ) -> list[Generation]:
     """One batch: left-padded prompts, each row with its own steering, seed and stopping.
 
     A row whose steering is not null but changed no position is an error, never a result.
+    `min_new_tokens` keeps EOS out until then (the bench's equal-work runs).
     """
     tok = lm.tokenizer
     prompt_ids = [encode_prompt(tok, r.prompt, settings.use_bos, settings.chat) for r in rows]
@@ -151,8 +158,8 @@ def generate_batch(
         processors.append(PromptRepetitionPenalty(settings.repetition_penalty, prompt_ids, width, vocab,
                                                   lm.device))
     if not settings.greedy:
-        processors.append(RowSeededSampler([r.seed for r in rows], settings.temperature, settings.top_k,
-                                           settings.top_p, width, lm.device))
+        processors.append(sampler([r.seed for r in rows], settings.temperature, settings.top_k,
+                                  settings.top_p, width, lm.device))
     config: dict[str, Any] = {"max_new_tokens": settings.max_new_tokens, "do_sample": False,
                               "use_cache": True, "pad_token_id": tok.pad_token_id, "eos_token_id": eos,
                               "min_new_tokens": min_new_tokens}
