@@ -31,7 +31,7 @@ LAYERS = [
     ["harness.pipeline.write"],
     ["harness.distributed", "harness.runner"],
     ["harness.sweep", "harness.sweep_analysis", "harness.compare", "harness.check", "harness.bench_figures",
-     "harness.bench_suite", "harness.bench"],
+     "harness.bench_suite", "harness.bench_scale", "harness.bench"],
     ["harness.report.compare_report", "harness.report.check_report", "harness.report.sweep_report",
      "harness.report.bench_report"],
     ["harness.api", "harness.pytest_plugin"],
