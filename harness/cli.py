@@ -66,8 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     swp.add_argument("task", help="task name or YAML path")
     swp.add_argument("--layers", required=True, help="comma-separated layers, e.g. 2,4,6")
     swp.add_argument("--coeffs", required=True, help="comma-separated coefficients, e.g. -8,-4,0,4,8")
-    swp.add_argument("--coeff-unit", choices=["raw", "norm"], default="raw",
-                     help="norm: multiples of the mean residual norm at the layer")
+    swp.add_argument("--coeff-unit", choices=["raw", "norm", "kl"], default="raw",
+                     help="norm: multiples of the mean residual norm at the layer; kl: the strength whose "
+                     "95th-percentile per-token KL on neutral text is |c| nats (sign = direction)")
     swp.add_argument("--select-on", choices=["all", "half"], default="all",
                      help="half: pick the best config on half the prompts, report it on the other")
     swp.add_argument("--max-fluency-cost", type=float,

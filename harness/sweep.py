@@ -16,17 +16,22 @@ from harness.pipeline.plan import Condition, ConditionBuilder
 from harness.runner import RunOptions, run
 from harness.schema.results import RunResult
 from harness.schema.spec import UNSTEERED
+from harness.schema.steering import MethodSpec
 from harness.steering.capture import capture_outputs
 from harness.tasks import Task
 from harness.tokens import encode_prompt
 
-CoeffUnit = Literal["raw", "norm"]
+CoeffUnit = Literal["raw", "norm", "kl"]
+KL_TEXTS = 64  # neutral texts an iso-KL coefficient is calibrated on
 
 
 @dataclass(frozen=True)
 class SweepGrid:
     """Layers × coefficients; `unit="norm"` reads a coefficient as a multiple of the mean
-    residual-stream norm at the layer (so one grid means the same on any model)."""
+    residual-stream norm at the layer (so one grid means the same on any model); `unit="kl"` as
+    the strength at which the 95th-percentile per-token KL(unsteered ‖ steered) on neutral text
+    equals |c| nats, the sign choosing the direction (iso-KL: methods compared at equal
+    disruption)."""
 
     layers: tuple[int, ...]
     coeffs: tuple[float, ...]
@@ -75,6 +80,10 @@ def sweep_conditions(grid: SweepGrid) -> ConditionBuilder:
             except ValueError as err:
                 raise UserError(f"task '{task.name}': {err}; such a steering cannot be swept") from None
             scale = 1.0
+            if grid.unit == "kl":
+                for coeff in grid.coeffs:
+                    out[condition_name(layer, coeff)] = _iso_kl_condition(lm, task, unit_spec, layer, coeff)
+                continue
             if grid.unit == "norm":
                 size = method.build(lm, unit_spec, settings).position_norm()
                 if size == 0:
@@ -92,6 +101,23 @@ def sweep_conditions(grid: SweepGrid) -> ConditionBuilder:
         return out
 
     return build
+
+
+def _iso_kl_condition(lm: LoadedModel, task: Task, unit_spec: MethodSpec, layer: int,
+                      target: float) -> Condition:
+    """The config whose 95th-percentile per-token KL on neutral text is |target| nats."""
+    from harness.offtarget import iso_kl_scale, neutral_texts
+
+    method = registry.method(unit_spec.method)
+    sign = 1.0 if target >= 0 else -1.0
+    raw = 0.0
+    if target != 0:
+        unit = method.build(lm, unit_spec, task.spec.generation).scaled(sign)
+        raw = sign * iso_kl_scale(lm, unit, neutral_texts(KL_TEXTS), abs(target))
+    config = unit_spec.at(layer, raw)
+    sweep = {"layer": layer, "coeff": target, "coeff_unit": "kl", "kl_texts": KL_TEXTS}
+    return Condition(method.build(lm, config, task.spec.generation),
+                     {**config.model_dump(mode="json"), "sweep": sweep}, config.identity())
 
 
 def run_sweep(task: Task, out: Path, lm: LoadedModel, grid: SweepGrid,

@@ -137,3 +137,20 @@ def test_sweep_command_writes_the_reports_and_rejects_prompting(tiny_llama, tmp_
     assert main(["sweep", str(task), "--layers", "1", "--coeffs", "1", "--model", str(model_dir),
                  "--out", str(tmp_path / "out2")]) == 2
     assert "cannot be swept" in capsys.readouterr().err
+
+
+def test_iso_kl_units_calibrate_each_config_to_its_kl_target(tiny_llama, tmp_path):
+    from harness.offtarget import offtarget_cost, neutral_texts
+    from harness.sweep import KL_TEXTS
+
+    from tests.test_methods import write_task as write_method_task
+
+    (task,) = resolve_tasks(str(write_method_task(tmp_path)), RunOptions(method="mean_diff"))
+    conditions = sweep_conditions(SweepGrid((1,), (0.002, 0.01, -0.01), "kl"))(tiny_llama, task)
+    texts = neutral_texts(KL_TEXTS)
+    for coeff in (0.002, 0.01, -0.01):
+        cond = conditions[f"L1 c{coeff:+g}"]
+        assert cond.description["sweep"]["coeff_unit"] == "kl"
+        assert (cond.description["coeff"] > 0) == (coeff > 0)  # the sign picks the direction
+        p95 = offtarget_cost(tiny_llama, cond.steering, texts).p95_kl
+        assert p95 == pytest.approx(abs(coeff), rel=0.05)
