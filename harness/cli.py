@@ -34,6 +34,9 @@ def _add_task_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--controls", metavar="random=R,negated",
                    help="matched controls for every steered condition: R random vectors of the same norm per "
                    "layer and/or the negated vector; reports specific effects and direction checks")
+    p.add_argument("--diagnose", action="store_true",
+                   help="also measure off-target cost (KL on 200 neutral texts) and capability retention "
+                   "(cloze items) of every steered condition; on whenever --controls is given")
     p.add_argument("--set", action="append", metavar="FIELD=VALUE",
                    help="override a task field, e.g. steering.layer=4 (repeatable)")
 

@@ -72,7 +72,8 @@ def run_options(args: argparse.Namespace):  # noqa: ANN201 (RunOptions; imported
 
     return RunOptions(samples=args.samples, max_new_tokens=args.max_new_tokens, seed=args.seed,
                       max_prompts=args.max_prompts, overrides=args.set or (),
-                      batch_size=args.batch_size, method=args.method, controls=args.controls)
+                      batch_size=args.batch_size, method=args.method, controls=args.controls,
+                      diagnose=args.diagnose)
 
 
 def numbers(text: str, kind: type) -> tuple:  # noqa: ANN001

@@ -16,6 +16,7 @@ from harness.engine import SEMANTICS_VERSION, default_batch_size
 from harness.errors import UserError
 from harness.models import LoadedModel, load_model
 from harness.pipeline.analyse import TaskSamples, analyse
+from harness.pipeline.diagnose import diagnose
 from harness.pipeline.generate import generate_missing, planned_records
 from harness.pipeline.plan import ConditionBuilder, TaskPlan, plan_task, task_conditions, with_controls
 from harness.pipeline.pool import ModelPool
@@ -39,6 +40,7 @@ class RunOptions:
     batch_size: int | None = None
     method: str | None = None  # steer with the task's `methods[method]` instead of `steering`
     controls: str | None = None  # `random=R,negated`: matched controls for every task
+    diagnose: bool = False  # off-target cost, capability retention (also on whenever controls are)
     progress: bool = True
 
 
@@ -158,6 +160,9 @@ def _finish(plans: list[TaskPlan], found: dict[str, dict[str, Any]], ctx: _Conte
         scored.append(TaskSamples(task.spec, [p.identity() for p in task.prompts], list(plan.conditions),
                                   controls, task_records))
     numbers = analyse(scored)
+    wanted = ctx.options.diagnose or any(p.task.spec.controls.active for p in plans)
+    off, cap, topic = diagnose(ctx.pool, plans, progress=ctx.options.progress, timings=ctx.timings) \
+        if wanted else ([], [], [])
     tasks = [plan.task for plan in plans]
     infos = [TaskInfo(name=t.name, kind=t.spec.kind, description=t.spec.description,
                       conditions={c: v.description for c, v in p.conditions.items() if c != UNSTEERED},
@@ -170,8 +175,8 @@ def _finish(plans: list[TaskPlan], found: dict[str, dict[str, Any]], ctx: _Conte
         model=ctx.pool.lm.identity(), versions=_versions(), started=ctx.started, finished=_now(), tasks=infos,
         effects=numbers.effects, fluency_cost=numbers.fluency, headlines=numbers.headlines,
         per_prompt=numbers.summaries, flagged_samples=sum(1 for r in records if r.flagged),
-        counts=numbers.counts, ledger=numbers.ledger, controls=numbers.controls, notes=notes(records),
-        timings=ctx.timings,
+        counts=numbers.counts, ledger=numbers.ledger, controls=numbers.controls, off_target=off,
+        capability=cap, topic_ratio=topic, notes=notes(records), timings=ctx.timings,
     )
     write_run(ctx.out, result, records, ctx.pool.lm)
     distributed.remove_shards(ctx.out)  # samples.jsonl now holds every sample

@@ -24,7 +24,7 @@ LAYERS = [
     ["harness.scorers", "harness.offtarget", "harness.capability"],
     ["harness.store"],
     ["harness.pipeline.pool", "harness.pipeline.plan", "harness.pipeline.generate", "harness.pipeline.score",
-     "harness.pipeline.analyse"],
+     "harness.pipeline.analyse", "harness.pipeline.diagnose"],
     ["harness.report.cells", "harness.report.tables", "harness.report.plots", "harness.report.markdown",
      "harness.report.html", "harness.report.io", "harness.report.terminal",
      "harness.report.offtarget_plots"],

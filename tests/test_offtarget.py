@@ -25,6 +25,7 @@ from harness.offtarget import (
 )
 from harness.report.offtarget_plots import perplexity_ratio_plot
 from harness.steering.base import Steering
+from harness.steering.session import PrefixTruncatedWarning
 
 WEDDING_WORDS = ["wedding", "bride", "groom", "marry", "married", "marriage", "ceremony"]
 
@@ -41,10 +42,10 @@ def love_hate(lm):
 
 
 @pytest.fixture(scope="module")
-def texts12():
-    """The first 12 of the 200 neutral texts (270 tokens): few, as every forward pass on 2 CPU
-    cores counts."""
-    return neutral_texts()[:12]
+def texts24():
+    """The first 24 of the 200 neutral texts (about 560 tokens): few, as every forward pass on
+    2 CPU cores counts."""
+    return neutral_texts()[:24]
 
 
 def test_neutral_texts_are_200_distinct_and_deterministic():
@@ -56,9 +57,9 @@ def test_neutral_texts_are_200_distinct_and_deterministic():
     assert len(neutral_texts(400)) == 400
 
 
-def test_kl_is_zero_at_coefficient_zero_and_grows_with_it(lm, love_hate, texts12):
-    zero, one, two, four = offtarget_costs(lm, [love_hate.scaled(c) for c in (0, 1, 2, 4)], texts12)
-    assert zero.n_texts == 12 and zero.n_tokens > 12
+def test_kl_is_zero_at_coefficient_zero_and_grows_with_it(lm, love_hate, texts24):
+    zero, one, two, four = offtarget_costs(lm, [love_hate.scaled(c) for c in (0, 1, 2, 4)], texts24)
+    assert zero.n_texts == 24 and zero.n_tokens > 24
     assert abs(zero.mean_kl) <= 1e-6 and abs(zero.p95_kl) <= 1e-6 and zero.delta_logppl == 0.0
     assert zero.mean_kl_ci == (0.0, 0.0)
     assert 0 < one.mean_kl < two.mean_kl < four.mean_kl
@@ -68,8 +69,8 @@ def test_kl_is_zero_at_coefficient_zero_and_grows_with_it(lm, love_hate, texts12
     assert four.delta_logppl > 0  # steering makes plain text less likely
 
 
-def test_iso_kl_bisection_hits_its_target_and_is_deterministic(lm, love_hate, texts12):
-    texts = texts12[:8]
+def test_iso_kl_bisection_hits_its_target_and_is_deterministic(lm, love_hate, texts24):
+    texts = texts24[:12]
     c = iso_kl_scale(lm, love_hate, texts, 1.0)
     assert c == iso_kl_scale(lm, love_hate, texts, 1.0)
     assert 0 < c < 1  # the task's Love − Hate vector passes 1 nat well below coefficient 1
@@ -124,7 +125,9 @@ def test_topic_perplexity_ratio_bins_and_masks_the_prefix(lm):
     assert [b.n for b in bins] == [1, 0, 0, 2]
     assert bins[0].ratio == 1.0 and bins[3].ratio == 1.0  # coefficient 0: nothing changes
     assert math.isnan(bins[1].ratio)
-    assert sum(b.n for b in topic_perplexity_ratio(lm, wedding, WEDDING_WORDS, texts, mask_prefix=False)) == 4
+    with pytest.warns(PrefixTruncatedWarning):  # unmasked, the short text stays, under a cut vector
+        unmasked = topic_perplexity_ratio(lm, wedding, WEDDING_WORDS, texts, mask_prefix=False)
+    assert sum(b.n for b in unmasked) == 4
 
 
 def test_perplexity_ratio_plot_is_a_png():

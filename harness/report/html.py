@@ -14,15 +14,20 @@ from harness.report.plots import distribution_plot, effects_plot, fluency_plot
 from harness.report.tables import (
     CONTROL_COLUMNS,
     CONTROL_LEGEND,
+    DIAGNOSE_COLUMNS,
     EFFECT_COLUMNS,
     FLUENCY_COLUMNS,
     HEADLINE_COLUMNS,
     SAMPLE_COLUMNS,
+    TOPIC_COLUMNS,
     control_rows,
+    diagnose_legend,
+    diagnose_rows,
     effect_rows,
     fluency_rows,
     headline_rows,
     sample_rows,
+    topic_rows,
 )
 from harness.schema.results import RunResult, SampleRecord, TaskInfo
 
@@ -211,6 +216,23 @@ def _task(
     return "".join(parts)
 
 
+def _topic(run: RunResult) -> str:
+    """The perplexity ratio by topic-word share: its table and, per condition, its plot."""
+    if not run.topic_ratio:
+        return ""
+    from harness.report.offtarget_plots import perplexity_ratio_plot
+
+    figures = ""
+    for task, condition in dict.fromkeys((t.task, t.condition) for t in run.topic_ratio):
+        mine = [t for t in run.topic_ratio if (t.task, t.condition) == (task, condition)]
+        caption = ("Steered / unsteered perplexity of texts by their share of topic words; below 1 the "
+                   "steering makes them likelier (ActAdd paper, Fig. 4).")
+        plot = perplexity_ratio_plot(mine, f"{task} · {condition}")
+        figures += figure_html(plot, "perplexity ratio", caption)
+    table = table_html(TOPIC_COLUMNS, topic_rows(run))
+    return f"<h3>Perplexity ratio by topic-word share</h3>{table}{figures}"
+
+
 def _header(run: RunResult) -> str:
     model = run.model
     versions = "".join(
@@ -276,6 +298,10 @@ def render_html(
         ('<section id="controls"><h2>Is it the direction? Matched controls</h2>'
          f'{table_html(CONTROL_COLUMNS, control_rows(run))}<p class="legend">{escape(CONTROL_LEGEND)}</p>'
          "</section>" if run.controls else ""),
+        ('<section id="offtarget"><h2>Off-target cost and capability retention</h2>'
+         f"{table_html(DIAGNOSE_COLUMNS, diagnose_rows(run))}"
+         f'<p class="legend">{escape(diagnose_legend(run))}</p>'
+         f"{_topic(run)}</section>" if run.off_target else ""),
         f'<section id="effects"><h2>All effects</h2><p class="legend">★ = headline metric.</p>'
         f"{table_html(EFFECT_COLUMNS, effect_rows(run))}</section>",
         '<section id="fluency"><h2>Fluency cost</h2>'

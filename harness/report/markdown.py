@@ -11,16 +11,21 @@ from harness.report.cells import Cell, num, text
 from harness.report.tables import (
     CONTROL_COLUMNS,
     CONTROL_LEGEND,
+    DIAGNOSE_COLUMNS,
     EFFECT_COLUMNS,
     FLUENCY_COLUMNS,
     HEADLINE_COLUMNS,
     LEGEND,
     SAMPLE_COLUMNS,
+    TOPIC_COLUMNS,
     control_rows,
+    diagnose_legend,
+    diagnose_rows,
     effect_rows,
     fluency_rows,
     headline_rows,
     sample_rows,
+    topic_rows,
 )
 from harness.schema.results import RunResult, SampleRecord
 from harness.schema.spec import UNSTEERED
@@ -136,6 +141,10 @@ def render_markdown(run: RunResult, samples: Sequence[SampleRecord]) -> str:
         "",
         *(["## Is it the direction? Matched controls", "", *table_md(CONTROL_COLUMNS, control_rows(run)),
             md(CONTROL_LEGEND), ""] if run.controls else []),
+        *(["## Off-target cost and capability retention", "", *table_md(DIAGNOSE_COLUMNS, diagnose_rows(run)),
+            md(diagnose_legend(run)), ""] if run.off_target else []),
+        *(["## Perplexity ratio by topic-word share", "", *table_md(TOPIC_COLUMNS, topic_rows(run))]
+          if run.topic_ratio else []),
         "## All effects",
         "",
         "★ = headline metric of the task.",

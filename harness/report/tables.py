@@ -101,3 +101,41 @@ def control_rows(run: RunResult) -> list[list[Cell]]:
             Estimate(d.diff, d.ci_low, d.ci_high) if d else "—", pval(d.p_adjusted) if d else "—",
             (d.label or "") if d else ""])
     return rows
+
+
+DIAGNOSE_COLUMNS = ["task", "condition", "mean KL [95% CI]", "p95 KL [95% CI]", "Δ logppl neutral [95% CI]",
+                    "capability acc", "Δ acc [95% CI]", "Δ log P(answer) [95% CI]"]
+DIAGNOSE_LEGEND = ("off-target cost on {n} neutral tweets: per-token KL(unsteered ‖ steered) of the "
+                   "next-token distributions, its 95th percentile over tokens, and Δ log-perplexity of the "
+                   "text; capability retention on {items} cloze items the unsteered model answers right; "
+                   "CIs over texts and items")
+
+
+def diagnose_rows(run: RunResult) -> list[list[Cell]]:
+    """One row of DIAGNOSE_COLUMNS per diagnosed condition: off-target cost and capability."""
+    caps = {(c.task, c.condition): c for c in run.capability}
+    rows: list[list[Cell]] = []
+    for o in run.off_target:
+        c = caps.get((o.task, o.condition))
+        rows.append([o.task, o.condition, Estimate(o.mean_kl, o.mean_kl_ci_low, o.mean_kl_ci_high),
+                     Estimate(o.p95_kl, o.p95_kl_ci_low, o.p95_kl_ci_high),
+                     Estimate(o.delta_logppl, o.delta_logppl_ci_low, o.delta_logppl_ci_high),
+                     f"{c.accuracy_unsteered:.0%} → {c.accuracy_steered:.0%}" if c else "—",
+                     Estimate(c.accuracy_diff, c.accuracy_ci_low, c.accuracy_ci_high) if c else "—",
+                     Estimate(c.logprob_diff, c.logprob_ci_low, c.logprob_ci_high) if c else "—"])
+    return rows
+
+
+def diagnose_legend(run: RunResult) -> str:
+    n = run.off_target[0].n_texts if run.off_target else 0
+    items = run.capability[0].n_items if run.capability else 0
+    return DIAGNOSE_LEGEND.format(n=n, items=items)
+
+
+TOPIC_COLUMNS = ["task", "condition", "topic-word share", "texts", "perplexity ratio [95% CI]"]
+
+
+def topic_rows(run: RunResult) -> list[list[Cell]]:
+    """The perplexity ratio of texts by their share of topic words (the ActAdd paper's picture)."""
+    return [[t.task, t.condition, t.bin, str(t.n), Estimate(t.ratio, t.ratio_ci_low, t.ratio_ci_high)]
+            for t in run.topic_ratio]

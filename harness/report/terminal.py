@@ -15,14 +15,19 @@ from harness.report.cells import MOVED, NOT_SIG, WRONG, Cell, text
 from harness.report.tables import (
     CONTROL_COLUMNS,
     CONTROL_LEGEND,
+    DIAGNOSE_COLUMNS,
     EFFECT_COLUMNS,
     HEADLINE_COLUMNS,
     LEGEND,
     SAMPLE_COLUMNS,
+    TOPIC_COLUMNS,
     control_rows,
+    diagnose_legend,
+    diagnose_rows,
     effect_rows,
     headline_rows,
     sample_rows,
+    topic_rows,
 )
 from harness.schema.results import RunResult
 
@@ -80,6 +85,13 @@ def print_results(run: RunResult, console: Console | None = None) -> None:
         print_wide(console, table_rich("Is it the direction? Matched controls", CONTROL_COLUMNS,
                                        control_rows(run)))
         console.print(Text(CONTROL_LEGEND, style="dim"))
+    if run.off_target:
+        print_wide(console, table_rich("Off-target cost and capability retention", DIAGNOSE_COLUMNS,
+                                       diagnose_rows(run)))
+        console.print(Text(diagnose_legend(run), style="dim"))
+    if run.topic_ratio:
+        print_wide(console, table_rich("Perplexity ratio by topic-word share (ActAdd paper, Fig. 4)",
+                                       TOPIC_COLUMNS, topic_rows(run)))
     if run.counts:
         print_wide(console, table_rich("Samples and steering ledger", SAMPLE_COLUMNS, sample_rows(run)))
     if run.flagged_samples:

@@ -108,6 +108,61 @@ class ControlRecord(_Record):
     label: str | None = None
 
 
+class OffTargetRecord(_Record):
+    """Off-target cost of one steered condition on fixed neutral text, free of sampling noise:
+    per-token KL(unsteered ‖ steered) of the next-token distributions (mean over texts, and the
+    95th percentile over tokens) and the text's Δ log-perplexity; CIs are 95 % over texts."""
+
+    task: str
+    condition: str
+    n_texts: int
+    n_tokens: int
+    mean_kl: float
+    mean_kl_ci_low: float
+    mean_kl_ci_high: float
+    p95_kl: float
+    p95_kl_ci_low: float
+    p95_kl_ci_high: float
+    delta_logppl: float
+    delta_logppl_ci_low: float
+    delta_logppl_ci_high: float
+
+
+class CapabilityRecord(_Record):
+    """Capability retention of one steered condition: accuracy and mean log P(correct answer) on
+    the bundled cloze items, unsteered → steered, with the paired change and its CI over items."""
+
+    task: str
+    condition: str
+    n_items: int
+    accuracy_unsteered: float
+    accuracy_steered: float
+    accuracy_diff: float
+    accuracy_ci_low: float
+    accuracy_ci_high: float
+    logprob_unsteered: float
+    logprob_steered: float
+    logprob_diff: float
+    logprob_ci_low: float
+    logprob_ci_high: float
+    broken: list[str] = Field(default_factory=list)  # items right unsteered, wrong steered
+
+
+class TopicRatioRecord(_Record):
+    """The ActAdd paper's picture for a topic task: the perplexity ratio (steered / unsteered) of
+    texts binned by their share of topic words (`low`, `high`], with a 95 % CI over texts."""
+
+    task: str
+    condition: str
+    bin: str
+    low: float
+    high: float
+    n: int
+    ratio: float
+    ratio_ci_low: float
+    ratio_ci_high: float
+
+
 class TaskInfo(_Record):
     name: str
     kind: str
@@ -172,6 +227,9 @@ class RunResult(_Record):
     flagged_samples: int = 0
     counts: list[ConditionCounts] = Field(default_factory=list)
     controls: list[ControlRecord] = Field(default_factory=list)
+    off_target: list[OffTargetRecord] = Field(default_factory=list)
+    capability: list[CapabilityRecord] = Field(default_factory=list)
+    topic_ratio: list[TopicRatioRecord] = Field(default_factory=list)
     ledger: list[LedgerRecord] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
     # seconds this invocation spent per phase ("generate.TASK", "score.TASK.SCORER"); a resumed
