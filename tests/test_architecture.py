@@ -52,7 +52,8 @@ def layer(module: str) -> int:
     best, found = -1, None
     for i, group in enumerate(LAYERS):
         for prefix in group:
-            inside = module.startswith(prefix + ".") and prefix != "harness"  # the root package is only itself
+            # the root package is only itself
+            inside = module.startswith(prefix + ".") and prefix != "harness"
             if (module == prefix or inside) and len(prefix) > best:
                 best, found = len(prefix), i
     if found is None:

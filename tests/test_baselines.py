@@ -16,6 +16,7 @@ BASELINE = Path(__file__).resolve().parent.parent / "results/baselines/smollm2-1
 def test_quick_suite_holds_against_committed_baseline(smollm, tmp_path):
     result = run("quick", tmp_path / "quick", model=smollm, options=RunOptions(progress=False))
     verdict = check(result, read_baseline(BASELINE))
-    assert verdict.status == HOLDS, (verdict.reasons, [line for line in verdict.lines if line.verdict != "holds"])
+    assert verdict.status == HOLDS, (verdict.reasons,
+                                     [line for line in verdict.lines if line.verdict != "holds"])
     for head in result.headlines:  # the demo's promise: every quick task moves as expected
         assert head.moved_as_expected, head

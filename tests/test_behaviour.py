@@ -6,11 +6,11 @@ import math
 
 import numpy as np
 
+from harness.api import build_steering
 from harness.engine import GenerationSettings, generate
 from harness.runner import RunOptions, run
 from harness.scorers import make_scorer
 from harness.scorers.base import Sample, ScoringContext
-from harness.api import build_steering
 from harness.tasks import load_task
 
 

@@ -58,7 +58,8 @@ def test_bench_gives_every_figure_on_a_tiny_model(tiny_dir, tmp_path):
         "steered_vs_plain", "unsteered_vs_plain", "sampled_vs_plain", "sweep_speedup",
         "perplexity_vs_forward", "bf16_vs_fp32", "bf16_max_abs_dlogprob", "bf16_mean_abs_dlogppl",
         "bf16_same_completions", "k4_vs_k1", "k16_vs_k1", "k64_vs_k1", "sampler_share_device",
-        "sampler_share_host", "load_seconds_first", "load_seconds_cached", "peak_rss_mb", "quick_suite_seconds"}
+        "sampler_share_host", "load_seconds_first", "load_seconds_cached", "peak_rss_mb",
+        "quick_suite_seconds"}
     check_figures(result)
     assert result.unsteered_matches_plain  # greedy engine rows are exactly plain generate's
     assert result.model["source"] == str(tiny_dir.resolve())
@@ -73,7 +74,8 @@ def test_bench_gives_every_figure_on_a_tiny_model(tiny_dir, tmp_path):
 
 def test_bench_json_command_without_subprocesses(tiny_dir, capsys):
     args = argparse.Namespace(model=str(tiny_dir), dtype="float32", repeats=1, batch_size=3, max_new_tokens=2,
-                              no_suite=True, no_loads=True, no_bf16=True, no_scale=False, device="cpu", json=True)
+                              no_suite=True, no_loads=True, no_bf16=True, no_scale=False, device="cpu",
+                              json=True)
     assert cmd_bench(args) == 0
     data = json.loads(capsys.readouterr().out)
     result = BenchResult.model_validate(data)
@@ -81,5 +83,6 @@ def test_bench_json_command_without_subprocesses(tiny_dir, capsys):
     assert result.settings["batch_size"] == 3
     assert data["load_seconds_first"] is None and data["bf16_vs_fp32"] is None
     assert data["k64_vs_k1"]["target"] == 0.9 and data["sampler_share_device"]["at_most"] is True
-    for name in ("steered_vs_plain", "unsteered_vs_plain", "sweep_speedup", "perplexity_vs_forward", "k64_vs_k1"):
+    for name in ("steered_vs_plain", "unsteered_vs_plain", "sweep_speedup", "perplexity_vs_forward",
+                 "k64_vs_k1"):
         assert set(data[name]) >= {"value", "numerator", "denominator", "raw_unit", "target", "met"}

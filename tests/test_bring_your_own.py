@@ -54,9 +54,11 @@ def test_clamp_and_ablate_set_the_projection_on_the_direction(tiny_llama, operat
     steering = Steering((placed(2, direction, 5.0, operator=operator),))
     ids = torch.tensor([encode(tiny_llama.tokenizer, "I love the way the light falls")])
     mask = torch.ones_like(ids)
-    plain = capture_outputs(tiny_llama.model, [(2, "resid")], input_ids=ids, attention_mask=mask)[(2, "resid")][0]
+    plain = capture_outputs(tiny_llama.model, [(2, "resid")], input_ids=ids,
+                            attention_mask=mask)[(2, "resid")][0]
     with steer(tiny_llama, steering):
-        got = capture_outputs(tiny_llama.model, [(2, "resid")], input_ids=ids, attention_mask=mask)[(2, "resid")][0]
+        got = capture_outputs(tiny_llama.model, [(2, "resid")], input_ids=ids,
+                              attention_mask=mask)[(2, "resid")][0]
     projection = got[1:] @ unit
     target = 5.0 if operator == "clamp" else 0.0
     torch.testing.assert_close(projection, torch.full_like(projection, target), atol=1e-4, rtol=0)
@@ -76,7 +78,8 @@ def test_exported_vectors_read_back_exactly_and_steer_to_the_same_tokens(tiny_ll
     assert torch.equal(back.vectors[2], steering.interventions[0].vector)  # max |Δ| = 0.0
     read = _vector_file(tiny_llama, path)
     conditions = {"mean_diff": steering, "file": read}
-    tokens = {g.row.prompt + g.row.condition: g.token_ids for g in generate(tiny_llama, PROMPTS, conditions, GREEDY)}
+    tokens = {g.row.prompt + g.row.condition: g.token_ids
+              for g in generate(tiny_llama, PROMPTS, conditions, GREEDY)}
     assert all(tokens[p + "mean_diff"] == tokens[p + "file"] for p in PROMPTS)
 
 
@@ -84,7 +87,8 @@ def test_vector_cli_exports_converts_and_inspects(tiny_llama, tmp_path, capsys):
     model = tmp_path / "model"
     tiny_llama.model.save_pretrained(model)
     tiny_llama.tokenizer.save_pretrained(model)
-    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps({"positive": p, "negative": n}) + "\n" for p, n in PAIRS))
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps({"positive": p, "negative": n}) + "\n"
+                                                  for p, n in PAIRS))
     task = tmp_path / "t.yaml"
     task.write_text("name: t\nkind: topic\nprompts: [The tower]\n"
                     "steering: {method: mean_diff, layer: 1, coeff: 2, pairs: {file: pairs.jsonl}}\n"

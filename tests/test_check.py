@@ -42,11 +42,13 @@ def synthetic(effect: np.ndarray, cost: np.ndarray, *, counts: tuple[int, int] =
     base = np.linspace(0.2, 0.6, N)
     def summary(metric: str, delta: np.ndarray, level: np.ndarray) -> PromptSummary:
         return PromptSummary(task=TASK, condition="steered", metric=metric,
-                             prompts={p: [float(u), float(u + d)] for p, u, d in zip(PROMPTS, level, delta, strict=True)})
+                             prompts={p: [float(u), float(u + d)]
+                                      for p, u, d in zip(PROMPTS, level, delta, strict=True)})
 
     diff, fdiff = float(np.nanmean(effect)), float(np.nanmean(cost))
-    headline = Headline(task=TASK, condition="steered", metric=METRIC, expected_direction="increase", diff=diff,
-                        ci_low=diff, ci_high=diff, effect_size=1.0, significant=True, moved_as_expected=True)
+    headline = Headline(task=TASK, condition="steered", metric=METRIC, expected_direction="increase",
+                        diff=diff, ci_low=diff, ci_high=diff, effect_size=1.0, significant=True,
+                        moved_as_expected=True)
     fluency = FluencyRecord(task=TASK, condition="steered", judge="generation model", n=N, mean_unsteered=3.0,
                             mean_steered=3.0 + fdiff, diff=fdiff, ci_low=fdiff, ci_high=fdiff, p_value=0.01,
                             ppl_ratio=math.exp(fdiff) if math.isfinite(fdiff) else math.nan)
@@ -54,8 +56,8 @@ def synthetic(effect: np.ndarray, cost: np.ndarray, *, counts: tuple[int, int] =
     config = {"generation": {"max_new_tokens": 8}, "scorers": {"sentiment": {}, "perplexity": {}},
               "headline": METRIC, "prompts": PROMPTS}
     return RunResult(
-        config={"target": TASK, "tasks": {TASK: config}}, config_hash="x", versions={}, started="", finished="",
-        model={"name": "m", "sha256": "0" * 64, "dtype": dtype},
+        config={"target": TASK, "tasks": {TASK: config}}, config_hash="x", versions={}, started="",
+        finished="", model={"name": "m", "sha256": "0" * 64, "dtype": dtype},
         tasks=[TaskInfo(name=TASK, kind="sentiment", prompt_ids=PROMPTS)], effects=[], fluency_cost=[fluency],
         headlines=[headline],
         per_prompt=[summary(METRIC, effect, base), summary(FLUENCY_METRIC, cost, base + 3.0)],
@@ -97,7 +99,8 @@ def test_a_significantly_smaller_effect_is_a_regression_and_a_small_one_is_not()
 def test_a_larger_fluency_cost_is_a_regression():
     result = check(synthetic(noisy(0.30, 0.05, 3), noisy(0.80, 0.05, 4)), make_baseline(BASE))
     assert result.status == REGRESSION
-    assert [line.what for line in result.lines if line.verdict == "regression"] == ["fluency cost (Δ log-ppl)"]
+    assert [line.what for line in result.lines
+            if line.verdict == "regression"] == ["fluency cost (Δ log-ppl)"]
 
 
 def test_too_little_evidence_is_inconclusive_and_says_how_many_prompts_would_decide():
@@ -114,13 +117,16 @@ def test_no_finite_value_is_a_regression_not_a_pass():
     result = check(synthetic(gone, gone), make_baseline(BASE))
     assert result.status == REGRESSION
     bad = {line.what: line.reason for line in result.lines if line.verdict == "regression"}
-    assert "no finite value" in bad[f"effect {METRIC}"] and "no finite fluency cost" in bad["fluency cost (Δ log-ppl)"]
-    floors = check(synthetic(gone, gone), make_baseline(BASE), floors={"min_effect": 0.1, "max_fluency_cost": 1})
+    assert ("no finite value" in bad[f"effect {METRIC}"]
+            and "no finite fluency cost" in bad["fluency cost (Δ log-ppl)"])
+    floors = check(synthetic(gone, gone), make_baseline(BASE),
+                   floors={"min_effect": 0.1, "max_fluency_cost": 1})
     assert floors.status == REGRESSION
 
 
 def test_flagged_or_empty_steered_samples_are_a_regression():
-    result = check(synthetic(noisy(0.30, 0.05, 3), noisy(0.30, 0.05, 4), counts=(10, 20)), make_baseline(BASE))
+    result = check(synthetic(noisy(0.30, 0.05, 3), noisy(0.30, 0.05, 4), counts=(10, 20)),
+                   make_baseline(BASE))
     assert result.status == REGRESSION
     line = next(line for line in result.lines if line.what.startswith("flagged"))
     assert line.verdict == "regression" and "31%" in line.reason
@@ -143,7 +149,8 @@ def test_json_verdict_is_strict_json(tmp_path):
 
 def test_different_model_dtype_tasks_or_prompts_cannot_be_compared():
     base = make_baseline(BASE)
-    assert check(synthetic(noisy(0.3, 0.05, 3), noisy(0.3, 0.05, 4), dtype="bfloat16"), base).status == INCOMPARABLE
+    assert check(synthetic(noisy(0.3, 0.05, 3), noisy(0.3, 0.05, 4), dtype="bfloat16"),
+                 base).status == INCOMPARABLE
     renamed = BASE.model_copy(update={"config": {"tasks": {"other": BASE.config["tasks"][TASK]}}})
     result = check(renamed, base)
     assert result.status == INCOMPARABLE and "different tasks" in result.reasons[0]
@@ -187,7 +194,8 @@ SMALL = {"samples": 2, "max_new_tokens": 16, "max_prompts": 8}
 
 
 def _love_hate(lm, out: Path, *sets: str, seed: int | None = None) -> RunResult:
-    return run("love_hate", out, model=lm, options=RunOptions(progress=False, seed=seed, overrides=sets, **SMALL))
+    return run("love_hate", out, model=lm,
+               options=RunOptions(progress=False, seed=seed, overrides=sets, **SMALL))
 
 
 @pytest.fixture(scope="module")
@@ -197,7 +205,8 @@ def love_baseline(smollm, tmp_path_factory):
     return write_baseline(result, folder / "baseline.json"), folder / "baseline.json"
 
 
-def test_real_coefficient_zero_does_not_pass_and_names_task_and_metric(smollm, love_baseline, tmp_path, capsys):
+def test_real_coefficient_zero_does_not_pass_and_names_task_and_metric(smollm, love_baseline, tmp_path,
+                                                                        capsys):
     _, path = love_baseline
     _love_hate(smollm, tmp_path / "zero", "steering.coeff=0")
     assert main(["check", str(tmp_path / "zero"), "--baseline", str(path)]) == REGRESSION

@@ -15,8 +15,8 @@ from scipy import stats as sps
 from harness.compare import compare_runs, parse_ref
 from harness.errors import UserError
 from harness.report.compare_report import (
-    headline_lines,
     compare_text,
+    headline_lines,
     render_compare_html,
     render_compare_markdown,
     write_compare,

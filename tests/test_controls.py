@@ -27,7 +27,8 @@ def test_a_random_control_has_the_steered_vectors_norm_per_layer_and_row(tiny_ll
     steering = (build_actadd(tiny_llama, [Addition(1, 8.0, "love"), Addition(1, -8.0, "hate"),
                                           Addition(3, 2.0, "tower")]) if which == "actadd"
                 else build_mean_diff(tiny_llama, PAIRS, 2, 4.0))
-    controls = with_controls({"steered": Condition(steering, {}, {"x": 1})}, ControlsSpec(random=3, negated=True))
+    controls = with_controls({"steered": Condition(steering, {}, {"x": 1})},
+                             ControlsSpec(random=3, negated=True))
     assert list(controls) == ["steered", "steered · random 1", "steered · random 2", "steered · random 3",
                               "steered · negated"]
     for name, cond in controls.items():
@@ -35,7 +36,8 @@ def test_a_random_control_has_the_steered_vectors_norm_per_layer_and_row(tiny_ll
             norms, want = iv.vector.norm(dim=-1), ref.vector.norm(dim=-1)
             torch.testing.assert_close(norms, want, atol=1e-5, rtol=1e-6)
             if "random" in name:  # a different direction, not a rescaled copy
-                cos = torch.nn.functional.cosine_similarity(iv.vector.reshape(-1), ref.vector.reshape(-1), dim=0)
+                cos = torch.nn.functional.cosine_similarity(iv.vector.reshape(-1), ref.vector.reshape(-1),
+                                                            dim=0)
                 assert abs(float(cos)) < 0.9
     torch.testing.assert_close(controls["steered · negated"].steering.interventions[0].vector,
                                -steering.interventions[0].vector)
@@ -48,10 +50,12 @@ def test_controls_share_the_unsteered_samples(tiny_llama, tmp_path):
     options = RunOptions(progress=False, controls="random=2,negated")
     (task,) = resolve_tasks(str(write_task(tmp_path)), options)
     plain = plan_task(tiny_llama, task, task_conditions(tiny_llama, task))
-    controlled = plan_task(tiny_llama, task, with_controls(task_conditions(tiny_llama, task), task.spec.controls))
+    controlled = plan_task(tiny_llama, task,
+                           with_controls(task_conditions(tiny_llama, task), task.spec.controls))
     unsteered = {i.key for i in plain.items if i.row.condition == "unsteered"}
     assert {i.key for i in controlled.items if i.row.condition == "unsteered"} == unsteered
-    assert len(set(controlled.keys)) == len(controlled.keys) == len(plain.keys) * 5 // 2  # 3 controls, once each
+    # 3 controls, once each
+    assert len(set(controlled.keys)) == len(controlled.keys) == len(plain.keys) * 5 // 2
     result = run(str(write_task(tmp_path)), tmp_path / "out", model=tiny_llama, options=options)
     kinds = {c.kind for c in result.controls}
     assert kinds == {"specific", "direction"} and all(math.isfinite(c.ci_low) for c in result.controls
@@ -72,9 +76,10 @@ def _synthetic(negated_shift: float) -> list[SampleRecord]:
         for condition, s in shift.items():
             for j in range(2):
                 value = level + s + rng.normal(0, 0.05)
-                out.append(SampleRecord(key=f"{condition}{i}{j}", task="t", condition=condition, prompt_index=i,
-                                        prompt_id=f"p{i}", prompt=f"p{i}", sample=j, seed=j, completion="x",
-                                        token_ids=[1], prompt_ids=[0], scores={"m.value": value}))
+                out.append(SampleRecord(key=f"{condition}{i}{j}", task="t", condition=condition,
+                                        prompt_index=i, prompt_id=f"p{i}", prompt=f"p{i}", sample=j, seed=j,
+                                        completion="x", token_ids=[1], prompt_ids=[0],
+                                        scores={"m.value": value}))
     return out
 
 
@@ -107,7 +112,8 @@ def test_the_minimum_detectable_effect_is_detected_in_80_percent_of_simulated_ru
 
 
 def test_love_hate_with_controls_on_the_embedded_model(smollm, tmp_path):
-    options = RunOptions(progress=False, max_prompts=8, samples=2, max_new_tokens=16, controls="random=3,negated")
+    options = RunOptions(progress=False, max_prompts=8, samples=2, max_new_tokens=16,
+                         controls="random=3,negated")
     result = run("love_hate", tmp_path / "run", model=smollm, options=options)
     head = [c for c in result.controls if c.headline]
     assert {c.kind for c in head} == {"specific", "direction"}
@@ -115,4 +121,5 @@ def test_love_hate_with_controls_on_the_embedded_model(smollm, tmp_path):
         assert c.n == 8 and c.ci_low <= c.diff <= c.ci_high and math.isfinite(c.p_adjusted)
     assert result.headlines[0].specific_diff is not None and result.headlines[0].mde > 0
     assert {c.condition for c in result.counts} == {"unsteered", "steered", "steered · random 1",
-                                                    "steered · random 2", "steered · random 3", "steered · negated"}
+                                                    "steered · random 2", "steered · random 3",
+                                                    "steered · negated"}

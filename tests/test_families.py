@@ -44,13 +44,15 @@ def test_scoring_a_row_alone_equals_scoring_it_in_a_padded_batch(lm):
     for steer_rows in (None, [steering, None, steering]):
         batched = continuation_logprobs(lm, prefixes, conts, steer_rows, batch_size=8)
         for i in range(len(PROMPTS)):
-            alone = continuation_logprobs(lm, [prefixes[i]], [conts[i]], [steer_rows[i]] if steer_rows else None)
+            alone = continuation_logprobs(lm, [prefixes[i]], [conts[i]],
+                                          [steer_rows[i]] if steer_rows else None)
             torch.testing.assert_close(torch.tensor(alone[0]), torch.tensor(batched[i]), atol=1e-5, rtol=0)
 
 
 def test_a_row_generated_alone_equals_it_in_a_mixed_batch(lm):
     conditions = {"u": None, **_steerings(lm)}
-    batched = {(g.row.prompt, g.row.condition): g.token_ids for g in generate(lm, PROMPTS, conditions, GREEDY)}
+    batched = {(g.row.prompt, g.row.condition): g.token_ids
+               for g in generate(lm, PROMPTS, conditions, GREEDY)}
     for prompt in PROMPTS:
         for name, steering in conditions.items():
             (alone,) = generate(lm, [prompt], {name: steering}, GREEDY, batch_size=1)
@@ -65,8 +67,8 @@ def test_steered_tokens_are_the_same_with_and_without_the_kv_cache(lm, method):
     out = {}
     for cache in (True, False):
         with steer(lm, steering), torch.no_grad():
-            out[cache] = lm.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False,
-                                           use_cache=cache, pad_token_id=tok.pad_token_id)
+            out[cache] = lm.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6,
+                                           do_sample=False, use_cache=cache, pad_token_id=tok.pad_token_id)
     assert out[True].tolist() == out[False].tolist()
 
 

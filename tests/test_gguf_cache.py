@@ -94,7 +94,7 @@ def test_interrupted_conversion_is_never_used(fake_gguf, tmp_path, monkeypatch):
     stale.mkdir()
     os.utime(stale, (time.time() - 7200, time.time() - 7200))
     monkeypatch.setattr(gguf_cache, "read_gguf", real_read)
-    lm = load_model(str(path))
+    load_model(str(path))
     assert (root / file_sha256(path) / CACHE_MARKER).is_file() and len(calls) == 2  # killed, then whole
     assert [p.name for p in root.iterdir()] == [file_sha256(path)]
 

@@ -10,18 +10,18 @@ import numpy as np
 import pytest
 import torch
 
+from harness.api import steer
 from harness.errors import UserError
-from harness.store import read_run
+from harness.methods.mean_diff import build_mean_diff
+from harness.methods.prompting import build_prompting
+from harness.methods.vector_file import build_vector_file
 from harness.runner import RunOptions, run
 from harness.scorers import make_scorer
 from harness.scorers.base import Sample
 from harness.scorers.logprobs import continuation_logprobs
 from harness.steering.base import Intervention, Steering
-from harness.api import steer
 from harness.steering.capture import capture_outputs
-from harness.methods.mean_diff import build_mean_diff
-from harness.methods.prompting import build_prompting
-from harness.methods.vector_file import build_vector_file
+from harness.store import read_run
 from harness.tokens import encode
 
 PAIRS = [("I love the way", "I hate the way"), ("the light falls on the water", "the tower"),

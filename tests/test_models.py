@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from harness.engine import GenerationSettings, generate
-from harness.models import ModelLoadError, decoder_blocks, hook_module, load_model
 from harness.methods.actadd import Addition, build_actadd, contrast_token_ids
+from harness.models import ModelLoadError, decoder_blocks, hook_module, load_model
 
 GREEDY = GenerationSettings(max_new_tokens=8, greedy=True, repetition_penalty=1.0)
 

@@ -14,9 +14,9 @@ import pytest
 from harness.errors import UserError
 from harness.report.html import render_html
 from harness.report.io import write_reports
-from harness.store import read_run
 from harness.report.markdown import render_markdown, side_by_side
 from harness.report.plots import distribution_plot, effects_plot, fluency_plot
+from harness.report.terminal import results_text
 from harness.schema.results import (
     EffectRecord,
     FluencyRecord,
@@ -25,7 +25,7 @@ from harness.schema.results import (
     SampleRecord,
     TaskInfo,
 )
-from harness.report.terminal import results_text
+from harness.store import read_run
 
 NAN = float("nan")
 PROMPTS = ["I think that", "Yesterday my neighbour", "The best thing about"]

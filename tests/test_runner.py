@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.store import read_run
 from harness.report.terminal import results_text
 from harness.runner import RunOptions, run
-from harness.store import read_jsonl
+from harness.store import read_jsonl, read_run
 from tests.conftest import save_tiny_model
 
 TASK = """\

@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
+from harness.methods.actadd import Addition, build_actadd
 from harness.scorers import make_scorer
 from harness.scorers.base import Sample, ScoringContext
 from harness.scorers.diversity import distinct_n
-from harness.methods.actadd import Addition, build_actadd
 from harness.tokens import encode
 
 CTX = ScoringContext()

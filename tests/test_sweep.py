@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from harness.cli import main
-from harness.store import read_run
 from harness.runner import RunOptions, resolve_tasks, run
+from harness.store import read_run
 from harness.sweep import SweepGrid, residual_norm, run_sweep, sweep_conditions
 from harness.sweep_analysis import summarize_sweep
 from harness.tokens import encode
@@ -101,7 +101,8 @@ def test_held_out_selection_chooses_on_one_half_and_reports_on_the_other(sweep_d
     assert not chosen & held and chosen | held == set(run_.tasks[0].prompt_ids)  # disjoint halves, all
     assert len(chosen) == len(PROMPTS) // 2 and sel.selected_on == len(chosen)
 
-    def effect(condition: str, prompts: set[str]) -> float:  # by hand: mean over prompts of steered − unsteered
+    # by hand: mean over prompts of steered − unsteered
+    def effect(condition: str, prompts: set[str]) -> float:
         per: dict[str, dict[str, list[float]]] = {}
         for r in samples:
             if r.prompt_id in prompts and r.condition in ("unsteered", condition):
@@ -140,9 +141,8 @@ def test_sweep_command_writes_the_reports_and_rejects_prompting(tiny_llama, tmp_
 
 
 def test_iso_kl_units_calibrate_each_config_to_its_kl_target(tiny_llama, tmp_path):
-    from harness.offtarget import offtarget_cost, neutral_texts
+    from harness.offtarget import neutral_texts, offtarget_cost
     from harness.sweep import KL_TEXTS
-
     from tests.test_methods import write_task as write_method_task
 
     (task,) = resolve_tasks(str(write_method_task(tmp_path)), RunOptions(method="mean_diff"))

@@ -146,10 +146,12 @@ def test_the_repetition_penalty_sees_the_same_tokens_for_every_method(tiny_llama
 
 def test_a_missing_scorer_asset_fails_before_any_generation(tiny_llama, tmp_path):
     task = write_task(tmp_path)
-    task.write_text(task.read_text().replace("  perplexity: {}\n", f"  hf_classifier: {{model: {tmp_path / 'gone'}}}\n"))
+    task.write_text(task.read_text().replace("  perplexity: {}\n",
+                                             f"  hf_classifier: {{model: {tmp_path / 'gone'}}}\n"))
     with pytest.raises(UserError, match="not available locally"):
         run(str(task), tmp_path / "out", model=tiny_llama, options=QUIET)
-    assert not (tmp_path / "out" / "samples.jsonl").exists() or not read_jsonl(tmp_path / "out" / "samples.jsonl")
+    assert (not (tmp_path / "out" / "samples.jsonl").exists()
+            or not read_jsonl(tmp_path / "out" / "samples.jsonl"))
 
 
 def test_a_missing_sentence_encoder_fails_before_any_generation(tiny_llama, tmp_path, monkeypatch):
