@@ -73,13 +73,15 @@ def score_items(lm: LoadedModel, items: Sequence[Item], steering: Steering | Non
                 batch_size: int = 32) -> ItemScores:
     """Greedy first token and answer log-probability of every item, in batched forward passes
     over BOS + prompt + answer (left-padded, position ids counted from each row's first token,
-    the steering's layout with the prompt as the prompt, as in `continuation_logprobs`)."""
+    the steering's layout with the prompt as the prompt, as in `continuation_logprobs`). A
+    steering's preamble (prompting) goes between BOS and the prompt."""
     import torch
 
     from harness.steering.session import RowLayout, steering_hooks
-    from harness.tokens import encode, left_pad
+    from harness.tokens import encode_with_preamble, left_pad
 
-    prompts = [encode(lm.tokenizer, it.prompt, use_bos=True) for it in items]
+    preamble = steering.preamble if steering is not None else ""
+    prompts = [encode_with_preamble(lm.tokenizer, it.prompt, preamble, use_bos=True) for it in items]
     answers = [list(lm.tokenizer(it.answer, add_special_tokens=False).input_ids) for it in items]
     empty = [it.answer for it, a in zip(items, answers, strict=True) if not a]
     if empty:

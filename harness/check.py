@@ -33,7 +33,7 @@ from pydantic import Field
 from harness.comparable import incomparable_reasons, measurement
 from harness.comparison import Comparison, adjust, compare_values, margin_p_value
 from harness.errors import UserError
-from harness.power import prompts_needed
+from harness.power import minimum_detectable_effect, prompts_needed
 from harness.schema.results import (
     SCHEMA_VERSION,
     ConditionCounts,
@@ -97,6 +97,7 @@ class Line(Record):
     reason: str = ""
     p_regression: float | None = None  # Holm-adjusted one-sided test of a regression
     p_holds: float | None = None  # one-sided test that the baseline effect is not entirely lost
+    detectable: float | None = None  # the smallest change this check detects with 80 % power
 
 
 class CheckResult(Record):
@@ -255,6 +256,7 @@ def _effect_line(base: Headline, now: Headline, now_pp: PromptSummary | None, ba
     expected = sign * base_diff  # the baseline effect in the expected direction
     p_reg = margin_p_value(toward, -tol.effect * abs(expected), "less")
     line = _line(base.task, base.condition, what, base_diff, now_diff, c.diff, c.ci_low, c.ci_high, "holds")
+    line = line.model_copy(update={"detectable": minimum_detectable_effect(_sd(c.deltas), c.n, sides=1)})
     minimum = floors.get("min_effect")
     if minimum is not None and sign * now_diff < minimum:
         return _Test(_replace(line, "regression", f"effect below min_effect {minimum}", math.nan), p_reg)

@@ -148,6 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_task_args(vec)
     vec.set_defaults(func=commands.cmd_vector, seed=None)
 
+    pln = sub.add_parser("plan", help="power of a run: the minimum detectable effect of each headline, and "
+                         "the prompts an effect would need")
+    pln.add_argument("run", help="run.json or its folder")
+    pln.add_argument("--effect", type=float, help="the effect size (in the metric's units) to plan for")
+    pln.add_argument("--json", action="store_true")
+    pln.set_defaults(func=commands.cmd_plan)
+
     val = sub.add_parser("validate", help="check task and suite files (schema, files, scorers, metrics) "
                          "without loading a model")
     val.add_argument("files", nargs="+", metavar="FILE", help="task or suite YAML files, or bundled names")

@@ -209,6 +209,27 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Per headline of a run: the minimum detectable effect at 80 % power, and the prompts an effect
+    needs."""
+    from harness.plan_power import power_lines
+    from harness.store import read_run
+
+    run, _ = read_run(Path(args.run))
+    lines = power_lines(run, args.effect)
+    if args.json:
+        print("[" + ",\n".join(line.model_dump_json() for line in lines) + "]")
+        return 0
+    for line in lines:
+        need = ""
+        if line.effect is not None:
+            need = (f"; an effect of {line.effect:+g} needs {line.prompts_needed} prompts" if line.prompts_needed
+                    else f"; an effect of {line.effect:+g} cannot be planned (zero or no spread)")
+        print(f"{line.task} · {line.condition} · {line.metric}: {line.n} prompts, paired SD {line.sd:.3g}, "
+              f"observed {line.observed:+.3g}; minimum detectable effect at 80 % power {line.mde:.3g}{need}")
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     """Check task and suite files without loading a model (or torch): exit 2 on any problem."""
     import time

@@ -359,7 +359,7 @@ def _bracket(start: float, max_coeff: float) -> Iterator[float]:
 # -- the ActAdd paper's perplexity-ratio picture ----------------------------------------------
 @dataclass(frozen=True)
 class Bin:
-    """Texts whose topic-word share lies in (`low`, `high`] (`low` = `high` = 0: exactly 0).
+    """Texts whose topic-word share lies in (`low`, `high`] (the "0" bin: exactly 0).
 
     `ratio`: steered / unsteered perplexity, exp(mean over texts of Δ log-perplexity), with a
     95 % CI over texts (the exp of the Δ's CI); below 1 the steering makes the texts likelier.
@@ -380,13 +380,19 @@ def default_bins() -> tuple[float, ...]:
     return (0.0, 0.02, 0.05)
 
 
-def _bin_labels(edges: Sequence[float]) -> list[tuple[str, float, float]]:
-    out = [("0", 0.0, 0.0)] if edges and edges[0] == 0 else []
-    uppers = [e for e in edges if e > 0]
-    lows = [0.0, *uppers]
-    for low, high in zip(lows, uppers, strict=False):
-        out.append((f"({low:.0%}, {high:.0%}]", low, high))
-    out.append((f"> {lows[-1]:.0%}", lows[-1], 1.0))
+def _pct(x: float) -> str:
+    return f"{100 * x:g}%"
+
+
+def _bin_labels(edges: Sequence[float]) -> list[tuple[str, float, float, bool]]:
+    """(label, low, high, low included) per bin: "0" when the edges start at 0, then
+    (e_i, e_i+1], and > the last edge (a first edge above 0 makes a first bin [0, e_0])."""
+    if list(edges) != sorted(set(edges)) or not edges or edges[0] < 0 or edges[-1] >= 1:
+        raise UserError(f"bin edges must be increasing shares in [0, 1), got {list(edges)}")
+    out = [("0", 0.0, 0.0, True)] if edges[0] == 0 else [(f"[0, {_pct(edges[0])}]", 0.0, edges[0], True)]
+    for low, high in zip(edges, edges[1:], strict=False):
+        out.append((f"({_pct(low)}, {_pct(high)}]", low, high, False))
+    out.append((f"> {_pct(edges[-1])}", edges[-1], 1.0, False))
     return out
 
 
@@ -408,6 +414,7 @@ def topic_perplexity_ratio(lm: LoadedModel, steering: Steering, words: Sequence[
     """
     _check(steering)
     edges = default_bins() if bins is None else tuple(bins)
+    labels = _bin_labels(edges)
     first = max(2, prefix_length(steering)) if mask_prefix else 2
     rows = _rows(lm, texts)
     keep = [i for i, r in enumerate(rows) if len(r) > first]
@@ -415,8 +422,8 @@ def topic_perplexity_ratio(lm: LoadedModel, steering: Steering, words: Sequence[
     shares = [topic_share(texts[i], pattern) for i in keep]
     _, dlp = _Scorer(lm, [rows[i] for i in keep], [first] * len(keep), batch_size).per_text(steering)
     out = []
-    for label, low, high in _bin_labels(edges):
-        inside = [j for j, s in enumerate(shares) if (s == 0 if high == 0 else low < s <= high)]
+    for label, low, high, closed in labels:
+        inside = [j for j, s in enumerate(shares) if (low <= s if closed else low < s) and s <= high]
         deltas = [float(dlp[j].mean()) for j in inside]
         mean = float(np.mean(deltas)) if deltas else NAN
         lo, hi = bootstrap_ci(deltas, seed=seed)

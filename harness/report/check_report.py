@@ -21,13 +21,16 @@ def print_check(result: CheckResult, console: Console | None = None) -> None:
         console.print("[bold red]cannot compare[/]: " + "; ".join(result.reasons))
         return
     table = Table(title="steering regression check", show_lines=False)
-    for col in ("task", "condition", "what", "baseline", "now", "Δ [95% CI]", "p_reg (Holm)", "verdict"):
+    for col in ("task", "condition", "what", "baseline", "now", "Δ [95% CI]", "detectable", "p_reg (Holm)",
+                "verdict"):
         table.add_column(col)
     for line in result.lines:
         change = text(Estimate(line.diff, line.ci_low, line.ci_high)) if line.ci_low == line.ci_low \
             else num(line.diff, signed=True)
         table.add_row(line.task, line.condition, line.what, num(line.baseline, signed=True),
-                      num(line.now, signed=True), change, pval(line.p_regression),
+                      num(line.now, signed=True), change, num(line.detectable), pval(line.p_regression),
                       f"[{_STYLE[line.verdict]}]{line.verdict}[/] {line.reason}")
     print_wide(console, table)
+    console.print("[dim]detectable = the smallest change of the effect this check detects with 80 % power "
+                  "(one-sided, α = 0.05) with its prompts and their paired spread[/]")
     console.print(_STATUS[result.status])
