@@ -223,8 +223,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     for line in lines:
         need = ""
         if line.effect is not None:
-            need = (f"; an effect of {line.effect:+g} needs {line.prompts_needed} prompts" if line.prompts_needed
-                    else f"; an effect of {line.effect:+g} cannot be planned (zero or no spread)")
+            need = (f"; an effect of {line.effect:+g} needs {line.prompts_needed} prompts"
+                    if line.prompts_needed else f"; an effect of {line.effect:+g} cannot be planned")
         print(f"{line.task} · {line.condition} · {line.metric}: {line.n} prompts, paired SD {line.sd:.3g}, "
               f"observed {line.observed:+.3g}; minimum detectable effect at 80 % power {line.mde:.3g}{need}")
     return 0
