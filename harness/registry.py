@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     Builder = Callable[[LoadedModel, MethodSpec, GenerationSettings], Steering]
 
 BUILTIN_METHODS = ("actadd", "mean_diff", "prompting", "vector_file")
-BUILTIN_SCORERS = ("keywords", "sentiment", "vader", "hf_classifier", "perplexity", "fact", "diversity")
+BUILTIN_SCORERS = ("keywords", "sentiment", "vader", "hf_classifier", "perplexity", "fact", "diversity",
+                   "evaluate_module")
 PLUGIN_GROUP = "harness.plugins"
 
 

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from harness.errors import UserError
 from harness.methods.actadd import Addition, build_actadd
 from harness.scorers import make_scorer
 from harness.scorers.base import Sample, ScoringContext
@@ -96,3 +97,47 @@ def test_fact_margin_equals_hand_written_log_softmax(smollm):
     assert scores[1].values["margin"] > scores[0].values["margin"]  # steering moves toward Rome
     assert math.isnan(scores[2].values["margin"]) and scores[2].values["specificity"] in (0.0, 1.0)
     assert scores[2].reasons["margin"] == "neighbourhood prompt"
+
+
+MEASUREMENT = '''
+import datasets
+import evaluate
+
+
+class Letters(evaluate.Measurement):
+    def _info(self):
+        features = datasets.Features({"predictions": datasets.Value("string")})
+        return evaluate.MeasurementInfo(description="letters", citation="", inputs_description="texts",
+                                        features=features)
+
+    def _compute(self, predictions, scale=1.0):
+        letters = [scale * sum(c.isalpha() for c in p) for p in predictions]
+        return {"letters": letters, "total": len(predictions)}
+'''
+
+
+def test_an_evaluate_measurement_is_a_per_sample_scorer(tmp_path):
+    (tmp_path / "letters.py").write_text(MEASUREMENT)
+    scorer = make_scorer("evaluate", {"module": str(tmp_path / "letters.py"), "key": "letters",
+                                      "args": {"scale": 2.0}})
+    scorer.preflight(ScoringContext())
+    samples = [Sample("p", c, "u") for c in ["ab c", "", "1 2 x"]]
+    scores = scorer.score(samples, ScoringContext())
+    assert [s.values["letters"] for s in scores[::2]] == [6.0, 2.0]
+    assert math.isnan(scores[1].values["letters"]) and scores[1].reasons["letters"] == "empty completion"
+    total = make_scorer("evaluate", {"module": str(tmp_path / "letters.py"), "key": "total"})
+    with pytest.raises(UserError, match="not one number per completion"):
+        total.score(samples, ScoringContext())
+
+
+def test_a_hub_evaluate_module_offline_fails_before_generation(tiny_llama, tmp_path, monkeypatch):
+    from harness.runner import RunOptions, run
+    from tests.test_runner import write_task
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    task = write_task(tmp_path)
+    scorer = "  evaluate: {module: toxicity, key: toxicity}\n"
+    task.write_text(task.read_text().replace("  perplexity: {}\n", "  perplexity: {}\n" + scorer))
+    with pytest.raises(UserError, match="evaluate module 'toxicity'.*cannot be loaded"):
+        run(str(task), tmp_path / "out", model=tiny_llama, options=RunOptions(progress=False))
+    assert not (tmp_path / "out" / "samples.jsonl").exists()  # nothing generated
