@@ -288,8 +288,10 @@ def iso_kl_scale(lm: LoadedModel, unit: Steering, texts: Sequence[str], target: 
     then bisection in log c; each split point is the log–log interpolation of the bracket's
     ends, kept inside its middle 80 % (so it is at worst a shrunk bisection step; KL grows
     roughly as a power of c). Deterministic: same batches, same float arithmetic. The
-    unsteered logits are computed once and kept. Raises `UserError` when `max_coeff` does not
-    reach the target.
+    unsteered logits are computed once and kept. The p95 need not be monotone in c (an ActAdd
+    prefix concentrates its cost on the first positions; on short texts the p95 of Love − Hate
+    fell from c = 1 to 2): the result is then one crossing of the target, the bracket's. Raises
+    `UserError` when `max_coeff` does not reach the target.
     """
     _check(unit)
     if not target > 0 or not math.isfinite(target):

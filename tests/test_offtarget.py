@@ -24,6 +24,7 @@ from harness.offtarget import (
     topic_perplexity_ratio,
 )
 from harness.report.offtarget_plots import perplexity_ratio_plot
+from harness.schema.results import TopicRatioRecord
 from harness.steering.base import Steering
 from harness.steering.session import PrefixTruncatedWarning
 
@@ -134,3 +135,7 @@ def test_perplexity_ratio_plot_is_a_png():
     bins = [Bin("0", 0, 0, 30, 600, 0.01, 1.01, (0.99, 1.03)), Bin("> 5%", 0.05, 1, 0, 0, math.nan, math.nan,
                                                                  (math.nan, math.nan))]
     assert perplexity_ratio_plot(bins).startswith(b"\x89PNG")
+    records = [TopicRatioRecord(task="weddings", condition="steered", bin=b.label, low=b.low, high=b.high,
+                                n=b.n, ratio=b.ratio, ratio_ci_low=b.ratio_ci[0], ratio_ci_high=b.ratio_ci[1])
+               for b in bins]  # a run's records, as the HTML report passes them
+    assert perplexity_ratio_plot(records, "weddings · steered").startswith(b"\x89PNG")

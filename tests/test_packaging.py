@@ -22,7 +22,8 @@ def test_a_wheel_installed_elsewhere_runs_a_bundled_task_from_another_directory(
     for needed in ("harness/bundled_tasks/suites/quick.yaml",
                    "harness/bundled_tasks/sentiment/love_hate.yaml",
                    "harness/bundled_tasks/topic/conversation_openers.jsonl",
-                   "harness/scorers/data/sentiment_lr.json", "harness/py.typed"):
+                   "harness/scorers/data/sentiment_lr.json",
+                   "harness/data/capability.jsonl", "harness/py.typed"):
         assert needed in names, needed
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site),
