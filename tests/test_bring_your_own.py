@@ -139,7 +139,9 @@ def test_prompts_from_a_saved_dataset_or_a_parquet_file_run_end_to_end(smollm, t
     ("{dataset: saved, split: test, field: text}", ["no field 'text'", "sentence, label"]),
     ("{dataset: nobody/nothing-here, split: test}", ["nobody/nothing-here", "cannot be loaded"]),
 ])
-def test_dataset_errors_name_the_dataset_split_and_field(tmp_path, source, words):
+def test_dataset_errors_name_the_dataset_split_and_field(tmp_path, monkeypatch, source, words):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a hub id offline fails at once, as it must in CI
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     _make_dataset(tmp_path)
     with pytest.raises(UserError) as err:
         resolve_tasks(str(_dataset_task(tmp_path, source)), RunOptions())

@@ -111,10 +111,17 @@ def test_the_minimum_detectable_effect_is_detected_in_80_percent_of_simulated_ru
     assert prompts_needed(sd, mde / 2) > 3 * n and prompts_needed(sd, 0.0) is None
 
 
-def test_love_hate_with_controls_on_the_embedded_model(smollm, tmp_path):
+def test_love_hate_with_controls_on_the_embedded_model(smollm, tmp_path, monkeypatch):
+    import harness.pipeline.diagnose as diagnose
+
+    monkeypatch.setattr(diagnose, "NEUTRAL_TEXTS", 24)  # the diagnostics' own tests use more
     options = RunOptions(progress=False, max_prompts=8, samples=2, max_new_tokens=16,
                          controls="random=3,negated")
     result = run("love_hate", tmp_path / "run", model=smollm, options=options)
+    (off,) = result.off_target
+    assert off.condition == "steered" and off.n_texts == 24 and off.mean_kl > 0
+    (cap,) = result.capability
+    assert cap.accuracy_unsteered == 1.0 and cap.n_items >= 100
     head = [c for c in result.controls if c.headline]
     assert {c.kind for c in head} == {"specific", "direction"}
     for c in head:
