@@ -1,0 +1,177 @@
+"""One core, thin shells: a new method is one file, the same comparison gives the same numbers in
+analysis, compare and check, and `harness.steer` is the engine's steering on any model."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from harness import registry
+from harness.api import steer
+from harness.check import check, make_baseline
+from harness.cli import main
+from harness.compare import compare_runs
+from harness.methods.actadd import Addition, build_actadd
+from harness.methods.mean_diff import build_mean_diff
+from harness.steering.session import RowLayout, steering_hooks
+from harness.store import read_run
+from harness.tokens import encode, left_pad
+from tests.test_compare import METRIC, N_PROMPTS, null_scores, shifted_scores, write_run
+
+TOY = '''
+"""A toy method: coeff x a fixed unit vector along the first axis, at every position."""
+from typing import Literal
+
+from harness.registry import register_method
+from harness.schema.steering import MethodSpec
+
+
+class ToySpec(MethodSpec):
+    """A toy: coeff along the first axis."""
+
+    method: Literal["toy"]
+    layer: int
+    coeff: float
+
+
+def build(lm, spec, settings):
+    import torch
+
+    from harness.steering.base import Intervention, Steering
+
+    vector = torch.zeros(lm.model.config.hidden_size)
+    vector[0] = spec.coeff
+    return Steering((Intervention(spec.layer, vector, "resid", "all"),))
+
+
+register_method(ToySpec, build)
+'''
+
+TASK = """\
+name: toy_task
+kind: topic
+prompts: ["I love the way", "The tower", "We talked about", "To see the"]
+steering: {method: toy, layer: 1, coeff: 30}
+generation: {max_new_tokens: 4, greedy: true}
+samples: 1
+scorers: {keywords: {words: [love, tower]}, perplexity: {}}
+metrics: {keywords.rate: increase}
+headline: keywords.rate
+"""
+
+
+@pytest.fixture
+def toy_method(tmp_path):
+    path = tmp_path / "toy_method.py"
+    path.write_text(TOY)
+    spec = importlib.util.spec_from_file_location("toy_method", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["toy_method"] = module
+    spec.loader.exec_module(module)  # registers the method: the only step a new method needs
+    yield
+    registry._METHODS.pop("toy", None)
+    sys.modules.pop("toy_method", None)
+
+
+def test_a_toy_method_in_one_file_runs_through_run_sweep_and_compare(toy_method, tiny_llama, tmp_path,
+                                                                    capsys):
+    model = tmp_path / "model"
+    tiny_llama.model.save_pretrained(model)
+    tiny_llama.tokenizer.save_pretrained(model)
+    task = tmp_path / "toy.yaml"
+    task.write_text(TASK)
+    assert main(["validate", str(task)]) == 0
+    assert main(["methods"]) == 0
+    assert "method toy: A toy: coeff along the first axis." in capsys.readouterr().out
+    assert main(["run", str(task), "--model", str(model), "--out", str(tmp_path / "a")]) == 0
+    assert main(["run", str(task), "--model", str(model), "--out", str(tmp_path / "b"),
+                 "--set", "steering.coeff=60"]) == 0
+    assert main(["sweep", str(task), "--model", str(model), "--layers", "1,2", "--coeffs", "10,40",
+                 "--out", str(tmp_path / "s")]) == 0
+    capsys.readouterr()
+    sweep_config = f"{tmp_path / 's'}:L2 c+40"
+    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), sweep_config, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert [r["condition"] for r in result["runs"]] == ["steered", "steered", "L2 c+40"]
+    run, _ = read_run(tmp_path / "a")
+    assert run.tasks[0].conditions["steered"]["method"] == "toy"
+    assert run.ledger and all(r.site == "L1.resid" for r in run.ledger)
+
+
+def test_analysis_compare_and_check_report_the_same_difference_and_ci(tmp_path):
+    """Run B against a null run A: compare's B − A, check's change against A's baseline and the
+    analysis of B's own effect all come from the same per-prompt values, so they are equal."""
+    null = write_run(tmp_path / "a", null_scores())
+    working = write_run(tmp_path / "b", shifted_scores(shift=0.3, cost=0.0))
+    compared = next(r for r in compare_runs([str(null), str(working)]).rows if r.metric == METRIC)
+    own = compared.effects[1]  # the analysis of B alone: steered − unsteered
+    diff = compared.vs_reference[0]
+    run_a, run_b = read_run(null)[0], read_run(working)[0]
+    for run, path in ((run_a, null), (run_b, working)):  # per-prompt summaries as a real run writes them
+        _add_summaries(run, read_run(path)[1])
+    line = next(ln for ln in check(run_b, make_baseline(run_a), allow_inconclusive=True).lines
+                if ln.what.startswith("effect"))
+    assert diff.diff == pytest.approx(own.diff, abs=1e-12) == pytest.approx(line.diff, abs=1e-12)
+    assert (diff.ci_low, diff.ci_high) == pytest.approx((own.ci_low, own.ci_high), abs=1e-12)
+    assert (line.ci_low, line.ci_high) == pytest.approx((diff.ci_low, diff.ci_high), abs=1e-12)
+    assert diff.n == own.n == N_PROMPTS
+
+
+def _add_summaries(run, samples) -> None:  # noqa: ANN001
+    from harness.pipeline.analyse import compare_conditions
+    from harness.schema.results import Headline
+
+    _, _, summary = compare_conditions(samples, "love_hate", "steered", METRIC, run.tasks[0].prompt_ids, 0)
+    run.per_prompt = [summary]
+    effect = float(np.nanmean([s - u for u, s in summary.prompts.values()]))
+    run.headlines = [Headline(task="love_hate", condition="steered", metric=METRIC,
+                              expected_direction="increase", diff=effect, ci_low=effect, ci_high=effect,
+                              effect_size=0.0, significant=True, moved_as_expected=True)]
+
+
+def test_compare_refuses_runs_of_other_models_or_dtypes(tmp_path, capsys):
+    a = write_run(tmp_path / "a", null_scores())
+    b = write_run(tmp_path / "b", shifted_scores(), dtype="bfloat16")
+    assert main(["compare", str(a), str(b)]) == 2
+    assert "different model dtype" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module", params=["gpt2", "llama", "gpt_neox"])
+def lm(request, tmp_path_factory):
+    from harness.models import load_model
+    from tests.conftest import save_tiny_model
+
+    return load_model(str(save_tiny_model(request.param, tmp_path_factory.mktemp(request.param))))
+
+
+def _logits(lm, ids, mask):  # noqa: ANN001, ANN202
+    with torch.no_grad():
+        positions = (mask.cumsum(1) - 1).clamp(min=0)
+        return lm.model(input_ids=ids, attention_mask=mask, position_ids=positions).logits
+
+
+@pytest.mark.parametrize("method", ["actadd", "mean_diff"])
+def test_steer_gives_the_engines_logits_and_leaves_nothing_behind(lm, method):
+    pairs = [("I love the way", "I hate the way")]
+    steering = (build_actadd(lm, [Addition(1, 30.0, "love"), Addition(1, -30.0, "hate")])
+                if method == "actadd" else build_mean_diff(lm, pairs, 2, 20.0))
+    rows = [encode(lm.tokenizer, t) for t in ("I love the way the light", "The tower")]
+    ids, mask = left_pad(rows, lm.tokenizer.pad_token_id)
+    plain = _logits(lm, ids, mask)
+    layout = RowLayout(tuple(ids.shape[1] - len(r) for r in rows), tuple(len(r) for r in rows))
+    with steering_hooks(lm.model, [steering, steering], layout):
+        engine = _logits(lm, ids, mask)
+    with steer(lm, steering):
+        public = _logits(lm, ids, mask)
+    torch.testing.assert_close(public, engine, atol=0, rtol=0)
+    assert (public - plain).abs().max() > 1e-3
+    torch.testing.assert_close(_logits(lm, ids, mask), plain, atol=0, rtol=0)  # removed on exit
+    with pytest.raises(RuntimeError, match="boom"), steer(lm.model, steering):
+        _logits(lm, ids, mask)
+        raise RuntimeError("boom")
+    torch.testing.assert_close(_logits(lm, ids, mask), plain, atol=0, rtol=0)  # and after an error
