@@ -161,3 +161,24 @@ def test_vector_file_reproduces_the_vector_it_was_saved_from(tiny_llama, tmp_pat
     (iv,) = build_vector_file(tiny_llama, tmp_path / f"v{suffix}", layer=2, coeff=4.0).interventions
     torch.testing.assert_close(iv.vector, 4.0 * unit)
     assert iv.positions == "all" and iv.layer == 2
+
+
+def test_chat_generation_renders_the_prompt_as_a_user_turn(tiny_llama, tmp_path):
+    tok = tiny_llama.tokenizer
+    tok.chat_template = "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}<assistant>"
+    try:
+        options = RunOptions(progress=False, overrides=["generation.chat=true"])
+        run(str(write_task(tmp_path)), tmp_path / "out", model=tiny_llama, options=options)
+        _, samples = read_run(tmp_path / "out")
+        for s in samples:
+            rendered = tok("<user>" + s.prompt + "<assistant>", add_special_tokens=False).input_ids
+            assert s.prompt_ids == [tok.bos_token_id, *rendered]  # BOS, then the chat turn
+            keywords = make_scorer("keywords", {"words": ["tower", "water"]})
+            alone = keywords.score([Sample(s.prompt, s.completion, s.condition)], None)[0]
+            assert s.scores["keywords.rate"] == alone.values["rate"] or s.completion.strip() == ""
+        with pytest.raises(UserError, match="set one of them to false"):
+            run(str(write_task(tmp_path)), tmp_path / "out2", model=tiny_llama,
+                options=RunOptions(progress=False, method="prompting",
+                                   overrides=["generation.chat=true", "steering.chat=true"]))
+    finally:
+        tok.chat_template = None

@@ -92,18 +92,19 @@ Controls = dict[str, tuple[str, str]]  # control condition -> (condition it cont
 def adjust_run(effects: list[EffectRecord], fluency: list[FluencyRecord], controls: list[ControlRecord],
                control_conditions: set[str]
                ) -> tuple[list[EffectRecord], list[FluencyRecord], list[ControlRecord]]:
-    """Holm-adjust every p-value of a run in its family (`harness.comparison`): declared metrics,
-    fluency costs and the controls of declared metrics are confirmatory, every other metric
-    exploratory; the effects of the control conditions themselves form their own family."""
+    """Holm-adjust every p-value of a run in its family (`harness.comparison`): declared metrics and
+    fluency costs are confirmatory, every other metric exploratory; the effects of the control
+    conditions and the specific effects and direction checks form families of their own, so asking
+    for controls never changes a headline's p-value."""
     def family(declared: bool, condition: str) -> str:
         if condition in control_conditions:
-            return "controls"
+            return "control conditions"
         return "confirmatory" if declared else "exploratory"
 
     families = [family(bool(e.expected_direction), e.condition) for e in effects]
     families += [family(True, f.condition) for f in fluency]
-    families += [family(bool(c.expected_direction) or c.metric == FLUENCY_METRIC, c.condition)
-                 for c in controls]
+    families += ["controls, declared" if c.expected_direction or c.metric == FLUENCY_METRIC
+                 else "controls, other" for c in controls]
     p_values = [e.p_value for e in effects] + [f.p_value for f in fluency] + [c.p_value for c in controls]
     adjusted = iter(adjust(p_values, families))
 

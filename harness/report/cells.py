@@ -16,6 +16,7 @@ class Estimate:
     value: float | None
     low: float | None
     high: float | None
+    signed: bool = True  # False for quantities that are never negative (ratios, KL)
 
 
 @dataclass(frozen=True)
@@ -49,14 +50,16 @@ def pval(p: float | None) -> str:
     return "nan" if math.isnan(p) else ("<0.001" if p < 0.001 else f"{p:.3f}")
 
 
-def ci_text(low: float | None, high: float | None) -> str:
-    return f"[{num(low, signed=True)}, {num(high, signed=True)}]"
+def ci_text(low: float | None, high: float | None, signed: bool = True) -> str:
+    return f"[{num(low, signed=signed)}, {num(high, signed=signed)}]"
 
 
 def text(cell: Cell) -> str:
     """The cell as plain text: an estimate as `+0.120 [+0.040, +0.210]`."""
     if isinstance(cell, Estimate):
-        return "—" if cell.value is None else f"{num(cell.value, signed=True)} {ci_text(cell.low, cell.high)}"
+        if cell.value is None:
+            return "—"
+        return f"{num(cell.value, signed=cell.signed)} {ci_text(cell.low, cell.high, cell.signed)}"
     if isinstance(cell, Mark):
         return cell.symbol
     return cell

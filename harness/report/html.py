@@ -99,8 +99,8 @@ def _cell(cell: Cell) -> str:
         cls, words = _VERDICTS[cell.symbol]
         return f'<td><span class="badge {cls}">{escape(words)}</span></td>'
     if isinstance(cell, Estimate) and cell.value is not None:
-        return (f'<td class="num">{escape(num(cell.value, signed=True))}'
-                f'<span class="ci">{escape(ci_text(cell.low, cell.high))}</span></td>')
+        return (f'<td class="num">{escape(num(cell.value, signed=cell.signed))}'
+                f'<span class="ci">{escape(ci_text(cell.low, cell.high, cell.signed))}</span></td>')
     return f"<td>{escape(text(cell))}</td>"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from harness.report.cells import MOVED, NOT_SIG, WRONG, Cell, Estimate, arrow, num, pval, verdict
 from harness.schema.results import EffectRecord, FluencyRecord, RunResult
+from harness.schema.spec import FLUENCY_METRIC
 
 LEGEND = (
     f"↑/↓ expected direction · {MOVED} moved as expected, significant · {WRONG} significant, "
@@ -87,7 +88,8 @@ def sample_rows(run: RunResult) -> list[list[Cell]]:
 
 def control_rows(run: RunResult) -> list[list[Cell]]:
     """One row of CONTROL_COLUMNS per controlled condition and metric."""
-    effects = _effects(run)
+    effects: dict[tuple[str, str, str], EffectRecord | FluencyRecord] = dict(_effects(run))
+    effects |= {(f.task, f.condition, FLUENCY_METRIC): f for f in run.fluency_cost}
     rows: list[list[Cell]] = []
     keys = list(dict.fromkeys((c.task, c.condition, c.metric) for c in run.controls))
     for task, condition, metric in keys:
@@ -117,8 +119,9 @@ def diagnose_rows(run: RunResult) -> list[list[Cell]]:
     rows: list[list[Cell]] = []
     for o in run.off_target:
         c = caps.get((o.task, o.condition))
-        rows.append([o.task, o.condition, Estimate(o.mean_kl, o.mean_kl_ci_low, o.mean_kl_ci_high),
-                     Estimate(o.p95_kl, o.p95_kl_ci_low, o.p95_kl_ci_high),
+        rows.append([o.task, o.condition,
+                     Estimate(o.mean_kl, o.mean_kl_ci_low, o.mean_kl_ci_high, signed=False),
+                     Estimate(o.p95_kl, o.p95_kl_ci_low, o.p95_kl_ci_high, signed=False),
                      Estimate(o.delta_logppl, o.delta_logppl_ci_low, o.delta_logppl_ci_high),
                      f"{c.accuracy_unsteered:.0%} → {c.accuracy_steered:.0%}" if c else "—",
                      Estimate(c.accuracy_diff, c.accuracy_ci_low, c.accuracy_ci_high) if c else "—",
@@ -137,5 +140,5 @@ TOPIC_COLUMNS = ["task", "condition", "topic-word share", "texts", "perplexity r
 
 def topic_rows(run: RunResult) -> list[list[Cell]]:
     """The perplexity ratio of texts by their share of topic words (the ActAdd paper's picture)."""
-    return [[t.task, t.condition, t.bin, str(t.n), Estimate(t.ratio, t.ratio_ci_low, t.ratio_ci_high)]
-            for t in run.topic_ratio]
+    return [[t.task, t.condition, t.bin, str(t.n),
+             Estimate(t.ratio, t.ratio_ci_low, t.ratio_ci_high, signed=False)] for t in run.topic_ratio]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -45,7 +46,8 @@ def continuation_logprobs(
         steer = [steerings[i] for i in idx] if steerings else [None] * len(idx)
         layout = RowLayout(tuple(width - len(r) for r in rows), tuple(len(prefixes[i]) for i in idx), has_bos)
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0)
-        with steering_hooks(lm.model, steer, layout), torch.no_grad():
+        hooks = steering_hooks(lm.model, steer, layout) if any(steer) else contextlib.nullcontext()
+        with hooks, torch.no_grad():
             logits = lm.model(input_ids=ids, attention_mask=mask, position_ids=positions,
                               logits_to_keep=keep, use_cache=False).logits
         scores = logits[:, :-1].float()
