@@ -21,30 +21,23 @@ Per task and steered condition of the baseline, four lines:
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import Field
-
-from harness.comparable import incomparable_reasons, measurement
+from harness.baseline import Baseline
+from harness.comparable import incomparable_reasons
 from harness.comparison import Comparison, adjust, compare_values, margin_p_value
-from harness.errors import UserError
 from harness.power import minimum_detectable_effect, prompts_needed
 from harness.schema.results import (
-    SCHEMA_VERSION,
     ConditionCounts,
-    FluencyRecord,
     Headline,
     LedgerRecord,
     PromptSummary,
     RunResult,
 )
 from harness.schema.spec import ALPHA, FLUENCY_METRIC, UNSTEERED, Record, Spec
-from harness.store import atomic_write_text
 
 HOLDS, REGRESSION, INCOMPARABLE, INCONCLUSIVE = 0, 1, 2, 3
 Verdict = Literal["holds", "regression", "inconclusive"]
@@ -65,21 +58,6 @@ class Tolerance(Spec):
     degenerate: float = 0.10
     ledger: float = 0.5
     confidence: float = 0.95
-
-
-class Baseline(Record):
-    """What a comparison needs from a run: identities, headlines, per-prompt summaries, sample
-    counts and the steering ledger."""
-
-    schema_version: int = SCHEMA_VERSION
-    model: dict[str, Any]
-    task_configs: dict[str, dict[str, Any]]
-    headlines: list[Headline]
-    fluency_cost: list[FluencyRecord]
-    per_prompt: list[PromptSummary]
-    floors: dict[str, dict[str, float | None]]
-    counts: list[ConditionCounts] = Field(default_factory=list)
-    ledger: list[LedgerRecord] = Field(default_factory=list)
 
 
 class Line(Record):
@@ -106,39 +84,6 @@ class CheckResult(Record):
     status: int
     lines: list[Line]
     reasons: list[str]  # why the run cannot be compared (status 2)
-
-
-def make_baseline(run: RunResult) -> Baseline:
-    keep = {h.metric for h in run.headlines} | {FLUENCY_METRIC}
-    return Baseline(
-        model={k: run.model.get(k) for k in ("name", "sha256", "dtype")},
-        task_configs={name: measurement(cfg) for name, cfg in run.config["tasks"].items()},
-        headlines=run.headlines, fluency_cost=run.fluency_cost,
-        per_prompt=[p for p in run.per_prompt if p.metric in keep],
-        floors={name: {"min_effect": cfg.get("min_effect"), "max_fluency_cost": cfg.get("max_fluency_cost")}
-                for name, cfg in run.config["tasks"].items()},
-        counts=run.counts, ledger=run.ledger,
-    )
-
-
-def write_baseline(run: RunResult, path: Path) -> Baseline:
-    baseline = make_baseline(run)
-    atomic_write_text(path, baseline.model_dump_json(indent=2))
-    return baseline
-
-
-def read_baseline(path: Path) -> Baseline:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise UserError(f"{path}: not a readable baseline ({err})") from None
-    if isinstance(data, dict) and data.get("schema_version", 1) < SCHEMA_VERSION:
-        raise UserError(f"{path}: baseline schema_version {data.get('schema_version', 1)} was written by an "
-                        f"older harness; write it again with `harness baseline RUN --to {path}`")
-    try:
-        return Baseline.model_validate(data)
-    except ValueError as err:
-        raise UserError(f"{path}: not a readable baseline ({err})") from None
 
 
 def incomparable(run: RunResult, baseline: Baseline) -> list[str]:

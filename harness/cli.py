@@ -7,7 +7,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 
-from harness import commands
+from harness import commands, vector_commands
 from harness.errors import UserError
 
 Command = Callable[[argparse.Namespace], int]
@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     vec.add_argument("--model", help="inspect: print norms as multiples of this model's residual norm; "
                      "export: the model the steering is built on (default smollm2-135m)")
     _add_task_args(vec)
-    vec.set_defaults(func=commands.cmd_vector, seed=None)
+    vec.set_defaults(func=vector_commands.cmd_vector, seed=None)
 
     pln = sub.add_parser("plan", help="power of a run: the minimum detectable effect of each headline, and "
                          "the prompts an effect would need")

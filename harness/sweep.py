@@ -106,7 +106,8 @@ def sweep_conditions(grid: SweepGrid) -> ConditionBuilder:
 def _iso_kl_condition(lm: LoadedModel, task: Task, unit_spec: MethodSpec, layer: int,
                       target: float) -> Condition:
     """The config whose 95th-percentile per-token KL on neutral text is |target| nats."""
-    from harness.offtarget import iso_kl_scale, neutral_texts
+    from harness.neutral_text import neutral_texts
+    from harness.offtarget import iso_kl_scale
 
     method = registry.method(unit_spec.method)
     sign = 1.0 if target >= 0 else -1.0

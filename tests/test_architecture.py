@@ -21,7 +21,8 @@ LAYERS = [
     ["harness.steering"],
     ["harness.methods"],
     ["harness.sampling", "harness.engine"],
-    ["harness.scorers", "harness.offtarget", "harness.capability"],
+    ["harness.scorers", "harness.neutral_text", "harness.offtarget", "harness.topic_ratio",
+     "harness.capability"],
     ["harness.store"],
     ["harness.pipeline.pool", "harness.pipeline.plan", "harness.pipeline.generate", "harness.pipeline.score",
      "harness.pipeline.analyse", "harness.pipeline.diagnose"],
@@ -30,13 +31,14 @@ LAYERS = [
      "harness.report.offtarget_plots"],
     ["harness.pipeline.write"],
     ["harness.distributed", "harness.runner"],
-    ["harness.sweep", "harness.sweep_analysis", "harness.compare", "harness.check", "harness.plan_power",
+    ["harness.sweep", "harness.sweep_analysis", "harness.compare", "harness.baseline", "harness.check",
+     "harness.plan_power",
      "harness.bench_figures",
      "harness.bench_suite", "harness.bench_scale", "harness.bench"],
     ["harness.report.compare_report", "harness.report.check_report", "harness.report.sweep_report",
      "harness.report.bench_report"],
     ["harness.api", "harness.pytest_plugin"],
-    ["harness.commands", "harness.cli", "harness.__main__", "harness"],
+    ["harness.commands", "harness.vector_commands", "harness.cli", "harness.__main__", "harness"],
 ]
 
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.check import HOLDS, check, read_baseline
+from harness.baseline import read_baseline
+from harness.check import HOLDS, check
 from harness.runner import RunOptions, run
 
 BASELINE = Path(__file__).resolve().parent.parent / "results/baselines/smollm2-135m/quick.json"

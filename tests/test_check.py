@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.check import HOLDS, INCOMPARABLE, INCONCLUSIVE, REGRESSION, check, make_baseline, write_baseline
+from harness.baseline import make_baseline, write_baseline
+from harness.check import HOLDS, INCOMPARABLE, INCONCLUSIVE, REGRESSION, check
 from harness.cli import main
 from harness.runner import RunOptions, run
 from harness.schema.results import (

@@ -13,7 +13,8 @@ import torch
 
 from harness import registry
 from harness.api import steer
-from harness.check import check, make_baseline
+from harness.baseline import make_baseline
+from harness.check import check
 from harness.cli import main
 from harness.compare import compare_runs
 from harness.methods.actadd import Addition, build_actadd

@@ -12,21 +12,20 @@ from harness.capability import capability, load_items
 from harness.errors import UserError
 from harness.methods.actadd import Addition, build_actadd
 from harness.models import load_model
+from harness.neutral_text import neutral_texts
 from harness.offtarget import (
-    Bin,
     _solve,
     iso_kl_scale,
-    neutral_texts,
     offtarget_cost,
     offtarget_costs,
     pooled_quantile,
     pooled_quantile_ci,
-    topic_perplexity_ratio,
 )
 from harness.report.offtarget_plots import perplexity_ratio_plot
 from harness.schema.results import TopicRatioRecord
 from harness.steering.base import Steering
 from harness.steering.session import PrefixTruncatedWarning
+from harness.topic_ratio import Bin, topic_perplexity_ratio
 
 WEDDING_WORDS = ["wedding", "bride", "groom", "marry", "married", "marriage", "ceremony"]
 

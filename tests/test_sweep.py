@@ -141,7 +141,8 @@ def test_sweep_command_writes_the_reports_and_rejects_prompting(tiny_llama, tmp_
 
 
 def test_iso_kl_units_calibrate_each_config_to_its_kl_target(tiny_llama, tmp_path):
-    from harness.offtarget import neutral_texts, offtarget_cost
+    from harness.neutral_text import neutral_texts
+    from harness.offtarget import offtarget_cost
     from harness.sweep import KL_TEXTS
     from tests.test_methods import write_task as write_method_task
 

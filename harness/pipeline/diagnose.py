@@ -10,10 +10,12 @@ from collections.abc import Sequence
 from tqdm.auto import tqdm
 
 from harness.capability import capability
-from harness.offtarget import neutral_texts, offtarget_cost, topic_perplexity_ratio, topic_texts
+from harness.neutral_text import neutral_texts, topic_texts
+from harness.offtarget import offtarget_cost
 from harness.pipeline.plan import TaskPlan
 from harness.pipeline.pool import ModelPool
 from harness.schema.results import CapabilityRecord, OffTargetRecord, TopicRatioRecord
+from harness.topic_ratio import topic_perplexity_ratio
 
 NEUTRAL_TEXTS = 200
 
