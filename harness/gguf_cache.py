@@ -46,6 +46,14 @@ def read_gguf(path: Path, dtype: torch.dtype,
     return model, tokenizer
 
 
+def cache_name(sha: str) -> str:
+    """The cache folder of a GGUF: its hash and the transformers version that converted it (a
+    folder saved by one transformers may not load in another, so a copy is never shared)."""
+    import transformers
+
+    return f"{sha}-transformers{transformers.__version__}"
+
+
 def cached_conversion(path: Path, sha: str) -> Path | None:
     """The cache folder of the GGUF with hash `sha`, converting it now if it is not there yet.
 
@@ -56,7 +64,7 @@ def cached_conversion(path: Path, sha: str) -> Path | None:
     root = model_cache_root()
     if root is None:
         return None
-    target = root / sha
+    target = root / cache_name(sha)
     if (target / CACHE_MARKER).is_file():
         return target
     try:

@@ -12,7 +12,7 @@ import torch
 
 from harness import gguf_cache
 from harness.engine import GenerationSettings, generate
-from harness.gguf_cache import CACHE_MARKER
+from harness.gguf_cache import CACHE_MARKER, cache_name
 from harness.models import file_sha256, load_model
 from tests.conftest import save_tiny_model
 
@@ -54,7 +54,7 @@ def logits(lm, texts=("I love the way", "The tower is")) -> torch.Tensor:  # noq
 def test_gguf_is_converted_once_then_loaded_from_the_cache(fake_gguf, tmp_path):
     path, calls = fake_gguf
     first = load_model(str(path))
-    folder = tmp_path / "cache" / "models" / file_sha256(path)
+    folder = tmp_path / "cache" / "models" / cache_name(file_sha256(path))
     assert calls == [torch.float32]  # converted at full precision whatever the dtype asked for
     files = {p.name for p in folder.iterdir()}
     assert {"model.safetensors", "config.json", "tokenizer.json", CACHE_MARKER} <= files
@@ -95,8 +95,9 @@ def test_interrupted_conversion_is_never_used(fake_gguf, tmp_path, monkeypatch):
     os.utime(stale, (time.time() - 7200, time.time() - 7200))
     monkeypatch.setattr(gguf_cache, "read_gguf", real_read)
     load_model(str(path))
-    assert (root / file_sha256(path) / CACHE_MARKER).is_file() and len(calls) == 2  # killed, then whole
-    assert [p.name for p in root.iterdir()] == [file_sha256(path)]
+    folder = root / cache_name(file_sha256(path))
+    assert (folder / CACHE_MARKER).is_file() and len(calls) == 2  # killed, then whole
+    assert [p.name for p in root.iterdir()] == [cache_name(file_sha256(path))]
 
 
 def test_cache_off_or_unwritable_loads_the_gguf_directly(fake_gguf, tmp_path, monkeypatch):
