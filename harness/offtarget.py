@@ -197,6 +197,8 @@ def offtarget_costs(lm: LoadedModel, steerings: Sequence[Steering], texts: Seque
     texts; the unsteered pass runs once and its logits are kept meanwhile."""
     for steering in steerings:
         check_steering(steering)
+    if not texts:
+        raise UserError("off-target cost needs at least one text")
     rows = token_rows(lm, texts)
     short = [t for t, r in zip(texts, rows, strict=True) if len(r) < 3]
     if short:

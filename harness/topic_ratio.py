@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     from harness.steering.base import Steering
 
 
+TOO_SHORT = "too short"  # the bin of texts with no token left to score
+
+
 @dataclass(frozen=True)
 class Bin:
     """Texts whose topic-word share lies in (`low`, `high`] (the "0" bin: exactly 0).
@@ -72,8 +75,8 @@ def topic_perplexity_ratio(lm: LoadedModel, steering: Steering, words: Sequence[
     As the ActAdd paper (Fig. 4), with `mask_prefix` the tokens at the positions an ActAdd
     vector is added to are not scored (labels masked, as in a causal-LM loss): the first scored
     token is the one right after the prefix, or the 2nd token of the text for every-position
-    steerings. Texts left with no scored token are dropped (they count in no bin). The steering
-    runs on each text with the vector at its first positions, as in generation.
+    steerings. Texts left with no scored token are counted in a last bin, "too short", with no
+    ratio. The steering runs on each text with the vector at its first positions, as in generation.
     """
     check_steering(steering)
     edges = default_bins() if bins is None else tuple(bins)
@@ -92,4 +95,6 @@ def topic_perplexity_ratio(lm: LoadedModel, steering: Steering, words: Sequence[
         lo, hi = bootstrap_ci(deltas, seed=seed)
         out.append(Bin(label, low, high, len(inside), int(sum(len(dlp[j]) for j in inside)), mean,
                        math.exp(mean) if deltas else NAN, (math.exp(lo), math.exp(hi))))
+    if too_short := len(texts) - len(keep):
+        out.append(Bin(TOO_SHORT, 0.0, 1.0, too_short, 0, NAN, NAN, (NAN, NAN)))
     return out

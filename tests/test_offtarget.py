@@ -116,13 +116,14 @@ def test_every_capability_item_is_right_unsteered_and_zero_steering_changes_noth
 def test_topic_perplexity_ratio_bins_and_masks_the_prefix(lm):
     wedding = build_actadd(lm, [Addition(10, 0.0, "I talk about weddings constantly"),
                                 Addition(10, -0.0, "I do not talk about weddings constantly")])
-    texts = ["Short one.",  # fewer tokens than the 10-position prefix: dropped
+    texts = ["Short one.",  # fewer tokens than the 10-position prefix: counted as too short
              "We went to the wedding of my cousin last weekend and the bride wore a long white dress",
              "The train to the airport was late again this morning so I missed the first meeting of the day",
              "My sister got married in June and the ceremony was held in the garden behind the old house"]
     bins = topic_perplexity_ratio(lm, wedding, WEDDING_WORDS, texts)
-    assert [b.label for b in bins] == ["0", "(0%, 2%]", "(2%, 5%]", "> 5%"]
-    assert [b.n for b in bins] == [1, 0, 0, 2]
+    assert [b.label for b in bins] == ["0", "(0%, 2%]", "(2%, 5%]", "> 5%", "too short"]
+    assert [b.n for b in bins] == [1, 0, 0, 2, 1]
+    assert math.isnan(bins[4].ratio)
     assert bins[0].ratio == 1.0 and bins[3].ratio == 1.0  # coefficient 0: nothing changes
     assert math.isnan(bins[1].ratio)
     with pytest.warns(PrefixTruncatedWarning):  # unmasked, the short text stays, under a cut vector
