@@ -125,11 +125,3 @@ class Steering:
             rows = iv.vector.float().reshape(-1, iv.vector.shape[-1]).norm(dim=-1)
             norms += rows[rows > 0].tolist()
         return sum(norms) / len(norms) if norms else 0.0
-
-    def layer_norms(self) -> dict[str, list[float]]:
-        """Per site, the norm of each row of its vector (one row for a `[d]` vector)."""
-        out: dict[str, list[float]] = {}
-        for iv in self.interventions:
-            out.setdefault(iv.site, []).extend(
-                iv.vector.float().reshape(-1, iv.vector.shape[-1]).norm(dim=-1).tolist())
-        return out
