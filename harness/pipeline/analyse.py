@@ -176,7 +176,7 @@ def headlines(specs: Sequence[TaskSpec], effects: Sequence[EffectRecord], fluenc
     """The headline line of every task and steered condition (not of its controls): effect, fluency
     cost, the minimum detectable effect, and the specific effect and direction label if controlled."""
     cost = {(f.task, f.condition): f for f in fluency}
-    spread = {(p.task, p.condition): _sd([s - u for u, s in p.prompts.values()]) for p in summaries
+    spread = {(p.task, p.condition, p.metric): _sd([s - u for u, s in p.prompts.values()]) for p in summaries
               if p.reference == "unsteered"}
     checks = {(c.task, c.condition, c.kind): c for c in controls if c.headline}
     out = []
@@ -194,7 +194,7 @@ def headlines(specs: Sequence[TaskSpec], effects: Sequence[EffectRecord], fluenc
                 ci_high=e.ci_high, effect_size=e.effect_size, significant=e.significant,
                 moved_as_expected=e.significant and sign * e.diff > 0,
                 fluency_diff=f.diff if f else None, ppl_ratio=f.ppl_ratio if f else None, n=e.n,
-                mde=minimum_detectable_effect(spread.get((e.task, e.condition), math.nan), e.n),
+                mde=minimum_detectable_effect(spread.get((e.task, e.condition, e.metric), math.nan), e.n),
                 specific_diff=specific.diff if specific else None,
                 specific_ci_low=specific.ci_low if specific else None,
                 specific_ci_high=specific.ci_high if specific else None,
