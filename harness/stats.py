@@ -115,3 +115,13 @@ def holm(p_values: Sequence[float]) -> list[float]:
     scaled = (m - np.arange(m)) * p[order]
     out[order] = np.minimum(np.maximum.accumulate(scaled), 1.0)
     return out.tolist()
+
+
+def proportion_upper_bound(successes: int, n: int, alpha: float) -> float:
+    """Exact (Clopper-Pearson) one-sided upper confidence bound, at level 1 − `alpha`, of a
+    proportion seen `successes` times in `n` trials; 1.0 when they all succeeded, nan when n = 0."""
+    if n <= 0:
+        return NAN
+    if successes >= n:
+        return 1.0
+    return float(stats.beta.ppf(1 - alpha, successes + 1, n - successes))
