@@ -7,7 +7,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 
-from harness import commands, vector_commands
+from harness import commands, registry, vector_commands
 from harness.errors import UserError
 
 Command = Callable[[argparse.Namespace], int]
@@ -44,17 +44,36 @@ def _add_task_args(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                        help="import this module's methods and scorers (repeatable; installed plugins "
+                        "and the HARNESS_PLUGINS environment variable need no flag)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", help="steered vs unsteered completions side by side")
-    gen.add_argument("--prompt", action="append", required=True, help="prompt (repeatable)")
+    gen.add_argument("--prompt", action="append",
+                     help="prompt (repeatable; default with --task: the task's prompts)")
     gen.add_argument("--add", action="append", default=[], metavar="LAYER:COEFF:TEXT",
                      help="ActAdd term, e.g. 6:+4:Love (repeatable)")
+    gen.add_argument("--task", help="steer with this task's steering; decode with its generation settings")
+    gen.add_argument("--method", help="with --task: its `methods:` entry of this name; alone: this "
+                     "registered method, its fields given with --set steering.FIELD=VALUE")
+    gen.add_argument("--vector", metavar="FILE",
+                     help="steer with a vector file of any tool (see `harness vector`)")
+    gen.add_argument("--layer", type=int,
+                     help="with --vector: the file's layer to use (default: all it holds)")
+    gen.add_argument("--coeff", type=float, help="with --vector: the coefficient (default 1)")
+    gen.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                     help="override a field: steering.layer=4, generation.top_p=0.9 (repeatable)")
     gen.add_argument("-n", type=int, default=3, help="samples per prompt and condition")
-    gen.add_argument("--max-new-tokens", type=int, default=40)
-    gen.add_argument("--greedy", action="store_true")
+    gen.add_argument("--max-new-tokens", type=int, help="default: the task's, else 40")
+    gen.add_argument("--greedy", action="store_true",
+                     help="plain greedy decoding (no repetition penalty unless --repetition-penalty)")
+    gen.add_argument("--repetition-penalty", type=float,
+                     help="CTRL penalty on the prompt's and completion's tokens (default: 1.2 when sampling, "
+                     "1.0 with --greedy)")
     gen.add_argument("--no-bos", action="store_true", help="do not prepend BOS to prompts")
-    gen.add_argument("--json", action="store_true", help="print JSON records instead of a table")
+    gen.add_argument("--json", action="store_true",
+                     help="print the model, every generation setting and the completions as JSON")
     _add_model_args(gen)
     gen.set_defaults(func=commands.cmd_generate)
 
@@ -95,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(score)
     score.set_defaults(func=commands.cmd_score)
     chk = sub.add_parser("check", help="compare a run with a baseline: exit 0 holds, 1 regression, "
-                         "2 incomparable, 3 inconclusive")
+                         "2 incomparable, 3 inconclusive, 4 the check failed (a bug)")
     chk.add_argument("run", help="run.json or its folder")
     chk.add_argument("--baseline", required=True)
     chk.add_argument("--effect-tolerance", type=float, default=0.25,
@@ -106,11 +125,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="share by which flagged or empty steered samples may exceed unsteered ones")
     chk.add_argument("--gate", choices=["effect", "specific"], default="effect",
                      help="specific: judge the headline's specific effect (vs matched random controls)")
+    chk.add_argument("--min-coverage", type=float, default=0.8,
+                     help="share of the prompts the baseline measured that need finite values on both "
+                     "sides before a line may hold (else inconclusive)")
     chk.add_argument("--allow-inconclusive", action="store_true",
-                     help="exit 0 when a line is inconclusive (too few prompts to show the effect held)")
+                     help="exit 0 when a line is inconclusive (too little evidence to show it held); "
+                     "the line still says inconclusive")
     chk.add_argument("--min-effect", type=float, help="absolute floor of the headline effect")
     chk.add_argument("--max-fluency-cost", type=float, help="absolute ceiling of the fluency cost")
     chk.add_argument("--json", action="store_true")
+    chk.add_argument("--markdown", metavar="FILE", help="also write the verdict with each line's coverage as "
+                     "Markdown")
     chk.set_defaults(func=commands.cmd_check)
 
     cmp = sub.add_parser("compare", help="effects of several runs side by side, each vs the first")
@@ -166,6 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
     base = sub.add_parser("baseline", help="write a baseline from a run")
     base.add_argument("run", help="run.json or its folder")
     base.add_argument("--to", required=True, help="baseline JSON to write")
+    base.add_argument("--no-effect", action="store_true",
+                      help="keep headlines whose effect is not in the expected direction as 'no effect to "
+                      "protect' (check then gates only their fluency, degenerate samples and ledger); "
+                      "without it such a baseline is refused")
     base.set_defaults(func=commands.cmd_baseline)
     return parser
 
@@ -188,6 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Command = args.func
     signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM unwinds like Ctrl-C: locks and hooks released
     try:
+        registry.add_plugins(args.plugin)
         return func(args)
     except UserError as err:
         if args.debug:

@@ -1,9 +1,11 @@
 """One registry of steering methods and scorers: a name maps to what defines it.
 
 A method is one module that declares its spec class (a `MethodSpec`) and its builder and calls
-`register_method`; a scorer is one module whose class `register_scorer` records. Built-in
-modules are imported on first use; other packages add theirs through the `harness.plugins`
-entry-point group (each entry point names a module that registers on import). Plugin modules
+`register_method`; a scorer is one module whose class `register_scorer` records. Every such
+module, the built-in ones included, is a plugin: an entry point of the `harness.plugins` group
+names it (the built-ins are declared in the harness's own pyproject.toml), and modules that are
+not installed are named by `--plugin MODULE` or the `HARNESS_PLUGINS` environment variable
+(comma-separated module names). Plugin modules are imported on first use of the registry, and
 import torch and other heavy libraries inside their functions, so listing and validating stay
 fast and torch-free.
 """
@@ -11,6 +13,7 @@ fast and torch-free.
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -26,10 +29,8 @@ if TYPE_CHECKING:
 
     Builder = Callable[[LoadedModel, MethodSpec, GenerationSettings], Steering]
 
-BUILTIN_METHODS = ("actadd", "mean_diff", "prompting", "vector_file")
-BUILTIN_SCORERS = ("keywords", "sentiment", "vader", "hf_classifier", "perplexity", "fact", "diversity",
-                   "evaluate_module")
 PLUGIN_GROUP = "harness.plugins"
+PLUGIN_ENV = "HARNESS_PLUGINS"
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class MethodEntry:
 _METHODS: dict[str, MethodEntry] = {}
 _SCORERS: dict[str, Any] = {}
 _loaded = False
+_extra_modules: list[str] = []
 
 
 def register_method(spec: type[MethodSpec], build: Builder) -> None:
@@ -62,18 +64,39 @@ def register_scorer(cls: Any) -> Any:
     return cls
 
 
+def add_plugins(modules: list[str]) -> None:
+    """Name plugin modules that are not installed (what `--plugin MODULE` does); imported with
+    the installed ones on first use of the registry, or at once if it is already in use."""
+    _extra_modules.extend(modules)
+    if _loaded:
+        for module in modules:
+            _import_plugin(module, "--plugin")
+
+
+def _import_plugin(module: str, source: str) -> None:
+    try:
+        importlib.import_module(module)
+    except ImportError as err:
+        raise UserError(f"plugin module '{module}' (from {source}) cannot be imported: {err}") from None
+
+
 def _load() -> None:
-    """Import the built-in method and scorer modules and every plugin module, once."""
+    """Import every plugin module once: the installed entry points of `harness.plugins` (the
+    built-ins among them), then the modules named in `HARNESS_PLUGINS` and by `--plugin`."""
     global _loaded
     if _loaded:
         return
     _loaded = True
-    for name in BUILTIN_METHODS:
-        importlib.import_module(f"harness.methods.{name}")
-    for name in BUILTIN_SCORERS:
-        importlib.import_module(f"harness.scorers.{name}")
-    for point in entry_points(group=PLUGIN_GROUP):
+    points = entry_points(group=PLUGIN_GROUP)
+    if not any(p.value.startswith("harness.") for p in points):
+        raise UserError("the harness's own methods and scorers are not registered: install the package "
+                        "(`pip install -e .` or `make setup`) so its `harness.plugins` entry points exist")
+    for point in points:
         point.load()
+    for module in filter(None, (m.strip() for m in os.environ.get(PLUGIN_ENV, "").split(","))):
+        _import_plugin(module, PLUGIN_ENV)
+    for module in _extra_modules:
+        _import_plugin(module, "--plugin")
 
 
 def methods() -> dict[str, MethodEntry]:

@@ -1,17 +1,12 @@
-"""One core, thin shells: a new method is one file, the same comparison gives the same numbers in
+"""One core, thin shells: the same comparison gives the same numbers in
 analysis, compare and check, and `harness.steer` is the engine's steering on any model."""
 
 from __future__ import annotations
-
-import importlib.util
-import json
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-from harness import registry
 from harness.api import steer
 from harness.baseline import make_baseline
 from harness.check import check
@@ -23,85 +18,6 @@ from harness.steering.session import RowLayout, steering_hooks
 from harness.store import read_run
 from harness.tokens import encode, left_pad
 from tests.test_compare import METRIC, N_PROMPTS, null_scores, shifted_scores, write_run
-
-TOY = '''
-"""A toy method: coeff x a fixed unit vector along the first axis, at every position."""
-from typing import Literal
-
-from harness.registry import register_method
-from harness.schema.steering import MethodSpec
-
-
-class ToySpec(MethodSpec):
-    """A toy: coeff along the first axis."""
-
-    method: Literal["toy"]
-    layer: int
-    coeff: float
-
-
-def build(lm, spec, settings):
-    import torch
-
-    from harness.steering.base import Intervention, Steering
-
-    vector = torch.zeros(lm.model.config.hidden_size)
-    vector[0] = spec.coeff
-    return Steering((Intervention(spec.layer, vector, "resid", "all"),))
-
-
-register_method(ToySpec, build)
-'''
-
-TASK = """\
-name: toy_task
-kind: topic
-prompts: ["I love the way", "The tower", "We talked about", "To see the"]
-steering: {method: toy, layer: 1, coeff: 30}
-generation: {max_new_tokens: 4, greedy: true}
-samples: 1
-scorers: {keywords: {words: [love, tower]}, perplexity: {}}
-metrics: {keywords.rate: increase}
-headline: keywords.rate
-"""
-
-
-@pytest.fixture
-def toy_method(tmp_path):
-    path = tmp_path / "toy_method.py"
-    path.write_text(TOY)
-    spec = importlib.util.spec_from_file_location("toy_method", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["toy_method"] = module
-    spec.loader.exec_module(module)  # registers the method: the only step a new method needs
-    yield
-    registry._METHODS.pop("toy", None)
-    sys.modules.pop("toy_method", None)
-
-
-def test_a_toy_method_in_one_file_runs_through_run_sweep_and_compare(toy_method, tiny_llama, tmp_path,
-                                                                    capsys):
-    model = tmp_path / "model"
-    tiny_llama.model.save_pretrained(model)
-    tiny_llama.tokenizer.save_pretrained(model)
-    task = tmp_path / "toy.yaml"
-    task.write_text(TASK)
-    assert main(["validate", str(task)]) == 0
-    assert main(["methods"]) == 0
-    assert "method toy: A toy: coeff along the first axis." in capsys.readouterr().out
-    assert main(["run", str(task), "--model", str(model), "--out", str(tmp_path / "a")]) == 0
-    assert main(["run", str(task), "--model", str(model), "--out", str(tmp_path / "b"),
-                 "--set", "steering.coeff=60"]) == 0
-    assert main(["sweep", str(task), "--model", str(model), "--layers", "1,2", "--coeffs", "10,40",
-                 "--out", str(tmp_path / "s")]) == 0
-    capsys.readouterr()
-    sweep_config = f"{tmp_path / 's'}:L2 c+40"
-    assert main(["compare", str(tmp_path / "a"), str(tmp_path / "b"), sweep_config, "--json"]) == 0
-    result = json.loads(capsys.readouterr().out)
-    assert [r["condition"] for r in result["runs"]] == ["steered", "steered", "L2 c+40"]
-    run, _ = read_run(tmp_path / "a")
-    assert run.tasks[0].conditions["steered"]["method"] == "toy"
-    assert run.ledger and all(r.site == "L1.resid" for r in run.ledger)
 
 
 def test_analysis_compare_and_check_report_the_same_difference_and_ci(tmp_path):
