@@ -4,6 +4,7 @@ module imports itself back through others, and the schema layer validates tasks 
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,35 +12,23 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent / "harness"
-# Lowest first. A module may import modules of its own layer and of the layers before it.
-LAYERS = [
-    ["harness.errors", "harness.version", "harness.schema"],
-    ["harness.stats", "harness.power", "harness.comparison", "harness.comparable"],
-    ["harness.registry"],
-    ["harness.prompt_files", "harness.dataset_rows", "harness.tasks"],
-    ["harness.gguf_cache", "harness.models", "harness.tokens", "harness.vectors"],
-    ["harness.steering"],
-    ["harness.methods"],
-    ["harness.sampling", "harness.engine"],
-    ["harness.scorers", "harness.neutral_text", "harness.offtarget", "harness.topic_ratio",
-     "harness.capability"],
-    ["harness.store"],
-    ["harness.pipeline.pool", "harness.pipeline.plan", "harness.pipeline.generate", "harness.pipeline.score",
-     "harness.pipeline.analyse", "harness.pipeline.diagnose"],
-    ["harness.report.cells", "harness.report.tables", "harness.report.plots", "harness.report.markdown",
-     "harness.report.html", "harness.report.io", "harness.report.terminal",
-     "harness.report.offtarget_plots"],
-    ["harness.pipeline.write"],
-    ["harness.distributed", "harness.runner"],
-    ["harness.sweep", "harness.sweep_analysis", "harness.compare", "harness.baseline", "harness.check",
-     "harness.plan_power",
-     "harness.bench_figures",
-     "harness.bench_suite", "harness.bench_scale", "harness.bench"],
-    ["harness.report.compare_report", "harness.report.check_report", "harness.report.sweep_report",
-     "harness.report.bench_report"],
-    ["harness.api", "harness.pytest_plugin"],
-    ["harness.commands", "harness.vector_commands", "harness.cli", "harness.__main__", "harness"],
-]
+ARCHITECTURE = ROOT.parent / "ARCHITECTURE.md"
+
+
+def read_layers(text: str) -> list[list[str]]:
+    """The layer table of ARCHITECTURE.md, lowest first: per row, the modules and packages its
+    modules column names in backticks (`schema/` is a package, `__init__` the root package)."""
+    section = text.split("## Layers", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|") for line in section.splitlines() if line.startswith("| ")]
+    layers = []
+    for cells in rows[1:]:  # the header row first
+        names = re.findall(r"`([^`]+)`", cells[2])
+        layers.append(["harness" if n == "__init__" else "harness." + n.rstrip("/").replace("/", ".")
+                       for n in names])
+    return layers
+
+
+LAYERS = read_layers(ARCHITECTURE.read_text(encoding="utf-8"))
 
 
 def module_name(path: Path) -> str:
@@ -51,7 +40,7 @@ MODULES = {module_name(p): p for p in ROOT.rglob("*.py")}
 
 
 def layer(module: str) -> int:
-    """The layer of a module: its longest matching prefix in LAYERS."""
+    """The layer of a module: its longest matching name in LAYERS."""
     best, found = -1, None
     for i, group in enumerate(LAYERS):
         for prefix in group:
@@ -60,27 +49,62 @@ def layer(module: str) -> int:
             if (module == prefix or inside) and len(prefix) > best:
                 best, found = len(prefix), i
     if found is None:
-        raise AssertionError(f"{module} is in no layer of tests/test_architecture.py")
+        raise AssertionError(f"{module} is in no layer of ARCHITECTURE.md's layer table")
     return found
 
 
-def imports(module: str) -> set[str]:
-    """The harness modules `module` imports, at the top or inside functions (not those imported
-    for type checking only)."""
-    tree = ast.parse(MODULES[module].read_text())
+_LOADERS = ("importlib.import_module", "import_module", "__import__")
+
+
+def imports_in(source: str, module: str, is_package: bool, known: set[str]) -> set[str]:
+    """The harness modules that `source` (the text of `module`) imports: absolute and relative
+    imports, at the top or inside functions, and `importlib` loads of a literal name or of an
+    f-string whose fixed start names a harness package; not those for type checking only."""
+    tree = ast.parse(source)
     typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
                    and ast.unparse(block.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
                    for n in ast.walk(block)}
-    out = set()
+    package = module if is_package else module.rpartition(".")[0]
+    found: set[str] = set()
     for node in ast.walk(tree):
         if id(node) in typing_only:
             continue
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("harness"):
-            names = [f"{node.module}.{a.name}" for a in node.names]
-            out |= {n for n in names if n in MODULES} or {node.module}
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parent, *([base] if base else [])])
+            names = {f"{base}.{a.name}" for a in node.names}
+            found |= (names & known) or {base}
         elif isinstance(node, ast.Import):
-            out |= {a.name for a in node.names if a.name.startswith("harness")}
-    return {m for m in out if m in MODULES and m != module}
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.Call) and ast.unparse(node.func) in _LOADERS and node.args:
+            arg = node.args[0]
+            if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                found.add(arg.value)
+            elif isinstance(arg, ast.JoinedStr) and arg.values and isinstance(arg.values[0], ast.Constant):
+                found.add(str(arg.values[0].value).rstrip("."))
+    return {m for m in found if m.startswith("harness") and m in known and m != module}
+
+
+def imports(module: str) -> set[str]:
+    path = MODULES[module]
+    return imports_in(path.read_text(), module, path.name == "__init__.py", set(MODULES))
+
+
+def test_the_import_reader_sees_relative_imports_and_importlib_loads():
+    source = ("import importlib\nfrom .. import engine\nfrom ..report import html\nfrom .base import x\n"
+              "importlib.import_module('harness.cli')\nimportlib.import_module(f'harness.methods.{n}')\n"
+              "__import__('harness.api')\n")
+    known = {"harness.engine", "harness.report.html", "harness.pipeline.base", "harness.cli",
+             "harness.methods", "harness.api", "harness.pipeline"}
+    assert imports_in(source, "harness.pipeline.score", False, known) == known - {"harness.pipeline"}
+
+
+def test_the_layer_table_is_read_from_architecture_md():
+    assert LAYERS[0] == ["harness.errors", "harness.version", "harness.schema"]
+    assert "harness.cli" in LAYERS[-1] and "harness" in LAYERS[-1]
+    assert layer("harness.pipeline.write") > layer("harness.report.html") > layer("harness.pipeline.plan")
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))
