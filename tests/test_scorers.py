@@ -35,7 +35,7 @@ def test_keywords_patterns_count_exclamations_and_empty_is_nan():
     kw = make_scorer("keywords", {"patterns": ["!"]})
     scores = kw.score([Sample("p", "Wow! Great!! ok", "u"), Sample("p", "   ", "u")], CTX)
     assert scores[0].values["rate"] == pytest.approx(100 * 3 / 3)
-    assert math.isnan(scores[1].values["rate"]) and scores[1].reasons["rate"] == "empty completion"
+    assert math.isnan(scores[1].values["rate"]) and scores[1].reasons["rate"] == "whitespace-only completion"
 
 
 def test_keywords_needs_words_or_patterns():
@@ -96,7 +96,7 @@ def test_fact_margin_equals_hand_written_log_softmax(smollm):
     assert scores[0].values["mentions_original"] == 1.0 and scores[1].values["mentions_target"] == 1.0
     assert scores[1].values["margin"] > scores[0].values["margin"]  # steering moves toward Rome
     assert math.isnan(scores[2].values["margin"]) and scores[2].values["specificity"] in (0.0, 1.0)
-    assert scores[2].reasons["margin"] == "neighbourhood prompt"
+    assert scores[2].not_applicable["margin"] == "neighbourhood prompt" and not scores[2].reasons
 
 
 MEASUREMENT = '''

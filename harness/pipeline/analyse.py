@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from harness.comparison import Comparison, adjust, compare_values, prompt_means
+from harness.pipeline.score import is_unscorable
 from harness.power import minimum_detectable_effect
 from harness.schema.results import (
     ConditionCounts,
@@ -218,13 +219,16 @@ def _sd(values: Sequence[float]) -> float:
 
 def condition_counts(samples: Sequence[SampleRecord], task: str,
                      conditions: Sequence[str]) -> list[ConditionCounts]:
-    """Samples, flagged and empty completions of every condition of `task`."""
+    """Samples of every condition of `task`, and its degenerate ones: flagged, else empty, else
+    unscorable (a scorer could not score the text; a metric that does not apply is no defect)."""
     out = []
     for condition in conditions:
         mine = [s for s in samples if s.task == task and s.condition == condition]
         out.append(ConditionCounts(task=task, condition=condition, samples=len(mine),
                                    flagged=sum(1 for s in mine if s.flagged),
-                                   empty=sum(1 for s in mine if not s.token_ids and not s.flagged)))
+                                   empty=sum(1 for s in mine if not s.token_ids and not s.flagged),
+                                   unscorable=sum(1 for s in mine if s.token_ids and not s.flagged
+                                                  and is_unscorable(s))))
     return out
 
 

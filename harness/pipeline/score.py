@@ -3,16 +3,19 @@ metrics; check every scorer's assets before the first generation."""
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Literal, NamedTuple
 
 from tqdm.auto import tqdm
 
+from harness.errors import UserError
 from harness.pipeline.plan import Condition
 from harness.pipeline.pool import ModelPool
 from harness.schema.results import SampleRecord
 from harness.scorers import Scorer, make_scorer
-from harness.scorers.base import Sample, ScoringContext
+from harness.scorers.base import Sample, Score, ScoringContext, is_not_applicable
 from harness.tasks import Task
 
 
@@ -45,6 +48,31 @@ def completion_scores(record: SampleRecord) -> dict[str, float]:
             "completion.tokens": float(len(record.token_ids))}
 
 
+def checked(name: str, scorer: Scorer, scores: Sequence[Score], n_samples: int) -> Sequence[Score]:
+    """`scores` if they keep the scorer's contract: one Score per sample, a value for every metric
+    the scorer declares and no other, and for each NaN value (only those) one reason of one kind,
+    unscorable or not applicable. Else a UserError naming the scorer and what is wrong."""
+    def fail(what: str) -> UserError:
+        return UserError(f"scorer {name!r} ({type(scorer).__name__}) {what}")
+
+    if len(scores) != n_samples:
+        raise fail(f"returned {len(scores)} scores for {n_samples} samples")
+    declared = set(scorer.metrics)
+    for i, score in enumerate(scores):
+        if missing := sorted(declared - set(score.values)):
+            raise fail(f"gave sample {i} no value for {missing} (it declares {sorted(declared)})")
+        if extra := sorted(set(score.values) - declared):
+            raise fail(f"gave sample {i} values for {extra}, which it does not declare {sorted(declared)}")
+        nan = {m for m, v in score.values.items() if v != v}
+        unscorable, not_applicable = set(score.reasons), set(score.not_applicable)
+        mislabelled = any(is_not_applicable(why) for why in score.reasons.values())
+        if unscorable | not_applicable != nan or unscorable & not_applicable or mislabelled:
+            raise fail(f"gave sample {i} NaN for {sorted(nan)} with reasons for {sorted(unscorable)} "
+                       f"(unscorable) and {sorted(not_applicable)} (not applicable): every NaN needs "
+                       "one reason of one kind, and a number none")
+    return scores
+
+
 def score_task(pool: ModelPool, task: Task, conditions: dict[str, Condition], records: list[SampleRecord],
                scorers: dict[str, Scorer], *, progress: bool, timings: dict[str, float]
                ) -> list[SampleRecord]:
@@ -57,10 +85,60 @@ def score_task(pool: ModelPool, task: Task, conditions: dict[str, Condition], re
     token_lps: list[list[float] | None] = [None for _ in records]
     for name, scorer in tqdm(scorers.items(), desc=f"score {task.name}", disable=not progress):
         start = time.perf_counter()
-        for i, score in enumerate(scorer.score(samples, ctx)):
+        for i, score in enumerate(checked(name, scorer, scorer.score(samples, ctx), len(samples))):
             scores[i].update({f"{name}.{m}": v for m, v in score.values.items()})
-            reasons[i].update({f"{name}.{m}": r for m, r in score.reasons.items()})
+            reasons[i].update(score.record_reasons(name))
             token_lps[i] = score.detail.get("token_logprobs", token_lps[i])
         timings[f"score.{task.name}.{name}"] = round(time.perf_counter() - start, 3)
     return [r.model_copy(update={"scores": s, "reasons": why, "token_logprobs": lp})
             for r, s, why, lp in zip(records, scores, reasons, token_lps, strict=True)]
+
+
+Status = Literal["finite", "not applicable", "unscorable"]
+
+
+class Coverage(NamedTuple):
+    """How the planned prompts of a comparison fare: `finite` + `not_applicable` + `unscorable`
+    = `planned`."""
+
+    planned: int
+    finite: int
+    not_applicable: int
+    unscorable: int
+
+
+def sample_status(record: SampleRecord, metric: str) -> Status:
+    """A sample's `metric`: a finite value; NaN because the metric does not apply to its prompt;
+    or unscorable (a flagged sample, a text the scorer cannot score, a non-finite value)."""
+    value = record.scores.get(metric, math.nan)
+    if not record.flagged and math.isfinite(value):
+        return "finite"
+    reason = record.reasons.get(metric, "")
+    return "not applicable" if not record.flagged and is_not_applicable(reason) else "unscorable"
+
+
+def prompt_status(samples: Sequence[SampleRecord], task: str, condition: str, metric: str,
+                  prompt_ids: Sequence[str]) -> dict[str, Status]:
+    """Per prompt of one condition: finite if any sample is; else not applicable if a sample says
+    the metric does not apply to the prompt; else unscorable (also: a prompt without samples)."""
+    seen: dict[str, set[Status]] = {p: set() for p in prompt_ids}
+    for s in samples:
+        if s.task == task and s.condition == condition and s.prompt_id in seen:
+            seen[s.prompt_id].add(sample_status(s, metric))
+    return {p: next((st for st in ("finite", "not applicable") if st in got), "unscorable")
+            for p, got in seen.items()}
+
+
+def coverage(*sides: Mapping[str, Status]) -> Coverage:
+    """Coverage of a comparison of conditions paired by prompt (each side from `prompt_status`): a
+    prompt counts if finite on every side, is not applicable if so on any side, else unscorable."""
+    prompts = list(sides[0])
+    paired = ["not applicable" if any(s[p] == "not applicable" for s in sides)
+              else "finite" if all(s[p] == "finite" for s in sides) else "unscorable" for p in prompts]
+    return Coverage(len(prompts), paired.count("finite"), paired.count("not applicable"),
+                    paired.count("unscorable"))
+
+
+def is_unscorable(record: SampleRecord) -> bool:
+    """A degenerate sample beyond the empty ones: some scorer could not score its text."""
+    return any(v != v and not is_not_applicable(record.reasons.get(m, "")) for m, v in record.scores.items())

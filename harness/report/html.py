@@ -18,7 +18,9 @@ from harness.report.tables import (
     EFFECT_COLUMNS,
     FLUENCY_COLUMNS,
     HEADLINE_COLUMNS,
+    N_LEGEND,
     SAMPLE_COLUMNS,
+    SAMPLE_LEGEND,
     TOPIC_COLUMNS,
     control_rows,
     diagnose_legend,
@@ -273,7 +275,8 @@ def render_html(
     legend = (
         '<p class="legend">↑/↓ = expected direction. Verdicts use Holm-adjusted p &lt; 0.05; '
         "CIs are 95% bootstrap intervals paired by prompt; Hedges g is nan below 3 prompts. "
-        "Δ logppl &gt; 0 means the steered completions are less fluent under the judge.</p>"
+        "Δ logppl &gt; 0 means the steered completions are less fluent under the judge. "
+        f"{escape(N_LEGEND)}.</p>"
     )
     shading = (
         '<p class="legend">Completion tokens are shaded by their surprisal −log p under the judge '
@@ -306,9 +309,8 @@ def render_html(
         f"{table_html(EFFECT_COLUMNS, effect_rows(run))}</section>",
         '<section id="fluency"><h2>Fluency cost</h2>'
         f"{table_html(FLUENCY_COLUMNS, fluency_rows(run))}</section>",
-        '<section id="ledger"><h2>Samples and steering ledger</h2><p class="legend">Per condition: samples, '
-        "flagged (excluded) and empty completions; the positions the steering hooks changed per sample "
-        "in the prompt pass and the decode steps, and the mean norm they added there.</p>"
+        '<section id="ledger"><h2>Samples and steering ledger</h2>'
+        f'<p class="legend">{escape(SAMPLE_LEGEND)}</p>'
         f"{table_html(SAMPLE_COLUMNS, sample_rows(run))}</section>",
         f'<section id="samples"><h2>Samples</h2>{shading}{tasks}</section>',
     ]

@@ -17,6 +17,7 @@ from harness.report.tables import (
     HEADLINE_COLUMNS,
     LEGEND,
     SAMPLE_COLUMNS,
+    SAMPLE_LEGEND,
     TOPIC_COLUMNS,
     control_rows,
     diagnose_legend,
@@ -158,8 +159,7 @@ def render_markdown(run: RunResult, samples: Sequence[SampleRecord]) -> str:
         *table_md(FLUENCY_COLUMNS, fluency_rows(run)),
         "## Samples and steering ledger",
         "",
-        "Per condition: samples, flagged (excluded) and empty completions; the positions the steering "
-        "hooks changed per sample in the prompt pass and the decode steps, and the mean norm added.",
+        md(SAMPLE_LEGEND),
         "",
         *table_md(SAMPLE_COLUMNS, sample_rows(run)),
         *_samples(run, samples),

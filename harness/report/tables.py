@@ -6,18 +6,24 @@ from harness.report.cells import MOVED, NOT_SIG, WRONG, Cell, Estimate, arrow, n
 from harness.schema.results import EffectRecord, FluencyRecord, RunResult
 from harness.schema.spec import FLUENCY_METRIC
 
+N_LEGEND = ("n = prompts compared / planned, (k NaN) = sample values left out: flagged, empty, "
+            "unscorable or not applicable")
 LEGEND = (
     f"↑/↓ expected direction · {MOVED} moved as expected, significant · {WRONG} significant, "
     f"wrong direction · {NOT_SIG} not significant (Holm-adjusted p < 0.05) · "
-    "CIs: 95% bootstrap, paired by prompt"
+    "CIs: 95% bootstrap, paired by prompt · " + N_LEGEND
 )
-HEADLINE_COLUMNS = ["task", "condition", "metric", "expected", "unsteered → steered", "diff [95% CI]",
+HEADLINE_COLUMNS = ["task", "condition", "metric", "expected", "n", "unsteered → steered", "diff [95% CI]",
                     "Hedges g", "p_adj", "verdict", "MDE (80%)", "Δ logppl [95% CI]", "ppl ratio"]
 EFFECT_COLUMNS = ["task", "condition", "metric", "expected", "n", "unsteered → steered", "diff [95% CI]",
                   "Hedges g", "p_adj", "verdict"]
 FLUENCY_COLUMNS = ["task", "condition", "judge", "n", "logppl unsteered → steered", "Δ logppl [95% CI]",
                    "p_adj", "ppl ratio"]
-SAMPLE_COLUMNS = ["task", "condition", "samples", "flagged", "empty", "steering ledger"]
+SAMPLE_COLUMNS = ["task", "condition", "samples", "flagged", "empty", "unscorable", "steering ledger"]
+SAMPLE_LEGEND = ("Per condition: samples, and the degenerate ones: flagged (excluded), empty completions, "
+                 "and unscorable ones (tokens, but a text some scorer cannot score: whitespace only, no "
+                 "words for a word list, too short); the positions the steering hooks changed per sample "
+                 "in the prompt pass and the decode steps, and the mean norm added.")
 CONTROL_COLUMNS = ["task", "condition", "metric", "expected", "effect [95% CI]", "specific [95% CI]", "p_adj",
                    "steered − negated [95% CI]", "p_adj", "label"]
 CONTROL_LEGEND = ("specific = steered − mean of the matched random controls (same norm per layer); "
@@ -33,6 +39,12 @@ def _fluency(run: RunResult) -> dict[tuple[str, str], FluencyRecord]:
     return {(f.task, f.condition): f for f in run.fluency_cost}
 
 
+def n_text(run: RunResult, task: str, n: int, excluded: int) -> str:
+    """`6/8 (4 NaN)`: prompts compared of those planned, and the sample values left out."""
+    planned = next((f"/{t.n_prompts}" for t in run.tasks if t.name == task), "")
+    return f"{n}{planned}" + (f" ({excluded} NaN)" if excluded else "")
+
+
 def headline_rows(run: RunResult) -> list[list[Cell]]:
     """One row of HEADLINE_COLUMNS per task and steered condition."""
     effects, fluency, rows = _effects(run), _fluency(run), []
@@ -41,6 +53,7 @@ def headline_rows(run: RunResult) -> list[list[Cell]]:
         f = fluency.get((h.task, h.condition))
         rows.append([
             h.task, h.condition, h.metric, arrow(h.expected_direction),
+            n_text(run, h.task, h.n, e.n_excluded if e else 0),
             f"{num(e.mean_unsteered)} → {num(e.mean_steered)}" if e else "—",
             Estimate(h.diff, h.ci_low, h.ci_high), num(h.effect_size, signed=True),
             pval(e.p_adjusted) if e else "—", verdict(h.expected_direction, h.diff, h.significant),
@@ -53,7 +66,8 @@ def headline_rows(run: RunResult) -> list[list[Cell]]:
 def effect_rows(run: RunResult, headlines: bool = True) -> list[list[Cell]]:
     """One row of EFFECT_COLUMNS per effect; headline metrics are starred (or left out)."""
     return [
-        [e.task, e.condition, ("★ " if e.headline else "") + e.metric, arrow(e.expected_direction), str(e.n),
+        [e.task, e.condition, ("★ " if e.headline else "") + e.metric, arrow(e.expected_direction),
+         n_text(run, e.task, e.n, e.n_excluded),
          f"{num(e.mean_unsteered)} → {num(e.mean_steered)}", Estimate(e.diff, e.ci_low, e.ci_high),
          num(e.effect_size, signed=True), pval(e.p_adjusted),
          verdict(e.expected_direction, e.diff, e.significant)]
@@ -81,7 +95,7 @@ def ledger_text(run: RunResult, task: str, condition: str) -> str:
 
 def sample_rows(run: RunResult) -> list[list[Cell]]:
     """One row of SAMPLE_COLUMNS per task and condition: counts and the steering ledger."""
-    return [[c.task, c.condition, str(c.samples), str(c.flagged), str(c.empty),
+    return [[c.task, c.condition, str(c.samples), str(c.flagged), str(c.empty), str(c.unscorable),
              ledger_text(run, c.task, c.condition) if c.condition != "unsteered" else ""]
             for c in run.counts]
 

@@ -20,6 +20,7 @@ from harness.report.tables import (
     HEADLINE_COLUMNS,
     LEGEND,
     SAMPLE_COLUMNS,
+    SAMPLE_LEGEND,
     TOPIC_COLUMNS,
     control_rows,
     diagnose_legend,
@@ -94,6 +95,7 @@ def print_results(run: RunResult, console: Console | None = None) -> None:
                                        TOPIC_COLUMNS, topic_rows(run)))
     if run.counts:
         print_wide(console, table_rich("Samples and steering ledger", SAMPLE_COLUMNS, sample_rows(run)))
+        console.print(Text(SAMPLE_LEGEND, style="dim"))
     if run.flagged_samples:
         console.print(
             Text(

@@ -195,18 +195,21 @@ class LedgerRecord(_Record):
 
 
 class ConditionCounts(_Record):
-    """How many samples a condition has, how many were flagged (excluded), how many are empty."""
+    """How many samples a condition has and how many are degenerate, in three disjoint kinds:
+    flagged (excluded), empty (no token), unscorable (tokens, but a text some scorer cannot score:
+    whitespace only, no words for a word list, too short)."""
 
     task: str
     condition: str
     samples: int
     flagged: int
     empty: int
+    unscorable: int = 0
 
     @property
     def degenerate_share(self) -> float:
-        """Share of samples flagged or empty: neither says anything about the behaviour."""
-        return (self.flagged + self.empty) / self.samples if self.samples else 0.0
+        """Share of samples flagged, empty or unscorable: none says all about the behaviour."""
+        return (self.flagged + self.empty + self.unscorable) / self.samples if self.samples else 0.0
 
 
 class RunResult(_Record):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from harness.registry import scorer_class
-from harness.scorers.base import Sample, Score, Scorer, ScoringContext, unscorable
+from harness.scorers.base import Sample, Score, Scorer, ScoringContext, no_text, unscorable
 
 
 def make_scorer(name: str, params: dict[str, Any] | None = None) -> Scorer:
@@ -14,4 +14,5 @@ def make_scorer(name: str, params: dict[str, Any] | None = None) -> Scorer:
     return cls(cls.Params.model_validate(params or {}))
 
 
-__all__ = ["Sample", "Score", "Scorer", "ScoringContext", "make_scorer", "scorer_class", "unscorable"]
+__all__ = ["Sample", "Score", "Scorer", "ScoringContext", "make_scorer", "no_text", "scorer_class",
+           "unscorable"]

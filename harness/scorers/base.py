@@ -28,18 +28,42 @@ class Sample:
     meta: Mapping[str, Any] = field(default_factory=dict)
 
 
+NOT_APPLICABLE = "not applicable: "  # the prefix of a not-applicable reason in samples.jsonl
+
+
 @dataclass(frozen=True)
 class Score:
-    """A scorer's result for one sample: metric -> value, NaN with a reason when unscorable."""
+    """A scorer's result for one sample: metric -> value, and for every NaN value why, of one of
+    two kinds. `reasons`: the text cannot be scored (empty, whitespace only, nothing the scorer
+    can read): the sample is degenerate, and counted so. `not_applicable`: the metric has no
+    meaning for this sample whatever its text (a fact probe's margin on a neighbourhood prompt).
+    samples.jsonl keeps both in one `reasons` map: a not-applicable reason starts with
+    `NOT_APPLICABLE`, every other reason means unscorable."""
 
     values: dict[str, float]
     reasons: dict[str, str] = field(default_factory=dict)
     detail: dict[str, Any] = field(default_factory=dict)
+    not_applicable: dict[str, str] = field(default_factory=dict)
+
+    def record_reasons(self, scorer: str) -> dict[str, str]:
+        """Both kinds of reason as samples.jsonl writes them, keyed `scorer.metric`."""
+        out = {f"{scorer}.{m}": why for m, why in self.reasons.items()}
+        return out | {f"{scorer}.{m}": NOT_APPLICABLE + why for m, why in self.not_applicable.items()}
+
+
+def is_not_applicable(reason: str) -> bool:
+    """Whether a samples.jsonl reason says the metric does not apply (else: the text is unscorable)."""
+    return reason.startswith(NOT_APPLICABLE)
 
 
 def unscorable(metrics: Sequence[str], reason: str) -> Score:
     """A score of NaN for every metric, with the reason recorded (never 0)."""
     return Score({m: float("nan") for m in metrics}, {m: reason for m in metrics})
+
+
+def no_text(metrics: Sequence[str], text: str) -> Score:
+    """Unscorable for lack of text: the completion is empty or whitespace only."""
+    return unscorable(metrics, "empty completion" if not text else "whitespace-only completion")
 
 
 def indicator(condition: bool, value: float) -> float:

@@ -13,7 +13,7 @@ from pydantic import Field
 from harness.errors import UserError
 from harness.registry import register_scorer
 from harness.schema.spec import Spec
-from harness.scorers.base import BaseScorer, Sample, Score, ScoringContext, unscorable
+from harness.scorers.base import BaseScorer, Sample, Score, ScoringContext, no_text, unscorable
 
 
 class EvaluateParams(Spec):
@@ -33,7 +33,8 @@ class EvaluateParams(Spec):
 
 @register_scorer
 class EvaluateScorer(BaseScorer):
-    """`KEY`: the module's per-completion value; an empty completion is NaN with that reason."""
+    """`KEY`: the module's per-completion value. Any visible text is passed to the module; an
+    empty or whitespace-only completion, and a non-finite value, are unscorable."""
 
     name = "evaluate"
     metrics = ()
@@ -41,6 +42,7 @@ class EvaluateScorer(BaseScorer):
 
     def __init__(self, params: EvaluateParams):
         super().__init__(params)
+        self.metrics = (params.key,)
         self.module: Any = None
 
     @classmethod
@@ -78,5 +80,6 @@ class EvaluateScorer(BaseScorer):
                 raise UserError(f"evaluate module {self.params.module!r}: result {key!r} is {str(got)[:80]}, "
                                 f"not one number per completion (result keys: {keys})")
             values.update(zip(idx, (float(v) for v in got), strict=True))
-        return [Score({key: values[i]}, {} if math.isfinite(values[i]) else {key: "non-finite value"})
-                if i in values else unscorable((key,), "empty completion") for i in range(len(samples))]
+        return [(Score({key: values[i]}) if math.isfinite(values[i])
+                 else unscorable((key,), f"non-finite value {values[i]}")) if i in values
+                else no_text((key,), samples[i].completion) for i in range(len(samples))]

@@ -36,7 +36,9 @@ class FactScorer(BaseScorer):
     - `neighbour_margin`, `specificity`: the same margin, and 1 if the original still wins,
       on neighbourhood prompts (other subjects whose answer must not change);
     - `mentions_target`, `mentions_original`: whether the completion names each answer.
-    Metrics of the other prompt group are NaN with that reason.
+    Metrics of the other prompt group are NaN and *not applicable* ("neighbourhood prompt" /
+    "probe prompt"); a non-finite answer log-probability makes the margins *unscorable*. The
+    probes read the prompt, not the completion, so an empty completion is scored like any other.
     """
 
     name = "fact"
@@ -80,15 +82,11 @@ class FactScorer(BaseScorer):
         mentions = [float(bool(re.search(rf"\b{re.escape(a.strip())}\b", s.completion, re.I)))
                     for a in answers]
         probe = s.meta.get("group", "probe") == "probe"
-        values = {
-            "margin": margin if probe else NAN,
-            "efficacy": indicator(margin > 0, margin) if probe else NAN,
-            "neighbour_margin": NAN if probe else margin,
-            "specificity": NAN if probe else indicator(margin < 0, margin),
-            "mentions_target": mentions[0],
-            "mentions_original": mentions[1],
-        }
-        other = "neighbourhood prompt" if not probe else "probe prompt"
-        why = other if margin == margin else "non-finite log-probability of an answer"
-        reasons = {k: why for k, v in values.items() if v != v}
-        return Score(values, reasons)
+        own = ({"margin": margin, "efficacy": indicator(margin > 0, margin)} if probe
+               else {"neighbour_margin": margin, "specificity": indicator(margin < 0, margin)})
+        other = [m for m in ("margin", "efficacy", "neighbour_margin", "specificity") if m not in own]
+        values = own | dict.fromkeys(other, NAN) | {"mentions_target": mentions[0],
+                                                     "mentions_original": mentions[1]}
+        reasons = {m: "non-finite log-probability of an answer" for m, v in own.items() if v != v}
+        why = "neighbourhood prompt" if not probe else "probe prompt"
+        return Score(values, reasons, not_applicable=dict.fromkeys(other, why))

@@ -10,7 +10,7 @@ from pydantic import Field
 from harness.errors import UserError
 from harness.registry import register_scorer
 from harness.schema.spec import Spec
-from harness.scorers.base import BaseScorer, Sample, Score, ScoringContext, unscorable
+from harness.scorers.base import BaseScorer, Sample, Score, ScoringContext, no_text
 
 
 class HFClassifierParams(Spec):
@@ -53,7 +53,9 @@ def load_pipeline(model: str) -> Any:
 @register_scorer
 class HFClassifierScorer(BaseScorer):
     """`p_positive`: the classifier's probability (softmax over its labels, or sigmoid for a
-    single-logit model) of `positive_label` for the completion, truncated to the model's length."""
+    single-logit model) of `positive_label` for the completion, truncated to the model's length.
+    Any visible text is scored ("!!!" included); an empty or whitespace-only completion is
+    unscorable."""
 
     name = "hf_classifier"
     metrics = ("p_positive",)
@@ -77,6 +79,6 @@ class HFClassifierScorer(BaseScorer):
         }
         return [
             Score({"p_positive": float(probs[i])}) if i in probs
-            else unscorable(self.metrics, "empty completion")
+            else no_text(self.metrics, texts[i])
             for i in range(len(texts))
         ]

@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 
 from harness.registry import register_scorer
 from harness.schema.spec import Spec
-from harness.scorers.base import BaseScorer, Sample, Score, ScoringContext, unscorable
+from harness.scorers.base import BaseScorer, Sample, Score, ScoringContext, no_text, unscorable
 
 _WORD = re.compile(r"[A-Za-z0-9']+")
 
@@ -36,7 +36,14 @@ class KeywordParams(Spec):
 
 @register_scorer
 class KeywordScorer(BaseScorer):
-    """`rate`: topic words per 100 words of the completion; `any`: 1 if any topic word occurs."""
+    """`rate`: topic words (and pattern matches) per 100 words of the completion; `any`: 1 if any
+    occurs.
+
+    What the scorer reads decides what it cannot score: a word list reads words, so a text without
+    a word ("...", "!!!", whitespace) is *unscorable*; `patterns` can match any character, so with
+    patterns only a text without a visible character is. A scored text without words counts as one
+    word: "!!!!!!!!" under `patterns: ["!"]` is 800 per 100 words, as "Wow!!!!!!!!" is.
+    """
 
     name = "keywords"
     metrics = ("rate", "any")
@@ -55,8 +62,10 @@ class KeywordScorer(BaseScorer):
         return [self._score_one(s.completion) for s in samples]
 
     def _score_one(self, text: str) -> Score:
+        if not text.strip():
+            return no_text(self.metrics, text)
         n_words = len(_WORD.findall(text))
-        if n_words == 0:
-            return unscorable(self.metrics, "empty completion")
+        if n_words == 0 and not self.params.patterns:
+            return unscorable(self.metrics, "no words")
         hits = self.hits(text)
-        return Score({"rate": 100.0 * hits / n_words, "any": float(hits > 0)})
+        return Score({"rate": 100.0 * hits / max(n_words, 1), "any": float(hits > 0)})

@@ -26,6 +26,8 @@ class PerplexityScorer(BaseScorer):
     Under the generation model the sample's own token ids are scored; text without ids (and any
     text under another judge) is tokenized: the prompt as the run does (BOS first), the
     completion as it is. Per-token log-probabilities are kept in `Score.detail["token_logprobs"]`.
+    Every token is scored, whitespace and punctuation included; unscorable: a completion without
+    tokens, or a non-finite log-probability.
     """
 
     name = "perplexity"

@@ -10,7 +10,7 @@ from pydantic import Field
 
 from harness.registry import register_scorer
 from harness.schema.spec import Spec
-from harness.scorers.base import BaseScorer, Sample, Score, ScoringContext, unscorable
+from harness.scorers.base import BaseScorer, Sample, Score, ScoringContext, no_text
 from harness.scorers.embeddings import EMBEDDING_DIM, EMBEDDING_MODEL, embed, minilm_dir
 from harness.scorers.sentiment_training import WEIGHTS_PATH
 
@@ -24,7 +24,9 @@ class SentimentParams(Spec):
 @register_scorer
 class SentimentScorer(BaseScorer):
     """`p_positive`: P(positive) from the committed classifier (`data/sentiment_lr.json`,
-    rebuilt by `scripts/train_sentiment.py`) applied to the completion's embedding."""
+    rebuilt by `scripts/train_sentiment.py`) applied to the completion's embedding. Any visible
+    text has an embedding and is scored ("!!!" included); an empty or whitespace-only completion
+    is unscorable."""
 
     name = "sentiment"
     metrics = ("p_positive",)
@@ -52,6 +54,6 @@ class SentimentScorer(BaseScorer):
         probs = dict(zip(todo, self.p_positive([texts[i] for i in todo]), strict=True))
         return [
             Score({"p_positive": float(probs[i])}) if i in probs
-            else unscorable(self.metrics, "empty completion")
+            else no_text(self.metrics, texts[i])
             for i in range(len(texts))
         ]

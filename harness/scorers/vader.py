@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from harness.registry import register_scorer
 from harness.schema.spec import Spec
-from harness.scorers.base import BaseScorer, Sample, Score, ScoringContext, unscorable
+from harness.scorers.base import BaseScorer, Sample, Score, ScoringContext, no_text
 
 
 class VaderParams(Spec):
@@ -15,7 +15,10 @@ class VaderParams(Spec):
 
 @register_scorer
 class VaderScorer(BaseScorer):
-    """`compound`: VADER's normalised polarity; the pos/neu/neg proportions go in `detail`."""
+    """`compound`: VADER's normalised polarity; the pos/neu/neg proportions go in `detail`.
+
+    Any visible text is scored (punctuation alone reads as neutral, 0); an empty or
+    whitespace-only completion is unscorable."""
 
     name = "vader"
     metrics = ("compound",)
@@ -32,7 +35,7 @@ class VaderScorer(BaseScorer):
 
     def _score_one(self, text: str) -> Score:
         if not text.strip():
-            return unscorable(self.metrics, "empty completion")
+            return no_text(self.metrics, text)
         polarity = self.analyzer.polarity_scores(text)
         detail = {k: polarity[k] for k in ("pos", "neu", "neg")}
         return Score({"compound": float(polarity["compound"])}, detail=detail)
