@@ -161,7 +161,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     scorer.preflight(ctx)
     for row, score in zip(rows, scorer.score(samples, ctx), strict=True):
         print(to_json({**row, "scores": {f"{args.scorer}.{m}": v for m, v in score.values.items()},
-                       "reasons": {f"{args.scorer}.{m}": why for m, why in score.reasons.items()}}))
+                       "reasons": score.record_reasons(args.scorer)}))
     return 0
 
 

@@ -1,7 +1,9 @@
-"""GGUF files dequantized once into safetensors folders in a local cache, keyed by hash."""
+"""The local cache: GGUF files dequantized once into safetensors folders (keyed by hash), and the
+hashes of large model files (keyed by path, size and modification time)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -21,18 +23,55 @@ CACHE_MARKER = "harness-cache.json"  # written last: a cache folder without it i
 log = logging.getLogger(__name__)
 
 
-def model_cache_root() -> Path | None:
-    """Where GGUF models converted to safetensors are kept, or None when caching is off.
-
-    `$HARNESS_CACHE/models` (default `$XDG_CACHE_HOME/harness/models`, i.e.
-    `~/.cache/harness/models`); `HARNESS_CACHE=off` (or 0, false, no, none) turns it off.
-    """
+def cache_root() -> Path | None:
+    """`$HARNESS_CACHE` (default `$XDG_CACHE_HOME/harness`, i.e. `~/.cache/harness`), or None when
+    `HARNESS_CACHE=off` (or 0, false, no, none)."""
     value = os.environ.get(CACHE_ENV, "").strip()
     if value.lower() in CACHE_OFF:
         return None
     if value:
-        return Path(value).expanduser() / "models"
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "harness" / "models"
+        return Path(value).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "harness"
+
+
+def model_cache_root() -> Path | None:
+    """Where GGUF models converted to safetensors are kept (`cache_root()/models`), or None when
+    caching is off."""
+    root = cache_root()
+    return None if root is None else root / "models"
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, read once per (resolved path, size, modification time): the
+    hash is kept in `cache_root()/hashes`, so a multi-gigabyte weights file is not reread on every
+    load. Any change of size or mtime (a rewrite, even of equal length) rehashes it."""
+    path = path.resolve()
+    stat = path.stat()
+    root = cache_root()
+    entry = None
+    if root is not None:
+        key = hashlib.sha256(f"{path}\x00{stat.st_size}\x00{stat.st_mtime_ns}".encode()).hexdigest()
+        entry = root / "hashes" / key
+        try:
+            known = entry.read_text().strip()
+            if len(known) == 64:
+                return known
+        except OSError:
+            pass
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    sha = digest.hexdigest()
+    if entry is not None:
+        try:
+            entry.parent.mkdir(parents=True, exist_ok=True)
+            tmp = entry.with_name(f".{entry.name}.{os.getpid()}")
+            tmp.write_text(sha)
+            tmp.replace(entry)  # atomic: a reader sees the whole hash or none
+        except OSError:
+            pass  # an unwritable cache only costs a rehash next time
+    return sha
 
 
 def read_gguf(path: Path, dtype: torch.dtype,

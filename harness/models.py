@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +14,7 @@ from torch import nn
 
 from harness import gguf_cache
 from harness.errors import UserError
+from harness.gguf_cache import file_sha256
 from harness.schema.steering import HookPoint
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -63,17 +64,29 @@ _SUBMODULES: dict[str, tuple[str, ...]] = {
     "attn": ("self_attn", "attn", "attention", "self_attention"),
     "mlp": ("mlp", "feed_forward", "block_sparse_moe", "ffn"),
 }
+# Files of a model folder that cannot change a token: documentation and pictures.
+_DOC_NAMES = ("readme", "license", "licence", "notice", "copying", "citation")
+_DOC_SUFFIXES = (".md", ".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp")
 
 
 @dataclass
 class LoadedModel:
-    """A model in eval mode, its tokenizer and the identity recorded in every run."""
+    """A model in eval mode, its tokenizer and the identity recorded in every run.
+
+    `sha256` is the model's content identity, part of every sample's key: the hash of its files
+    (`load_model`), or, for a model built by hand without one, of its config, state tensors and
+    tokenizer (`content_sha256`), never its name: two different models may share a name.
+    """
 
     model: nn.Module
     tokenizer: object
     name: str
     source: str
     sha256: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.sha256 is None:
+            self.sha256 = content_sha256(self.model, self.tokenizer)
 
     @property
     def device(self) -> torch.device:
@@ -94,14 +107,6 @@ class LoadedModel:
             "n_layers": self.n_layers,
             "model_type": self.model.config.model_type,
         }
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def embedded_gguf_path(name: str) -> Path:
@@ -127,12 +132,14 @@ def load_model(
 
     `name_or_path` is an embedded model name (see `EMBEDDED`), a local directory,
     a local `.gguf` file, or a Hugging Face id already in the local cache. The
-    network is never used. A GGUF is dequantized once and kept as safetensors in the
-    model cache (`gguf_cache.model_cache_root`, keyed by the GGUF's hash); later loads read
-    that. `device_map` (e.g. "auto") spreads a model too large for one device over the GPUs
-    (and CPU) with accelerate instead of putting it on `device`; single-process runs only.
+    network is never used (every read is `local_files_only`; the environment is left alone).
+    The identity (`sha256`) covers every file that can change a token: the GGUF, or every file
+    of the folder (or of the hub id's cached snapshot) but documentation. A GGUF is dequantized
+    once and kept as safetensors in the model cache (`gguf_cache.model_cache_root`, keyed by the
+    GGUF's hash); later loads read that. `device_map` (e.g. "auto") spreads a model too large for
+    one device over the GPUs (and CPU) with accelerate instead of putting it on `device`;
+    single-process runs only.
     """
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
     if name_or_path in EMBEDDED:
@@ -166,8 +173,9 @@ def _load_gguf(path: Path, name: str, dtype: torch.dtype, device: str | torch.de
     if cached is None:
         model, tokenizer = gguf_cache.read_gguf(path, dtype, device_map)
     else:
-        tokenizer = AutoTokenizer.from_pretrained(cached)
-        model = AutoModelForCausalLM.from_pretrained(cached, dtype=dtype, device_map=device_map)
+        tokenizer = AutoTokenizer.from_pretrained(cached, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(cached, dtype=dtype, device_map=device_map,
+                                                     local_files_only=True)
     if device_map is None:
         model.to(device)
     return LoadedModel(model, tokenizer, name, str(path), sha)
@@ -191,24 +199,68 @@ def _load_pretrained(name: str, dtype: torch.dtype, device: str | torch.device,
         raise ModelLoadError(
             f"model '{name}' is neither an embedded model ({known}), a local directory, "
             f"nor in the Hugging Face cache ({HF_HUB_CACHE}); the network is not used "
-            f"(HF_HUB_OFFLINE): download it beforehand ({type(err).__name__})"
+            f"(local_files_only): download it beforehand ({type(err).__name__})"
         ) from None
     if device_map is None:
         model.to(device)
+    folder = local if local.is_dir() else _hub_snapshot(name)
     source = str(local.resolve()) if local.is_dir() else name
-    return LoadedModel(model, tokenizer, name, source, _weights_sha256(local))
+    return LoadedModel(model, tokenizer, name, source, folder_sha256(folder) if folder else None)
 
 
-def _weights_sha256(directory: Path) -> str | None:
-    if not directory.is_dir():
-        return None
-    files = sorted(directory.glob("*.safetensors")) or sorted(directory.glob("*.bin"))
+def _hub_snapshot(repo_id: str) -> Path | None:
+    """The cached snapshot folder a hub id was loaded from (the one its config.json is in)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, "config.json")
+    return Path(found).parent if isinstance(found, str) else None
+
+
+def is_documentation(relative: Path) -> bool:
+    """Whether a file of a model folder is documentation, a picture or hidden (`.gitattributes`,
+    `.cache/`), which cannot change a token."""
+    name = relative.name.lower()
+    return (any(part.startswith(".") for part in relative.parts) or name.startswith(_DOC_NAMES)
+            or name.endswith(_DOC_SUFFIXES))
+
+
+def folder_sha256(directory: Path) -> str:
+    """The identity of a model folder: a hash of the relative path and content hash of every file
+    in it (subfolders included) except documentation: config, generation config, tokenizer files
+    and weights alike. Content hashes are cached by (path, size, mtime) (`file_sha256`)."""
+    files = sorted(p for p in directory.rglob("*")
+                   if p.is_file() and not is_documentation(p.relative_to(directory)))
     if not files:
-        return None
+        raise ModelLoadError(f"{directory}: no model files to identify the model by")
     digest = hashlib.sha256()
     for path in files:
-        digest.update(file_sha256(path).encode())
+        digest.update(f"{path.relative_to(directory).as_posix()}\x00{file_sha256(path)}\n".encode())
     return digest.hexdigest()
+
+
+def content_sha256(model: nn.Module, tokenizer: object) -> str:
+    """The identity of a model that no file names: a hash of its config, of every tensor of its state
+    (name, dtype, shape and bytes) and of its tokenizer (vocabulary, merges, special tokens, chat
+    template). Reads every weight once: about a second per 500 MB."""
+    digest = hashlib.sha256()
+    config = getattr(model, "config", None)
+    settings = {k: v for k, v in config.to_dict().items() if k != "_name_or_path"} if config else {}
+    digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    for name, tensor in model.state_dict().items():
+        data = tensor.detach().to("cpu").contiguous()
+        digest.update(f"\x00{name}\x00{data.dtype}\x00{tuple(data.shape)}\x00".encode())
+        digest.update(data.reshape(-1).view(torch.uint8).numpy())
+    digest.update(_tokenizer_blob(tokenizer).encode())
+    return digest.hexdigest()
+
+
+def _tokenizer_blob(tokenizer: object) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    vocab = backend.to_str() if backend is not None else sorted(tokenizer.get_vocab().items())  # type: ignore[attr-defined]
+    return json.dumps({"class": type(tokenizer).__name__, "vocab": vocab,
+                       "special": getattr(tokenizer, "special_tokens_map", {}),
+                       "chat_template": getattr(tokenizer, "chat_template", None)},
+                      sort_keys=True, default=str)
 
 
 def _prepare(loaded: LoadedModel) -> None:

@@ -89,9 +89,9 @@ class TaskPlan:
 
 
 def model_identity(lm: LoadedModel) -> dict[str, Any]:
-    """What of the model determines a sample: its weights' hash (or hub id) and dtype, never a path."""
-    ident = lm.identity()
-    return {"weights": lm.sha256 or lm.name, "dtype": ident["dtype"]}
+    """What of the model determines a sample: its content hash (every file but documentation, or
+    its config, tensors and tokenizer: `LoadedModel.sha256`) and dtype, never a name or a path."""
+    return {"weights": lm.sha256, "dtype": lm.identity()["dtype"]}
 
 
 def sample_key(model: dict[str, Any], prompt: str, condition: dict[str, Any] | None,

@@ -1,0 +1,120 @@
+"""Sample identity is everything that determines tokens: every file of a model folder but its
+documentation, or the content of a model built by hand; loading a model leaves the process alone."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from harness import gguf_cache, runner
+from harness.models import LoadedModel, load_model
+from harness.pipeline.generate import generate_missing
+from harness.pipeline.plan import model_identity
+from harness.runner import RunOptions, run
+from harness.store import read_run
+from tests.conftest import save_tiny_model, tiny_config
+
+TASK = ("name: ident\nkind: sentiment\nprompts: [I love the way, The tower]\n"
+        "steering: {method: actadd, layer: 1, coeff: 4, positive: love, negative: hate}\n"
+        "scorers: {keywords: {words: [tower]}}\nmetrics: {keywords.rate: increase}\n"
+        "headline: keywords.rate\n")
+OPTIONS = RunOptions(samples=1, max_new_tokens=4, progress=False)
+
+
+def _edit_json(path: Path, **changes: object) -> None:
+    data = json.loads(path.read_text())
+    data.update(changes)
+    path.write_text(json.dumps(data, indent=2))
+
+
+def test_a_changed_config_or_tokenizer_file_changes_the_keys_and_a_rerun_regenerates(tmp_path, monkeypatch):
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    folder = save_tiny_model("llama", tmp_path / "model")
+    (tmp_path / "t.yaml").write_text(TASK)
+    out = tmp_path / "out"
+    made: list[int] = []
+
+    def counting(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        made.append(generate_missing(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(runner, "generate_missing", counting)
+
+    def rerun() -> set[str]:
+        run(str(tmp_path / "t.yaml"), out, model=load_model(str(folder)), options=OPTIONS)
+        return {s.key for s in read_run(out)[1]}
+
+    first = rerun()
+    (folder / "README.md").write_text("# a model card: documentation changes no token\n")
+    assert rerun() == first and made == [4, 0]  # 2 prompts x (unsteered, steered); all reused
+    # before, only *.safetensors were hashed: the rerun regenerated 0 rows and reported the old samples
+    _edit_json(folder / "config.json", rope_theta=10.0)
+    second = rerun()
+    assert second.isdisjoint(first) and made[-1] == 4
+    _edit_json(folder / "tokenizer_config.json", model_max_length=64)
+    assert rerun().isdisjoint(second) and made[-1] == 4
+
+
+def test_the_run_records_the_folder_identity_that_check_and_compare_compare(tmp_path, monkeypatch):
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    folder = save_tiny_model("gpt2", tmp_path / "model")
+    before = load_model(str(folder)).identity()["sha256"]
+    (folder / "LICENSE").write_text("MIT\n")
+    (folder / ".gitattributes").write_text("*.safetensors filter=lfs\n")
+    assert load_model(str(folder)).identity()["sha256"] == before
+    _edit_json(folder / "generation_config.json", do_sample=True)
+    assert load_model(str(folder)).identity()["sha256"] != before
+
+
+def test_file_hashes_are_cached_by_path_size_and_mtime(tmp_path, monkeypatch):
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "weights.bin"
+    path.write_bytes(b"a" * 1000)
+    assert gguf_cache.file_sha256(path) == hashlib.sha256(b"a" * 1000).hexdigest()
+    assert len(list((tmp_path / "cache" / "hashes").iterdir())) == 1
+    stat = path.stat()
+    path.write_bytes(b"b" * 1000)  # same size, mtime restored: the cached hash is read, not the file
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert gguf_cache.file_sha256(path) == hashlib.sha256(b"a" * 1000).hexdigest()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))  # touched: read again
+    assert gguf_cache.file_sha256(path) == hashlib.sha256(b"b" * 1000).hexdigest()
+    monkeypatch.setenv("HARNESS_CACHE", "off")
+    assert gguf_cache.file_sha256(path) == hashlib.sha256(b"b" * 1000).hexdigest()
+
+
+def test_load_model_leaves_the_environment_alone(tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    folder = save_tiny_model("gpt2", tmp_path / "model")
+    before = dict(os.environ)
+    load_model(str(folder))
+    assert dict(os.environ) == before  # before: HF_HUB_OFFLINE=1 for the rest of the process
+
+
+def _hand_built(seed: int, **config: object) -> LoadedModel:
+    from transformers import AutoModelForCausalLM
+
+    from tests.conftest import _tiny_tokenizer
+
+    torch.manual_seed(seed)
+    cfg = tiny_config("llama")
+    for key, value in config.items():
+        setattr(cfg, key, value)
+    return LoadedModel(AutoModelForCausalLM.from_config(cfg).eval(), _tiny_tokenizer(), "mine", "memory")
+
+
+def test_a_hand_built_model_is_identified_by_its_content_not_its_name():
+    a, same, other_weights, other_rope = (_hand_built(0), _hand_built(0), _hand_built(1),
+                                          _hand_built(0, rope_theta=10.0))
+    # before: all four planned their samples under {"weights": "mine"} and shared them
+    assert model_identity(a) == model_identity(same)
+    assert model_identity(a) != model_identity(other_weights)
+    assert model_identity(a) != model_identity(other_rope)
+    tok = _hand_built(0).tokenizer
+    tok.add_tokens(["zzz"])
+    assert LoadedModel(a.model, tok, "mine", "memory").sha256 != a.sha256
+    assert LoadedModel(a.model, a.tokenizer, "mine", "memory", "given").sha256 == "given"
