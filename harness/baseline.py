@@ -1,13 +1,20 @@
 """Baselines: what `harness check` keeps of a run to compare later runs with (identities, headlines,
-per-prompt summaries, sample counts and the steering ledger; no samples)."""
+per-prompt summaries, sample counts and the steering ledger; no samples).
+
+A baseline is evidence, so it is validated whenever one is made or read: its schema version
+(exactly this harness's), at least one headline, every headline finite with a per-prompt
+summary, and an effect in the expected direction, unless the headline is listed in `no_effect`
+(`harness baseline RUN --to X --no-effect`): then `check` reports it has no effect to protect.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, ValidationError, model_validator
 
 from harness.comparable import measurement
 from harness.errors import UserError
@@ -37,23 +44,77 @@ class Baseline(Record):
     floors: dict[str, dict[str, float | None]]
     counts: list[ConditionCounts] = Field(default_factory=list)
     ledger: list[LedgerRecord] = Field(default_factory=list)
+    # task -> steered conditions whose headline has no effect to protect (written with --no-effect)
+    no_effect: dict[str, list[str]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _evidence(self) -> Baseline:
+        problems = baseline_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
 
-def make_baseline(run: RunResult) -> Baseline:
+def _against(h: Headline) -> bool:
+    """Whether a finite headline effect is not in its expected direction (0 included)."""
+    return (h.diff if h.expected_direction == "increase" else -h.diff) <= 0
+
+
+def baseline_problems(b: Baseline) -> list[str]:
+    """Why `b` is no evidence to check runs against (empty when it is)."""
+    if b.schema_version != SCHEMA_VERSION:
+        return [f"schema_version {b.schema_version}, this harness reads {SCHEMA_VERSION}"]
+    if not b.headlines:
+        return ["no headlines: nothing to check a run against"]
+    problems = []
+    summarised = {(p.task, p.condition, p.metric) for p in b.per_prompt if p.reference == "unsteered"}
+    unprotected = {(t, c) for t, conditions in b.no_effect.items() for c in conditions}
+    for h in b.headlines:
+        name = f"{h.task} {h.condition} {h.metric}"
+        if not math.isfinite(h.diff):
+            problems.append(f"{name}: the headline effect is {h.diff} (no finite value)")
+        elif _against(h) and (h.task, h.condition) not in unprotected:
+            problems.append(f"{name}: the effect {h.diff:+.3g} is not in the expected direction "
+                            f"({h.expected_direction}), so it protects nothing; write the baseline with "
+                            "--no-effect to check only fluency, degenerate samples and the ledger")
+        if (h.task, h.condition, h.metric) not in summarised:
+            problems.append(f"{name}: no per-prompt summary to compare by prompt")
+    unknown = unprotected - {(h.task, h.condition) for h in b.headlines}
+    problems += [f"no_effect lists {t} {c}, which has no headline" for t, c in sorted(unknown)]
+    return problems
+
+
+def _refused(source: str, err: ValidationError) -> UserError:
+    why = "; ".join(".".join(map(str, e["loc"])) + ": " * bool(e["loc"])
+                    + e["msg"].removeprefix("Value error, ") for e in err.errors())
+    return UserError(f"{source}: not a usable baseline ({why})")
+
+
+def make_baseline(run: RunResult, no_effect: bool = False) -> Baseline:
+    """What `check` keeps of `run`. `no_effect`: headlines whose effect is not in the expected
+    direction are kept as having no effect to protect (refused otherwise)."""
     keep = {h.metric for h in run.headlines} | {FLUENCY_METRIC}
-    return Baseline(
-        model={k: run.model.get(k) for k in ("name", "sha256", "dtype")},
-        task_configs={name: measurement(cfg) for name, cfg in run.config["tasks"].items()},
-        headlines=run.headlines, fluency_cost=run.fluency_cost,
-        per_prompt=[p for p in run.per_prompt if p.metric in keep],
-        floors={name: {"min_effect": cfg.get("min_effect"), "max_fluency_cost": cfg.get("max_fluency_cost")}
-                for name, cfg in run.config["tasks"].items()},
-        counts=run.counts, ledger=run.ledger,
-    )
+    unprotected: dict[str, list[str]] = {}
+    tasks = run.config["tasks"]
+    for h in run.headlines:
+        if no_effect and math.isfinite(h.diff) and _against(h):
+            unprotected.setdefault(h.task, []).append(h.condition)
+    try:
+        return Baseline(
+            model={k: run.model.get(k) for k in ("name", "sha256", "dtype")},
+            task_configs={name: measurement(cfg) for name, cfg in tasks.items()},
+            headlines=run.headlines, fluency_cost=run.fluency_cost,
+            per_prompt=[p for p in run.per_prompt if p.metric in keep],
+            floors={name: {key: cfg.get(key) for key in ("min_effect", "max_fluency_cost")}
+                    for name, cfg in tasks.items()},
+            counts=run.counts, ledger=run.ledger, no_effect=unprotected,
+        )
+    except ValidationError as err:
+        raise _refused("the run", err) from None
 
 
-def write_baseline(run: RunResult, path: Path) -> Baseline:
-    baseline = make_baseline(run)
+def write_baseline(run: RunResult, path: Path, no_effect: bool = False) -> Baseline:
+    baseline = make_baseline(run, no_effect)
     atomic_write_text(path, baseline.model_dump_json(indent=2))
     return baseline
 
@@ -63,10 +124,14 @@ def read_baseline(path: Path) -> Baseline:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise UserError(f"{path}: not a readable baseline ({err})") from None
-    if isinstance(data, dict) and data.get("schema_version", 1) < SCHEMA_VERSION:
-        raise UserError(f"{path}: baseline schema_version {data.get('schema_version', 1)} was written by an "
-                        f"older harness; write it again with `harness baseline RUN --to {path}`")
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: not a readable baseline (not a JSON object)")
+    version = data.get("schema_version", 1)
+    if version != SCHEMA_VERSION:
+        age = "an older" if isinstance(version, int) and version < SCHEMA_VERSION else "another"
+        raise UserError(f"{path}: baseline schema_version {version} was written by {age} harness (this one "
+                        f"reads {SCHEMA_VERSION}); write it again with `harness baseline RUN --to {path}`")
     try:
         return Baseline.model_validate(data)
-    except ValueError as err:
-        raise UserError(f"{path}: not a readable baseline ({err})") from None
+    except ValidationError as err:
+        raise _refused(str(path), err) from None

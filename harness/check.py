@@ -1,7 +1,11 @@
 """Compare a run against a committed baseline: exit 0 holds, 1 regression, 2 cannot compare,
-3 inconclusive.
+3 inconclusive, 4 the check itself failed (a bug: never read as a regression).
 
-Per task and steered condition of the baseline, four lines:
+Per task and steered condition of the baseline, four lines. Every line shows its coverage (what
+was planned, what has finite values on both sides, what was left out and why) and needs
+evidence to hold: below `tolerance.min_coverage` of the prompts the baseline measured, below
+the fewest prompts at which its one-sided test can reach ALPHA, or where its test cannot
+decide, a line is *inconclusive*, never "holds".
 
 - **effect**: the headline effect now vs in the baseline, paired by prompt. A regression is a
   shrink significantly larger than `tolerance.effect` × the baseline effect (one-sided test,
@@ -9,22 +13,30 @@ Per task and steered condition of the baseline, four lines:
   finite value at all. "Holds" needs evidence: the change must exclude the loss of the whole
   baseline effect (one-sided test at ALPHA on its own line: all lines must hold, an
   intersection-union test); otherwise the line is *inconclusive* and says how many prompts
-  would decide it.
+  would decide it. A baseline written with `--no-effect` has no effect to protect for the
+  headlines it lists: their effect line says so and gates nothing (floors still apply).
 - **fluency cost**: a growth significantly larger than `tolerance.fluency` nats, a cost above
-  `max_fluency_cost`, or no finite value is a regression.
+  `max_fluency_cost`, or no finite value is a regression; it holds when a one-sided test shows
+  the growth below `tolerance.fluency`.
 - **degenerate samples**: a steered condition whose flagged-or-empty share exceeds the
-  unsteered one's by more than `tolerance.degenerate` is a regression.
+  unsteered one's by more than `tolerance.degenerate` is a regression; it holds when the exact
+  (Clopper-Pearson) upper confidence bound of the steered share does not exceed the unsteered
+  share plus `tolerance.degenerate` (too few samples: inconclusive).
 - **steering ledger**: a condition that no longer acts in a forward kind where the baseline's
   did (prompt pass, decode steps), or adds less than `tolerance.ledger` × the baseline's norm
-  per sample, is a regression: the steering did not apply.
+  per sample, is a regression: the steering did not apply. A baseline without a ledger for the
+  condition gives no evidence: inconclusive.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
+
+from pydantic import Field
 
 from harness.baseline import Baseline
 from harness.comparable import incomparable_reasons
@@ -38,9 +50,16 @@ from harness.schema.results import (
     RunResult,
 )
 from harness.schema.spec import ALPHA, FLUENCY_METRIC, UNSTEERED, Record, Spec
+from harness.stats import proportion_upper_bound
 
-HOLDS, REGRESSION, INCOMPARABLE, INCONCLUSIVE = 0, 1, 2, 3
-Verdict = Literal["holds", "regression", "inconclusive"]
+# The fewest prompts at which a one-sided exact sign-flip test can reach p < ALPHA (its smallest
+# p-value is 2**-n): below it a line's test cannot decide, so the line cannot hold.
+MIN_PROMPTS = math.floor(math.log2(1 / ALPHA)) + 1
+
+HOLDS, REGRESSION, INCOMPARABLE, INCONCLUSIVE, ERROR = 0, 1, 2, 3, 4
+NO_EFFECT = "no effect to protect"
+Verdict = Literal["holds", "regression", "inconclusive", "no effect to protect"]
+Kind = Literal["effect", "fluency", "degenerate", "ledger"]
 
 
 class Tolerance(Spec):
@@ -50,7 +69,9 @@ class Tolerance(Spec):
     significant shrink counts; `fluency`: the fluency cost (nats of mean log-perplexity) may
     grow by this much before a significant growth counts; `degenerate`: the share of flagged or
     empty steered samples may exceed the unsteered share by this much; `ledger`: the steering
-    may add down to this fraction of the baseline's norm per sample.
+    may add down to this fraction of the baseline's norm per sample; `min_coverage`: the share
+    of the prompts the baseline measured that need finite values on both sides before a line
+    may hold.
     """
 
     effect: float = 0.25
@@ -58,6 +79,17 @@ class Tolerance(Spec):
     degenerate: float = 0.10
     ledger: float = 0.5
     confidence: float = 0.95
+    min_coverage: float = Field(0.8, ge=0.0, le=1.0)
+
+
+class Coverage(Record):
+    """What a line rests on: the units (prompts or samples) planned, those compared (finite values
+    on both sides), and why the others were left out."""
+
+    unit: Literal["prompts", "samples"] = "prompts"
+    planned: int
+    compared: int
+    excluded: dict[str, int] = Field(default_factory=dict)  # reason -> how many
 
 
 class Line(Record):
@@ -65,7 +97,9 @@ class Line(Record):
 
     task: str
     condition: str
+    kind: Kind
     what: str
+    coverage: Coverage
     baseline: float
     now: float
     diff: float
@@ -84,6 +118,7 @@ class CheckResult(Record):
     status: int
     lines: list[Line]
     reasons: list[str]  # why the run cannot be compared (status 2)
+    allowed_inconclusive: int = 0  # inconclusive lines accepted by --allow-inconclusive (status 0)
 
 
 def incomparable(run: RunResult, baseline: Baseline) -> list[str]:
@@ -138,36 +173,70 @@ def check(run: RunResult, baseline: Baseline, tolerance: Tolerance | None = None
         given = {k: v for k, v in (floors or {}).items() if v is not None}
         task_floors = {**baseline.floors.get(base.task, {}), **given}
         key = (base.task, base.condition)
+        protect = base.condition not in baseline.no_effect.get(base.task, [])
         tests.append(_effect_line(base, now, summary.get((*key, base.metric)),
-                                  base_summary.get((*key, base.metric)), tol, task_floors, gate))
+                                  base_summary.get((*key, base.metric)), tol, task_floors, gate, protect))
         fkey = (*key, FLUENCY_METRIC)
         if fkey in base_summary:
             tests.append(_fluency_line(base, run, baseline, summary.get(fkey), base_summary[fkey], tol,
                                        task_floors))
         lines.append(_degenerate_line(base.task, base.condition, run.counts, baseline.counts, tol))
-        lines.append(_ledger_line(base.task, base.condition, run.ledger, baseline.ledger, tol))
+        lines.append(_ledger_line(base.task, base.condition, run.ledger, baseline.ledger, run.counts, tol))
     adjusted = adjust([t.p_regression for t in tests], ["check"] * len(tests))
     for t, p in zip(tests, adjusted, strict=True):
         line = t.line
         if line.verdict != "regression" and p < ALPHA:
             line = _replace(line, "regression", _regression_reason(line), p)
         lines.append(_replace(line, line.verdict, line.reason, p))
-    order = ("effect", "fluency", "flagged", "steering")
-    lines.sort(key=lambda line: (line.task, line.condition, next(i for i, w in enumerate(order)
-                                                                 if line.what.startswith(w))))
+    order = list(Kind.__args__)
+    lines.sort(key=lambda line: (line.task, line.condition, order.index(line.kind)))
+    undecided = sum(line.verdict == "inconclusive" for line in lines)
     if any(line.verdict == "regression" for line in lines):
         status = REGRESSION
-    elif any(line.verdict == "inconclusive" for line in lines) and not allow_inconclusive:
+    elif undecided and not allow_inconclusive:
         status = INCONCLUSIVE
     else:
         status = HOLDS
-    return CheckResult(status=status, lines=lines, reasons=[])
+    return CheckResult(status=status, lines=lines, reasons=[],
+                       allowed_inconclusive=undecided if status == HOLDS else 0)
 
 
-def _line(task: str, condition: str, what: str, baseline: float, now: float, diff: float, low: float,
-          high: float, verdict: Verdict, reason: str = "") -> Line:
-    return Line(task=task, condition=condition, what=what, baseline=baseline, now=now, diff=diff,
-                ci_low=low, ci_high=high, verdict=verdict, reason=reason)
+def _line(task: str, condition: str, kind: Kind, what: str, coverage: Coverage, baseline: float, now: float,
+          diff: float, low: float, high: float, verdict: Verdict, reason: str = "") -> Line:
+    return Line(task=task, condition=condition, kind=kind, what=what, coverage=coverage, baseline=baseline,
+                now=now, diff=diff, ci_low=low, ci_high=high, verdict=verdict, reason=reason)
+
+
+NO_BASELINE_VALUE = "no value in the baseline"
+
+
+def _coverage(base_pp: PromptSummary | None, now_pp: PromptSummary | None, reference: str) -> Coverage:
+    """The baseline's prompts, those with a finite effect in both the baseline and the run, and
+    why the others were left out."""
+    planned = base_pp.prompts if base_pp else {}
+    now = now_pp.prompts if now_pp else {}
+    excluded: Counter[str] = Counter()
+    for key, (u, s) in planned.items():
+        now_u, now_s = now.get(key, (math.nan, math.nan))
+        if not (math.isfinite(u) and math.isfinite(s)):
+            excluded[NO_BASELINE_VALUE] += 1
+        elif not math.isfinite(now_u):
+            excluded[f"{reference} NaN in the run"] += 1
+        elif not math.isfinite(now_s):
+            excluded["steered NaN in the run"] += 1
+    return Coverage(planned=len(planned), compared=len(planned) - sum(excluded.values()),
+                    excluded=dict(excluded))
+
+
+def _too_little(coverage: Coverage, tol: Tolerance) -> str:
+    """Why a line compares too few prompts to hold ("" when it compares enough)."""
+    measured = coverage.planned - coverage.excluded.get(NO_BASELINE_VALUE, 0)
+    needed = max(math.ceil(tol.min_coverage * measured - 1e-9), MIN_PROMPTS)
+    if coverage.compared >= needed:
+        return ""
+    return (f"too little evidence: {coverage.compared} of the {measured} prompts the baseline measured have "
+            f"finite values on both sides, holding needs {needed} (min_coverage {tol.min_coverage:g}; "
+            f"a one-sided test needs {MIN_PROMPTS} to reach α = {ALPHA:g})")
 
 
 def _replace(line: Line, verdict: Verdict, reason: str, p_regression: float) -> Line:
@@ -175,42 +244,57 @@ def _replace(line: Line, verdict: Verdict, reason: str, p_regression: float) -> 
 
 
 def _regression_reason(line: Line) -> str:
-    if line.what.startswith("effect"):
+    if line.kind == "effect":
         return "effect significantly smaller than baseline"
     return "fluency cost significantly larger than baseline"
 
 
-def _nan_line(task: str, condition: str, what: str, base: float, now: float, reason: str) -> _Test:
+def _nan_line(task: str, condition: str, kind: Kind, what: str, coverage: Coverage, base: float, now: float,
+              reason: str) -> _Test:
     nan = math.nan
-    return _Test(_line(task, condition, what, base, now, nan, nan, nan, "regression", reason), nan)
+    return _Test(_line(task, condition, kind, what, coverage, base, now, nan, nan, nan, "regression", reason),
+                 nan)
 
 
 def _effect_line(base: Headline, now: Headline, now_pp: PromptSummary | None, base_pp: PromptSummary | None,
-                 tol: Tolerance, floors: dict[str, float | None], gate: str = "effect") -> _Test:
+                 tol: Tolerance, floors: dict[str, float | None], gate: str = "effect",
+                 protect: bool = True) -> _Test:
+    """The effect line; `protect=False` for a headline the baseline has no effect to protect of."""
     what = f"{'specific ' if gate == 'specific' else ''}effect {base.metric}"
     sign = 1.0 if base.expected_direction == "increase" else -1.0
+    coverage = _coverage(base_pp, now_pp, "controls" if gate == "specific" else "unsteered")
     now_eff, base_eff = _effects(now_pp), _effects(base_pp)
     base_diff = _mean(base_eff.values()) if gate == "specific" else base.diff
     now_diff = _mean(now_eff.values()) if gate == "specific" else now.diff
     if not any(math.isfinite(v) for v in now_eff.values()) or not math.isfinite(now_diff):
-        return _nan_line(base.task, base.condition, what, base_diff, now_diff,
+        return _nan_line(base.task, base.condition, "effect", what, coverage, base_diff, now_diff,
                          "no finite value of the headline metric in the run (all NaN, flagged or empty)")
     c = compare_values(base_eff, now_eff, confidence=tol.confidence)
     toward = compare_values({k: sign * v for k, v in base_eff.items()},
                             {k: sign * v for k, v in now_eff.items()})
     expected = sign * base_diff  # the baseline effect in the expected direction
-    p_reg = margin_p_value(toward, -tol.effect * abs(expected), "less")
-    line = _line(base.task, base.condition, what, base_diff, now_diff, c.diff, c.ci_low, c.ci_high, "holds")
+    p_reg = margin_p_value(toward, -tol.effect * abs(expected), "less") if protect else math.nan
+    line = _line(base.task, base.condition, "effect", what, coverage, base_diff, now_diff, c.diff, c.ci_low,
+                 c.ci_high, "holds")
     line = line.model_copy(update={"detectable": minimum_detectable_effect(_sd(c.deltas), c.n, sides=1)})
     minimum = floors.get("min_effect")
     if minimum is not None and sign * now_diff < minimum:
         return _Test(_replace(line, "regression", f"effect below min_effect {minimum}", math.nan), p_reg)
-    if expected > 0:
-        p_holds = margin_p_value(toward, -expected, "greater")
-        if not p_holds < ALPHA:
-            return _Test(line.model_copy(update={"verdict": "inconclusive", "p_holds": p_holds,
-                                                 "reason": _undecided(toward, expected)}), p_reg)
-        line = line.model_copy(update={"p_holds": p_holds})
+    if not protect:
+        return _Test(line.model_copy(update={
+            "verdict": NO_EFFECT, "reason": f"the baseline (written with --no-effect) moved "
+            f"{base_diff:+.3g}, not in the expected direction ({base.expected_direction}): nothing to "
+            "protect"}), p_reg)
+    if not expected > 0:
+        return _Test(line.model_copy(update={
+            "verdict": "inconclusive", "reason": f"the baseline's {what} ({base_diff:+.3g}) is not in the "
+            f"expected direction ({base.expected_direction}): there is no effect to protect"}), p_reg)
+    p_holds = margin_p_value(toward, -expected, "greater")
+    line = line.model_copy(update={"p_holds": p_holds})
+    short = _too_little(coverage, tol)
+    if short or not p_holds < ALPHA:
+        return _Test(line.model_copy(update={"verdict": "inconclusive",
+                                             "reason": short or _undecided(toward, expected)}), p_reg)
     return _Test(line, p_reg)
 
 
@@ -219,11 +303,16 @@ def _undecided(c: Comparison, expected: float) -> str:
     room = c.diff + expected  # how far the observed change is from losing the whole effect
     if room <= 0:
         return "the run may have lost the whole baseline effect (observed change ≥ the effect)"
-    sd = _sd(c.deltas)
-    need = prompts_needed(sd, room, sides=1)
-    more = f"about {need} prompts would decide it" if need else "more prompts would not decide it"
     return (f"the change's CI still includes losing the whole baseline effect ({-expected:+.3g}); "
-            f"{c.n} prompts, {more}")
+            f"{_more(c, room)}")
+
+
+def _more(c: Comparison, room: float) -> str:
+    """How many prompts would let a one-sided test decide a change `room` away from its margin."""
+    need = prompts_needed(_sd(c.deltas), room, sides=1)
+    if need is None:
+        return f"{c.n} prompts, more prompts would not decide it"
+    return f"{c.n} prompts, about {max(need, MIN_PROMPTS)} prompts would decide it"
 
 
 def _mean(values: Iterable[float]) -> float:
@@ -242,60 +331,99 @@ def _fluency_line(base: Headline, run: RunResult, baseline: Baseline, now_pp: Pr
                   base_pp: PromptSummary, tol: Tolerance, floors: dict[str, float | None]) -> _Test:
     what = "fluency cost (Δ log-ppl)"
     key = (base.task, base.condition)
-    f_base = next(f for f in baseline.fluency_cost if (f.task, f.condition) == key)
-    f_now = next((f for f in run.fluency_cost if (f.task, f.condition) == key), None)
+    coverage = _coverage(base_pp, now_pp, "unsteered")
+    f_base = next((f.diff for f in baseline.fluency_cost if (f.task, f.condition) == key), math.nan)
+    f_now = next((f.diff for f in run.fluency_cost if (f.task, f.condition) == key), math.nan)
     now_eff = _effects(now_pp)
-    now_diff = f_now.diff if f_now else math.nan
-    if not any(math.isfinite(v) for v in now_eff.values()) or not math.isfinite(now_diff):
-        return _nan_line(base.task, base.condition, what, f_base.diff, now_diff,
+    if not any(math.isfinite(v) for v in now_eff.values()) or not math.isfinite(f_now):
+        return _nan_line(base.task, base.condition, "fluency", what, coverage, f_base, f_now,
                          "no finite fluency cost in the run (all NaN, flagged or empty)")
     c = compare_values(_effects(base_pp), now_eff, confidence=tol.confidence)
     p_reg = margin_p_value(c, tol.fluency, "greater")
-    line = _line(base.task, base.condition, what, f_base.diff, now_diff, c.diff, c.ci_low, c.ci_high, "holds")
+    p_holds = margin_p_value(c, tol.fluency, "less")
+    line = _line(base.task, base.condition, "fluency", what, coverage, f_base, f_now, c.diff, c.ci_low,
+                 c.ci_high, "holds")
+    line = line.model_copy(update={"p_holds": p_holds,
+                                   "detectable": minimum_detectable_effect(_sd(c.deltas), c.n, sides=1)})
     ceiling = floors.get("max_fluency_cost")
-    if ceiling is not None and now_diff > ceiling:
-        line = _replace(line, "regression", f"fluency cost above max_fluency_cost {ceiling}", math.nan)
+    if ceiling is not None and f_now > ceiling:
+        return _Test(_replace(line, "regression", f"fluency cost above max_fluency_cost {ceiling}", math.nan),
+                     p_reg)
+    short = _too_little(coverage, tol)
+    if short or not p_holds < ALPHA:
+        room = tol.fluency - c.diff  # how far the observed growth is below the tolerance
+        reason = short or (f"the growth's CI still includes {tol.fluency:+.3g} nats (the tolerance); "
+                           f"{_more(c, room)}" if room > 0 else "the fluency cost may have grown by more "
+                           f"than the tolerance ({tol.fluency:+.3g} nats)")
+        return _Test(line.model_copy(update={"verdict": "inconclusive", "reason": reason}), p_reg)
     return _Test(line, p_reg)
 
 
+def _counts(counts: Sequence[ConditionCounts], task: str, condition: str) -> ConditionCounts | None:
+    return next((c for c in counts if (c.task, c.condition) == (task, condition) and c.samples), None)
+
+
 def _share(counts: Sequence[ConditionCounts], task: str, condition: str) -> float:
-    found = next((c for c in counts if (c.task, c.condition) == (task, condition)), None)
+    found = _counts(counts, task, condition)
     return found.degenerate_share if found else math.nan
 
 
 def _degenerate_line(task: str, condition: str, now: Sequence[ConditionCounts],
                      base: Sequence[ConditionCounts], tol: Tolerance) -> Line:
-    """Flagged-or-empty share of the steered samples above the unsteered share."""
-    excess_now = _share(now, task, condition) - _share(now, task, UNSTEERED)
+    """Flagged-or-empty share of the steered samples above the unsteered share: a regression when
+    it exceeds the tolerance, holds when its exact upper confidence bound does not."""
+    steered, unsteered = _counts(now, task, condition), _counts(now, task, UNSTEERED)
     excess_base = _share(base, task, condition) - _share(base, task, UNSTEERED)
+    sizes = {"steered": steered.samples if steered else 0, "unsteered": unsteered.samples if unsteered else 0}
+    coverage = Coverage(unit="samples", planned=sum(sizes.values()), compared=sum(sizes.values()),
+                        excluded={f"no {k} samples counted" : 1 for k, n in sizes.items() if not n})
+    what = "flagged or empty share (steered − unsteered)"
     nan = math.nan
-    if math.isfinite(excess_now) and excess_now > tol.degenerate:
-        return _line(task, condition, "flagged or empty share (steered − unsteered)", excess_base, excess_now,
-                     excess_now - excess_base, nan, nan, "regression",
-                    f"{excess_now:.0%} more of the steered samples are flagged or empty than unsteered "
-                     f"(tolerance {tol.degenerate:.0%})")
-    return _line(task, condition, "flagged or empty share (steered − unsteered)", excess_base, excess_now,
+    if steered is None or unsteered is None:
+        return _line(task, condition, "degenerate", what, coverage, excess_base, nan, nan, nan, nan,
+                     "inconclusive", "the run counts no samples of this condition or of unsteered")
+    share_u = unsteered.degenerate_share
+    excess_now = steered.degenerate_share - share_u
+    line = _line(task, condition, "degenerate", what, coverage, excess_base, excess_now,
                  excess_now - excess_base, nan, nan, "holds")
+    if excess_now > tol.degenerate:
+        return _replace(line, "regression", f"{excess_now:.0%} more of the steered samples are flagged or "
+                        f"empty than unsteered (tolerance {tol.degenerate:.0%})", nan)
+    bad = round(steered.degenerate_share * steered.samples)
+    upper = proportion_upper_bound(bad, steered.samples, ALPHA)
+    if upper - share_u > tol.degenerate:
+        enough = math.ceil(math.log(ALPHA) / math.log1p(-min(share_u + tol.degenerate, 1 - 1e-12)))
+        return _replace(line, "inconclusive", f"too few samples: {bad} of {steered.samples} steered samples "
+                        f"are flagged or empty, their share may be up to {upper:.0%} ({1 - ALPHA:.0%} upper "
+                        f"bound), over the unsteered {share_u:.0%} + {tol.degenerate:.0%}; with none flagged "
+                        f"or empty, {enough} samples would decide it", nan)
+    return line
 
 
-def _ledger_totals(ledger: Sequence[LedgerRecord], task: str, condition: str) -> tuple[dict[str, int], float]:
-    """Positions changed per forward kind, and the norm added per sample."""
+def _ledger_totals(ledger: Sequence[LedgerRecord], task: str, condition: str
+                   ) -> tuple[dict[str, int], float, int]:
+    """Positions changed per forward kind, the norm added per sample, and the samples counted."""
     mine = [r for r in ledger if (r.task, r.condition) == (task, condition)]
     kinds: dict[str, int] = {}
     for r in mine:
         kinds[r.kind] = kinds.get(r.kind, 0) + r.positions
     samples = max((r.samples for r in mine), default=0)
-    return kinds, (sum(r.norm for r in mine) / samples if samples else 0.0)
+    return kinds, (sum(r.norm for r in mine) / samples if samples else 0.0), samples
 
 
 def _ledger_line(task: str, condition: str, now: Sequence[LedgerRecord], base: Sequence[LedgerRecord],
-                 tol: Tolerance) -> Line:
+                 counts: Sequence[ConditionCounts], tol: Tolerance) -> Line:
     """Did the steering apply as it did in the baseline: the same forward kinds, enough norm?"""
-    kinds_now, norm_now = _ledger_totals(now, task, condition)
-    kinds_base, norm_base = _ledger_totals(base, task, condition)
+    kinds_now, norm_now, samples_now = _ledger_totals(now, task, condition)
+    kinds_base, norm_base, _ = _ledger_totals(base, task, condition)
+    found = _counts(counts, task, condition)
+    planned = found.samples if found else 0
+    coverage = Coverage(unit="samples", planned=planned, compared=min(samples_now, planned),
+                        excluded={"no ledger record": planned - samples_now} if samples_now < planned else {})
     what = "steering ledger (norm added per sample)"
     nan = math.nan
-    line = _line(task, condition, what, norm_base, norm_now, norm_now - norm_base, nan, nan, "holds")
+    line = _line(task, condition, "ledger", what, coverage, norm_base, norm_now, norm_now - norm_base, nan,
+                 nan, "holds")
     lost = [k for k, n in kinds_base.items() if n > 0 and not kinds_now.get(k)]
     if lost:
         where = " and ".join(f"{k} passes" for k in lost)
@@ -304,4 +432,7 @@ def _ledger_line(task: str, condition: str, now: Sequence[LedgerRecord], base: S
     if norm_base > 0 and norm_now < tol.ledger * norm_base:
         return _replace(line, "regression", f"the steering added {norm_now:.3g} per sample, under "
                         f"{tol.ledger:g} x the baseline's {norm_base:.3g}", nan)
+    if not any(kinds_base.values()):
+        return _replace(line, "inconclusive", "the baseline's ledger shows no position changed by this "
+                        "condition: nothing to compare whether the steering applied", nan)
     return line

@@ -166,18 +166,44 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    """Exit 0 holds, 1 regression, 2 cannot compare (or bad input), 3 inconclusive, 4 the check
+    itself failed: a bug in the harness is never read as a regression."""
+    import traceback
+
+    from harness.check import ERROR
+
+    try:
+        return _check(args)
+    except (UserError, KeyboardInterrupt):
+        raise
+    except Exception:
+        if args.debug:
+            raise
+        traceback.print_exc()
+        print(f"error: harness check failed (a bug, not a verdict): exit {ERROR}", file=sys.stderr)
+        return ERROR
+
+
+def _check(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
     from harness.baseline import read_baseline
     from harness.check import Tolerance, check
-    from harness.report.check_report import print_check
-    from harness.store import read_run
+    from harness.report.check_report import check_markdown, print_check
+    from harness.store import atomic_write_text, read_run
 
     baseline = read_baseline(Path(args.baseline))
     run, _ = read_run(Path(args.run))
-    tolerance = Tolerance(effect=args.effect_tolerance, fluency=args.fluency_tolerance,
-                          degenerate=args.degenerate_tolerance)
+    try:
+        tolerance = Tolerance(effect=args.effect_tolerance, fluency=args.fluency_tolerance,
+                              degenerate=args.degenerate_tolerance, min_coverage=args.min_coverage)
+    except ValidationError as err:
+        raise UserError(f"check tolerances: {err.errors()[0]['loc'][0]}: {err.errors()[0]['msg']}") from None
     floors = {"min_effect": args.min_effect, "max_fluency_cost": args.max_fluency_cost}
     result = check(run, baseline, tolerance, floors, allow_inconclusive=args.allow_inconclusive,
                    gate=args.gate)
+    if args.markdown:
+        atomic_write_text(Path(args.markdown), check_markdown(result))
     if args.json:
         print(result.model_dump_json(indent=2))
     else:
@@ -190,8 +216,10 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     from harness.store import read_run
 
     run, _ = read_run(Path(args.run))
-    write_baseline(run, Path(args.to))
-    print(f"wrote baseline {args.to}")
+    baseline = write_baseline(run, Path(args.to), no_effect=args.no_effect)
+    unprotected = [f"{task} {c}" for task, conditions in baseline.no_effect.items() for c in conditions]
+    note = f" (no effect to protect: {', '.join(unprotected)})" if unprotected else ""
+    print(f"wrote baseline {args.to}{note}")
     return 0
 
 

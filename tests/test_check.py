@@ -169,19 +169,28 @@ def tiny_run(tiny_llama, tmp_path_factory) -> tuple[Path, RunResult]:
     return folder / "out", run(str(write_task(folder)), folder / "out", model=tiny_llama, options=QUIET)
 
 
-def test_a_run_holds_against_its_own_baseline_on_the_cli(tiny_run, tmp_path, capsys):
+def test_a_run_without_an_effect_checked_against_its_own_baseline_on_the_cli(tiny_run, tmp_path, capsys):
+    """The tiny random model moves nothing (+0): its baseline protects no effect, so it is refused
+    unless written with --no-effect, and a self-check then gates only the other lines; 16 samples
+    cannot bound the degenerate share, so that line is inconclusive (exit 3) unless allowed."""
     out, _ = tiny_run
-    assert main(["baseline", str(out), "--to", str(tmp_path / "b.json")]) == 0
-    assert main(["check", str(out / "run.json"), "--baseline", str(tmp_path / "b.json")]) == 0
-    assert "holds" in capsys.readouterr().out
-    assert main(["check", str(out), "--baseline", str(tmp_path / "b.json"), "--json"]) == 0
+    assert main(["baseline", str(out), "--to", str(tmp_path / "b.json")]) == 2
+    assert "not in the expected direction" in capsys.readouterr().err and not (tmp_path / "b.json").exists()
+    assert main(["baseline", str(out), "--to", str(tmp_path / "b.json"), "--no-effect"]) == 0
+    assert "no effect to protect: tiny_topic steered" in capsys.readouterr().out
+    assert main(["check", str(out / "run.json"), "--baseline", str(tmp_path / "b.json")]) == INCONCLUSIVE
+    assert "no effect to protect" in capsys.readouterr().out
+    args = ["check", str(out), "--baseline", str(tmp_path / "b.json"), "--json", "--allow-inconclusive"]
+    assert main(args) == 0
     verdict = json.loads(capsys.readouterr().out)
-    assert verdict["status"] == 0 and {line["verdict"] for line in verdict["lines"]} == {"holds"}
+    assert verdict["status"] == 0 and verdict["allowed_inconclusive"] == 1
+    assert {line["kind"]: line["verdict"] for line in verdict["lines"]} == {
+        "effect": "no effect to protect", "fluency": "holds", "degenerate": "inconclusive", "ledger": "holds"}
 
 
 def test_baseline_keeps_summaries_counts_and_ledger_not_samples(tiny_run, tmp_path):
     _, result = tiny_run
-    write_baseline(result, tmp_path / "b.json")
+    write_baseline(result, tmp_path / "b.json", no_effect=True)  # the tiny random model moves nothing
     data = json.loads((tmp_path / "b.json").read_text())
     assert "samples" not in data and data["per_prompt"] and data["headlines"]
     assert {p["metric"] for p in data["per_prompt"]} == {"keywords.rate", "perplexity.logppl"}

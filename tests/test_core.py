@@ -31,7 +31,7 @@ def test_analysis_compare_and_check_report_the_same_difference_and_ci(tmp_path):
     run_a, run_b = read_run(null)[0], read_run(working)[0]
     for run, path in ((run_a, null), (run_b, working)):  # per-prompt summaries as a real run writes them
         _add_summaries(run, read_run(path)[1])
-    line = next(ln for ln in check(run_b, make_baseline(run_a), allow_inconclusive=True).lines
+    line = next(ln for ln in check(run_b, make_baseline(run_a, no_effect=True), allow_inconclusive=True).lines
                 if ln.what.startswith("effect"))
     assert diff.diff == pytest.approx(own.diff, abs=1e-12) == pytest.approx(line.diff, abs=1e-12)
     assert (diff.ci_low, diff.ci_high) == pytest.approx((own.ci_low, own.ci_high), abs=1e-12)
