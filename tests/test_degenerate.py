@@ -64,7 +64,7 @@ def test_a_word_list_cannot_score_a_text_without_words():
 def test_scorers_score_any_visible_text_and_call_only_blank_text_unscorable():
     vader, diversity = make_scorer("vader"), make_scorer("diversity")
     for name in ("dots", "bangs"):
-        assert _one(vader, TEXTS[name]).values["compound"] == pytest.approx(0.0, abs=0.5), name
+        assert _one(vader, TEXTS[name]).values["compound"] == 0.0, name  # VADER: neutral
     assert _one(diversity, TEXTS["bangs"]).values == {"distinct1": 1 / 8, "distinct2": 1 / 7}
     for scorer in (vader, diversity):
         for text, why in (("", "empty completion"), (TEXTS["spaces"], "whitespace-only completion")):

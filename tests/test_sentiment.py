@@ -57,7 +57,7 @@ def test_vader_matches_the_library_and_empty_is_nan():
     for text, score in zip(texts, scores, strict=False):
         assert score.values["compound"] == reference.polarity_scores(text)["compound"]
     assert math.isnan(scores[-1].values["compound"])
-    assert scores[-1].reasons["compound"] == "empty completion"
+    assert scores[-1].reasons["compound"] == "whitespace-only completion"
 
 
 def test_committed_weights_are_complete_and_good():
@@ -128,7 +128,7 @@ def test_hf_classifier_is_softmax_of_the_models_logits(tiny_classifier):
     assert all(0.0 <= p <= 1.0 for p in got)
     np.testing.assert_allclose(got, expected, atol=1e-5)
     assert math.isnan(scores[3].values["p_positive"])
-    assert scores[3].reasons["p_positive"] == "empty completion"
+    assert scores[3].reasons["p_positive"] == "whitespace-only completion"
     negative = make_scorer("hf_classifier", {"model": str(path), "positive_label": "NEGATIVE"})
     neg = [s.values["p_positive"] for s in _score(negative, texts)]
     np.testing.assert_allclose(neg, 1.0 - np.array(expected), atol=1e-5)
