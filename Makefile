@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml
 	# Peer tools for tests/test_parity.py; --no-deps skips steering-vectors' old pin (transformers<5).
 	$(BIN)/pip install -q --no-deps steering-vectors==0.12.2 nnsight==0.8.1
 	$(BIN)/pip install -q greenlet==3.5.6 websocket-client==1.9.2 zstandard==0.25.0 httpx==0.28.1
+	# transformers[serving]'s packages (no torch, no transformers upgrade): `transformers serve` for tests/test_judge.py.
+	$(BIN)/pip install -q openai==3.57.0 fastapi==0.165.0 starlette==1.10.0 uvicorn==0.54.0
 	touch $(STAMP)
 
 setup: $(STAMP)
