@@ -11,24 +11,33 @@ from harness.errors import UserError
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    """Completions unsteered and steered side by side: ActAdd terms (`--add`), a task's steering
+    (`--task`, `--method`), any registered method (`--method` with `--set steering.FIELD=VALUE`) or
+    a vector file (`--vector`). `--greedy` is plain greedy decoding unless a penalty is given;
+    `--json` records every setting that determined the tokens."""
     from rich.console import Console
     from rich.table import Table
 
+    from harness.api import build_steering
     from harness.engine import generate
     from harness.methods.actadd import Addition, build_actadd
     from harness.models import load_model
-    from harness.schema.generation import GenerationSettings
     from harness.schema.spec import STEERED, UNSTEERED
 
+    spec, settings, task_prompts = generate_request(args)
+    prompts = args.prompt or task_prompts
+    if not prompts:
+        raise UserError("give --prompt (repeatable), or --task to use the task's prompts")
     additions = [Addition.parse(a) for a in args.add]
-    lm = load_model(args.model, dtype=args.dtype)
-    settings = GenerationSettings(max_new_tokens=args.max_new_tokens, greedy=args.greedy,
-                                  use_bos=not args.no_bos)
+    lm = load_model(args.model, dtype=args.dtype, device=args.device or "cpu", device_map=args.device_map)
     conditions = {UNSTEERED: None}
     if additions:
-        conditions[STEERED] = build_actadd(lm, additions, use_bos=not args.no_bos)
-    gens = generate(lm, args.prompt, conditions, settings, samples=args.n, seed=args.seed)
+        conditions[STEERED] = build_actadd(lm, additions, use_bos=settings.use_bos)
+    elif spec is not None:
+        conditions[STEERED] = build_steering(lm, spec, settings)
+    gens = generate(lm, prompts, conditions, settings, samples=args.n, seed=args.seed)
     if args.json:
+        steering = {"add": list(args.add)} if additions else spec.model_dump(mode="json") if spec else None
         records = [
             {"condition": g.row.condition, "prompt": g.row.prompt, "sample": g.row.sample, "seed": g.row.seed,
              "completion": g.completion, "token_ids": g.token_ids, "flagged": g.flagged,
@@ -36,16 +45,83 @@ def cmd_generate(args: argparse.Namespace) -> int:
                         for site, kinds in g.ledger.items()}}
             for g in gens
         ]
-        print(json.dumps(records, indent=2))
+        print(json.dumps({"model": lm.identity(), "generation": settings.model_dump(mode="json"),
+                          "samples": args.n, "seed": args.seed, "steering": steering,
+                          "generations": records}, indent=2))
         return 0
     table = Table("Unsteered", "Steered", title="Completions", show_lines=True)
     by_key = {(g.row.prompt, g.row.sample, g.row.condition): g for g in gens}
-    for prompt in args.prompt:
+    for prompt in prompts:
         for s in range(args.n):
             cells = [by_key.get((prompt, s, c)) for c in (UNSTEERED, STEERED)]
             table.add_row(*(f"[bold]{prompt}[/bold]{g.completion}" if g else "" for g in cells))
     Console().print(table)
     return 0
+
+
+def generate_request(args: argparse.Namespace):  # noqa: ANN201 (spec, settings, prompts; lazy imports)
+    """What `harness generate` steers with and how it decodes, from its flags: the task's steering
+    and generation settings (`--task`, `--method` picking its `methods:` entry), or a method spec
+    built from `--set steering.FIELD=VALUE` (`--method`, `--vector`); then `--set generation.*`,
+    `--max-new-tokens`, `--greedy`, `--repetition-penalty` and `--no-bos` on top."""
+    from harness import registry
+    from harness.schema.generation import GenerationSettings
+    from harness.tasks import apply_overrides, load_task
+
+    sets = list(args.set or ())
+    sources = [flag for flag, given in (("--add", args.add), ("--task", args.task),
+                                        ("--vector", args.vector),
+                                        ("--method", args.method and not args.task)) if given]
+    if len(sources) > 1:
+        raise UserError(f"give one steering: {' or '.join(sources)}, not several")
+    if (args.layer is not None or args.coeff is not None) and not args.vector:
+        raise UserError("--layer and --coeff go with --vector FILE")
+    prompts: list[str] = []
+    if args.task:
+        task = load_task(args.task, sets, method=args.method)
+        spec, generation, prompts = task.spec.steering, task.spec.generation, [p.text for p in task.prompts]
+    else:
+        raw: dict = {"steering": {}, "generation": {}}
+        if args.vector:
+            raw["steering"] = {"method": "vector_file", "path": args.vector, "layer": args.layer,
+                               "coeff": 1.0 if args.coeff is None else args.coeff}
+        elif args.method:
+            raw["steering"] = {"method": args.method}
+        raw = apply_overrides(raw, sets)
+        if set(raw) - {"steering", "generation"}:
+            raise UserError("without --task, --set takes steering.FIELD=VALUE and generation.FIELD=VALUE, "
+                            f"not {', '.join(sorted(set(raw) - {'steering', 'generation'}))}")
+        if raw["steering"] and "method" not in raw["steering"]:
+            raise UserError("--set steering.FIELD=VALUE needs --method NAME (or --vector FILE)")
+        generation = _validated(GenerationSettings, raw["generation"], "generation")
+        spec = None
+        if raw["steering"]:
+            method = registry.method(str(raw["steering"]["method"]))
+            spec = _validated(method.spec, raw["steering"], "steering")
+            spec = spec.resolve(Path.cwd(), lambda field: "steering." + ".".join(field))
+    update: dict[str, object] = {}
+    if args.max_new_tokens is not None:
+        update["max_new_tokens"] = args.max_new_tokens
+    if args.greedy:
+        update["greedy"] = True
+        if not any(s.startswith("generation.repetition_penalty=") for s in sets):
+            update["repetition_penalty"] = 1.0  # plain greedy: no penalty unless one is asked for
+    if args.repetition_penalty is not None:
+        update["repetition_penalty"] = args.repetition_penalty
+    if args.no_bos:
+        update["use_bos"] = False
+    return spec, _validated(GenerationSettings, {**generation.model_dump(), **update}, "generation"), prompts
+
+
+def _validated(model: type, data: dict, prefix: str):  # noqa: ANN202 (an instance of `model`)
+    """`model.model_validate(data)`, or a UserError naming each bad field as `prefix.FIELD`."""
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        raise UserError("; ".join(f"{prefix}.{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                                  for e in err.errors())) from None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
