@@ -71,10 +71,13 @@ def evaluate(task: str | Path, model: str | LoadedModel = DEFAULT_MODEL, *, out:
     """Run a task or suite (a bundled name or a YAML path) and return its results.
 
     `options` are `harness.runner.RunOptions` fields (samples, max_new_tokens, max_prompts,
-    overrides, method, seed, batch_size, progress). The run is written to `out` (a temporary
-    folder when not given), so it can be reported, checked or resumed like any other.
+    overrides, method, seed, batch_size, progress). With `out`, the run is written there, so it
+    can be reported, checked or resumed like any other; without, it runs in a temporary folder
+    that is removed before returning (the result holds every number).
     """
     from harness.runner import RunOptions, run
 
-    folder = Path(out) if out is not None else Path(tempfile.mkdtemp(prefix="harness-run-"))
-    return run(str(task), folder, model=model, options=RunOptions(**options))
+    if out is not None:
+        return run(str(task), Path(out), model=model, options=RunOptions(**options))
+    with tempfile.TemporaryDirectory(prefix="harness-run-") as folder:
+        return run(str(task), Path(folder), model=model, options=RunOptions(**options))
