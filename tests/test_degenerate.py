@@ -175,6 +175,9 @@ def test_coverage_counts_prompts_finite_not_applicable_and_unscorable():
                  "p5": "unscorable"}
     got = coverage(u, s)
     assert got == (5, 1, 1, 3) and got.finite + got.not_applicable + got.unscorable == got.planned
+    # several conditions pooled (the mean of random controls): finite where any of them is
+    pooled = prompt_status([*samples, _record("r", "p3", 0, 0.5)], "t", ["s", "r"], "m", prompts)
+    assert pooled["p3"] == "finite" and pooled["p2"] == "not applicable"
 
 
 def test_degenerate_completions_are_counted_per_condition_and_shown_in_every_report():

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Literal, NamedTuple
 
 from tqdm.auto import tqdm
@@ -117,13 +117,15 @@ def sample_status(record: SampleRecord, metric: str) -> Status:
     return "not applicable" if not record.flagged and is_not_applicable(reason) else "unscorable"
 
 
-def prompt_status(samples: Sequence[SampleRecord], task: str, condition: str, metric: str,
+def prompt_status(samples: Sequence[SampleRecord], task: str, condition: str | Collection[str], metric: str,
                   prompt_ids: Sequence[str]) -> dict[str, Status]:
-    """Per prompt of one condition: finite if any sample is; else not applicable if a sample says
-    the metric does not apply to the prompt; else unscorable (also: a prompt without samples)."""
+    """Per prompt of one condition (or of several pooled, as the mean of the random controls pools
+    them): finite if any sample is; else not applicable if a sample says the metric does not apply
+    to the prompt; else unscorable (also: a prompt without samples)."""
+    conditions = {condition} if isinstance(condition, str) else set(condition)
     seen: dict[str, set[Status]] = {p: set() for p in prompt_ids}
     for s in samples:
-        if s.task == task and s.condition == condition and s.prompt_id in seen:
+        if s.task == task and s.condition in conditions and s.prompt_id in seen:
             seen[s.prompt_id].add(sample_status(s, metric))
     return {p: next((st for st in ("finite", "not applicable") if st in got), "unscorable")
             for p, got in seen.items()}
