@@ -48,17 +48,36 @@ def steer(model: nn.Module | LoadedModel, steering: Steering, *, has_bos: bool =
         yield session
 
 
-def steering_to_vectors(steering: Steering, format_: str = "harness") -> VectorSet:
+EVERY_POSITION_TOOLS = {"gguf-control-vector": "llama.cpp", "lm-eval-steered": "lm-evaluation-harness"}
+"""Formats whose tool adds a vector at every position of every forward pass, the BOS included."""
+
+
+def steering_to_vectors(steering: Steering, format_: str = "harness", *, use_bos: bool = True) -> VectorSet:
     """The `[d]` add vectors of a steering as a `VectorSet` (to write with `harness.vectors`).
 
     ActAdd's `[n, d]` prefix vectors and clamp / ablate operators have no file form shared by the
-    peer tools, so they are refused."""
+    peer tools, so they are refused. For a format of `EVERY_POSITION_TOOLS` the tool will add the
+    vectors at every position, the BOS included, so a steering it would not reproduce is refused
+    too: one acting on the prompt's or the generated tokens only, and one that leaves the BOS
+    alone (`steer_bos: false`, our default) when the prompts begin with one (`use_bos`). Export a
+    steering with `steer_bos: true` and give the tool prompts that begin with BOS, as ours do
+    (lm-eval: `add_bos_token=True`); reading the file back, `steer_bos: true` reproduces it."""
+    tool = EVERY_POSITION_TOOLS.get(format_)
     vectors: dict[int, torch.Tensor] = {}
     points = set()
     for iv in steering.interventions:
         if iv.positions == "prefix" or iv.operator != "add":
             raise UserError(f"a {iv.positions} / {iv.operator} intervention at layer {iv.layer} cannot be "
                             "exported: control-vector files hold [d] vectors added at every position")
+        if tool and iv.positions != "all":
+            raise UserError(f"{tool} adds its vectors at every position; the intervention at layer "
+                            f"{iv.layer} acts on the {iv.positions} tokens only, so {tool}'s tokens would "
+                            "differ from ours")
+        if tool and use_bos and not iv.steer_bos:
+            raise UserError(f"{tool} adds its vectors at every position, the BOS included; this steering "
+                            f"leaves the BOS alone (steer_bos: false), so {tool}'s tokens would differ from "
+                            "ours: export it with steering.steer_bos=true (and give the tool prompts that "
+                            "begin with BOS, lm-eval: add_bos_token=True), or with generation.use_bos=false")
         vectors[iv.layer] = vectors.get(iv.layer, 0) + iv.vector.float().cpu()
         points.add(iv.point)
     if not vectors or len(points) > 1:

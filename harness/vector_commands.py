@@ -58,16 +58,19 @@ def _export(args: argparse.Namespace) -> int:
         run, _ = read_run(source)
         if not args.condition:
             raise UserError(f"{source} is a run: name the condition to export with --condition")
-        spec = next((info.conditions.get(args.condition) for info in run.tasks
-                     if args.condition in info.conditions), None)
-        if spec is None:
+        info = next((info for info in run.tasks if args.condition in info.conditions), None)
+        if info is None:
             raise UserError(f"{source}: no condition {args.condition!r}")
+        spec = info.conditions[args.condition]
         steering = build_steering(lm, {k: v for k, v in spec.items() if k != "sweep"})
+        use_bos = run.config["tasks"][info.name]["generation"].get("use_bos", True)
     else:
         (task,) = resolve_tasks(args.source, run_options(args))
         steering = build_steering(lm, task.spec.steering, task.spec.generation)
-    vs = steering_to_vectors(steering)
+        use_bos = task.spec.generation.use_bos
     target = Path(args.target)
+    formats = {".gguf": "gguf-control-vector", ".pt": "lm-eval-steered", ".pth": "lm-eval-steered"}
+    vs = steering_to_vectors(steering, formats.get(target.suffix, "harness"), use_bos=use_bos)
     if target.suffix == ".gguf":
         write_gguf(vs, target, model_hint=args.model_hint or lm.model.config.model_type)
     elif target.suffix in (".pt", ".pth"):

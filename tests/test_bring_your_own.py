@@ -91,7 +91,8 @@ def test_vector_cli_exports_converts_and_inspects(tiny_llama, tmp_path, capsys):
                                                   for p, n in PAIRS))
     task = tmp_path / "t.yaml"
     task.write_text("name: t\nkind: topic\nprompts: [The tower]\n"
-                    "steering: {method: mean_diff, layer: 1, coeff: 2, pairs: {file: pairs.jsonl}}\n"
+                    "steering: {method: mean_diff, layer: 1, coeff: 2, pairs: {file: pairs.jsonl}, "
+                    "steer_bos: true}\n"
                     "scorers: {keywords: {words: [tower]}}\nmetrics: {keywords.rate: increase}\n"
                     "headline: keywords.rate\n")
     assert main(["vector", "export", str(task), str(tmp_path / "v.gguf"), "--model", str(model)]) == 0

@@ -299,7 +299,7 @@ def test_other_pickles_are_refused_without_running_them(tmp_path: Path,
 def test_lm_eval_variants(tmp_path: Path) -> None:
     want = vecs(2, 3)
     entry = {"steering_coefficient": 4.0, "action": "add", "bias": None}
-    torch.save({"model.layers.2": {**entry, "steering_vector": want[2][None]},  # [1, d]
+    torch.save({"layers.2": {**entry, "steering_vector": want[2][None]},  # [1, d]
                 "layers.3": {**entry, "steering_vector": want[3]}}, tmp_path / "a.pt")
     vs = read_vectors(tmp_path / "a.pt")
     assert_same(vs.vectors, want)
@@ -321,6 +321,10 @@ def test_lm_eval_refusals(tmp_path: Path) -> None:
     torch.save({"transformer.h.1": entry}, tmp_path / "hook.pt")
     with pytest.raises(UserError, match=r"hook\.pt.*transformer\.h\.1"):
         read_vectors(tmp_path / "hook.pt")
+    # lm-eval resolves hookpoints among model.base_model's modules: model.layers.N is not one there
+    torch.save({"model.layers.1": entry}, tmp_path / "model_layers.pt")
+    with pytest.raises(UserError, match=r"model_layers\.pt.*'model\.layers\.1'.*does not resolve"):
+        read_vectors(tmp_path / "model_layers.pt")
     torch.save({"layers.1": {**entry, "steering_vector": torch.ones(2, D)}}, tmp_path / "shape.pt")
     with pytest.raises(UserError, match=r"shape\.pt.*shape \[2, 16\]"):
         read_vectors(tmp_path / "shape.pt")

@@ -34,7 +34,7 @@ GGUF_NOTE = ("GGUF direction.N is added to the output of decoder block N (llama.
 SAE_FILES = ("cfg.json", "sae_weights.safetensors")
 _DIRECTION = re.compile(r"direction\.(\d+)")
 _PLAIN_KEY = re.compile(r"(?:layers?[._])?(\d+)|(direction)\.(\d+)")
-_HOOKPOINT = re.compile(r"(?:model\.)?layers\.(\d+)(?:\.(self_attn|mlp))?")
+_HOOKPOINT = re.compile(r"layers\.(\d+)(?:\.(self_attn|mlp))?")  # names in model.base_model, as lm-eval
 _SAE_HOOK = re.compile(r"blocks\.(\d+)\.(hook_resid_post|hook_resid_pre)")
 _SV_POINTS: dict[str, HookPoint] = {"decoder_block": "resid", "self_attn": "attn", "mlp": "mlp"}
 
@@ -265,12 +265,14 @@ def _from_steering_vectors(path: Path, data: Mapping[str, object]) -> VectorSet:
 def _from_lm_eval(path: Path, data: Mapping[object, Mapping[str, object]]) -> VectorSet:
     vectors: dict[int, torch.Tensor] = {}
     points, actions, coefficients = set(), set(), {}
-    notes = ["lm-eval hookpoint layers.N is a forward hook on decoder layer N's output -> our layer N"]
+    notes = ["lm-eval hookpoint layers.N is a forward hook on decoder layer N's output -> our layer N",
+             "lm-eval adds at every position, the BOS included: steer_bos: true acts the same"]
     for hookpoint, info in data.items():
         match = _HOOKPOINT.fullmatch(str(hookpoint))
         if match is None:
-            raise UserError(f"{path}: hookpoint {hookpoint!r} is not layers.N (or layers.N.self_attn, "
-                            "layers.N.mlp, model.layers.N)")
+            raise UserError(f"{path}: hookpoint {hookpoint!r} is not layers.N, layers.N.self_attn or "
+                            "layers.N.mlp (lm-eval looks hookpoints up among model.base_model's modules, "
+                            "where model.layers.N does not resolve)")
         layer = int(match.group(1))
         if layer in vectors:
             raise UserError(f"{path}: two hookpoints name layer {layer}")

@@ -18,9 +18,9 @@ _LM_EVAL_SUFFIX = {"resid": "", "attn": ".self_attn", "mlp": ".mlp"}
 def write_gguf(vs: VectorSet, path: Path, *, model_hint: str) -> None:
     """A control vector llama.cpp loads (`--control-vector`), written the way repeng's
     `ControlVector.export_gguf` writes it: `direction.N` (F32) is added to the output of block N,
-    which is our layer N. A stored coefficient is multiplied into the vectors (llama.cpp has
-    none); clamp, attention/MLP points, layer 0 (llama.cpp refuses direction.0) and an unknown
-    layer cannot be written."""
+    which is our layer N, at every position, the BOS included (see `steering_to_vectors`). A
+    stored coefficient is multiplied into the vectors (llama.cpp has none); clamp, attention/MLP
+    points, layer 0 (llama.cpp refuses direction.0) and an unknown layer cannot be written."""
     import gguf
 
     _known_layers(vs, path)
@@ -45,7 +45,12 @@ def write_gguf(vs: VectorSet, path: Path, *, model_hint: str) -> None:
 
 def write_lm_eval(vs: VectorSet, path: Path) -> None:
     """lm-evaluation-harness's `steered` model file (`steer_path=x.pt`): hookpoint `layers.N`
-    (`layers.N.self_attn`, `layers.N.mlp` for those points) -> steering_vector, coefficient, action."""
+    (`layers.N.self_attn`, `layers.N.mlp` for those points) -> steering_vector, coefficient, action.
+
+    lm-eval hooks the modules of `model.base_model` by these names (`layers.N` is a Llama-style
+    model's block N) and adds coefficient × vector to their output at every position of every
+    forward pass, the BOS included: export a steering with `harness.api.steering_to_vectors(...,
+    "lm-eval-steered")`, which refuses one whose tokens lm-eval would not reproduce."""
     _known_layers(vs, path)
     config = {f"layers.{layer}{_LM_EVAL_SUFFIX[vs.point]}": {
         "steering_vector": vs.vectors[layer].clone(),
