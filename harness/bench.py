@@ -1,7 +1,8 @@
 """`harness bench`: the engine against plain `generate`, batched against sequential sweeps, the
 perplexity scorer against a bare forward pass, bfloat16 against float32, and (bench_suite) model
 load and quick-suite figures. Every pair is measured side by side in one process on the same
-inputs: one warm-up call each, then `repeats` interleaved calls, median seconds."""
+inputs: one warm-up call each, then `repeats` interleaved rounds; each figure is the median of its
+per-round ratios with an interval (bench_figures)."""
 
 from __future__ import annotations
 
@@ -15,12 +16,14 @@ from typing import Any
 import torch
 
 from harness.bench_figures import (
+    MIN_REPEATS,
     SWEEP_K,
     SWEEP_PROMPTS,
     TARGETS,
     BenchResult,
     Figure,
-    figure,
+    measured,
+    per_second,
     ratio,
     side_by_side,
 )
@@ -66,7 +69,7 @@ def full_length(lm: LoadedModel, n: int) -> Iterator[None]:
 def run_bench(
     model: str | LoadedModel = DEFAULT_MODEL,
     *,
-    repeats: int = 3,
+    repeats: int = MIN_REPEATS,
     batch_size: int | None = None,
     max_new_tokens: int = 32,
     dtype: str = "float32",
@@ -86,6 +89,7 @@ def run_bench(
     processes; `suite` runs `harness run SUITE_TARGET [SUITE_ARGS]` in one. `compare_bf16`
     measures a bfloat16 copy against the float32 model (only when `dtype` is float32). `scale`
     measures throughput as distinct configs per batch grow (K-scaling) and the sampler's share.
+    `repeats` rounds per figure: below `MIN_REPEATS` no figure gets an interval or a verdict.
     """
 
     say = progress or (lambda _msg: None)
@@ -124,7 +128,8 @@ def run_bench(
     if loads or suite:
         spec = model if isinstance(model, str) else lm.name if lm.name in EMBEDDED else lm.source
         figures.update(measure_suite(spec, dtype, loads=loads, suite=suite, target=suite_target,
-                                     extra_args=[*suite_args, "--device", device], say=say, notes=notes))
+                                     extra_args=[*suite_args, "--device", device], say=say, notes=notes,
+                                     repeats=repeats))
     result = BenchResult(model=lm.identity(), settings=info, details=details, notes=notes, **figures)
     result.notes.extend(explain(result))
     return result
@@ -160,10 +165,10 @@ def _engine_vs_plain(lm: LoadedModel, prompts: list[str], steering: Any, greedy:
     secs |= side_by_side({"plain_sampled": plain("plain_sampled", do_sample=True, **warpers),
                           "sampled": engine("sampled", steering, sampled)}, repeats)
 
-    def tps(name: str) -> float:
+    def tps(name: str) -> list[float]:
         made = out[name]
         tokens = made.numel() if isinstance(made, torch.Tensor) else sum(len(g.token_ids) for g in made)
-        return tokens / secs[name]
+        return per_second(tokens, secs[name])
 
     return {"steered_vs_plain": ratio(tps("steered"), tps("plain"), "tokens/s", TARGETS["steered_vs_plain"]),
             "unsteered_vs_plain": ratio(tps("unsteered"), tps("plain"), "tokens/s",
@@ -186,11 +191,12 @@ def _sweep(lm: LoadedModel, prompts: list[str], base: Any, settings: GenerationS
         out["batched"] = engine_rows(lm, every, [s for _ in prompts for s in configs.values()], settings)
 
     secs = side_by_side({"sequential": one_by_one, "batched": batched}, repeats)
+    seq, bat = statistics.median(secs["sequential"]), statistics.median(secs["batched"])
     steps = settings.max_new_tokens
-    details["sweep_ms_per_step_sequential"] = 1000 * secs["sequential"] / (len(configs) * steps)
-    details["sweep_ms_per_step_batched"] = 1000 * secs["batched"] / steps
+    details["sweep_ms_per_step_sequential"] = 1000 * seq / (len(configs) * steps)
+    details["sweep_ms_per_step_batched"] = 1000 * bat / steps
     params = sum(p.numel() for p in lm.model.parameters())
-    details["sweep_batched_gflops"] = 2 * params * len(out["batched"]) * steps / secs["batched"] / 1e9
+    details["sweep_batched_gflops"] = 2 * params * len(out["batched"]) * steps / bat / 1e9
     return out["batched"], ratio(secs["sequential"], secs["batched"], "s", TARGETS["sweep_speedup"])
 
 
@@ -219,7 +225,7 @@ def _perplexity(lm: LoadedModel, gens: list[Generation], repeats: int) -> Figure
 
     secs = side_by_side({"scorer": lambda: _scorer_logprobs(lm, samples, batch), "forward": forward}, repeats)
     target = TARGETS["perplexity_vs_forward"]
-    return ratio(tokens / secs["scorer"], tokens / secs["forward"], "tokens/s", target)
+    return ratio(per_second(tokens, secs["scorer"]), per_second(tokens, secs["forward"]), "tokens/s", target)
 
 
 def _bf16(lm: LoadedModel, prompts: list[str], steering: Any, settings: GenerationSettings,
@@ -240,8 +246,8 @@ def _bf16(lm: LoadedModel, prompts: list[str], steering: Any, settings: Generati
     deltas = [abs(a - b) for fa, fb in zip(full, low, strict=True) for a, b in zip(fa, fb, strict=True)]
     ppl = [abs(sum(fa) / len(fa) - sum(fb) / len(fb)) for fa, fb in zip(full, low, strict=True) if fa]
     same = [a.token_ids == b.token_ids for a, b in zip(out["float32"], out["bfloat16"], strict=True)]
-    return {"bf16_vs_fp32": ratio(tokens["bfloat16"] / secs["bfloat16"], tokens["float32"] / secs["float32"],
-                                  "tokens/s"),
-            "bf16_max_abs_dlogprob": figure(max(deltas), "nats"),
-            "bf16_mean_abs_dlogppl": figure(statistics.fmean(ppl), "nats"),
-            "bf16_same_completions": figure(sum(same) / len(same), "share")}
+    return {"bf16_vs_fp32": ratio(per_second(tokens["bfloat16"], secs["bfloat16"]),
+                                  per_second(tokens["float32"], secs["float32"]), "tokens/s"),
+            "bf16_max_abs_dlogprob": measured([max(deltas)], "nats"),
+            "bf16_mean_abs_dlogppl": measured([statistics.fmean(ppl)], "nats"),
+            "bf16_same_completions": measured([sum(same) / len(same)], "share")}

@@ -4,6 +4,7 @@ row, as the engine had until engine semantics 2) and after (the device-side samp
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -17,7 +18,7 @@ from transformers import (
     TopPLogitsWarper,
 )
 
-from harness.bench_figures import TARGETS, Figure, figure, ratio, side_by_side
+from harness.bench_figures import TARGETS, Figure, measured, per_second, ratio, side_by_side
 from harness.engine import Generation, Row, SamplerFactory, generate_batch, row_seed
 from harness.models import LoadedModel
 from harness.sampling import RowSeededSampler
@@ -60,15 +61,17 @@ def _sync(device: torch.device) -> None:
 
 
 class _Timed:
-    """A sampler factory whose processors add the seconds they spend to `seconds`."""
+    """A sampler factory whose processors add the seconds they spend to `seconds`, one entry per
+    batch it built a sampler for (in call order)."""
 
     def __init__(self, factory: SamplerFactory):
         self.factory = factory
-        self.seconds = 0.0
+        self.seconds: list[float] = []
 
     def __call__(self, *args: Any) -> LogitsProcessor:
         inner = self.factory(*args)
         timed = self
+        timed.seconds.append(0.0)
 
         class Timed(LogitsProcessor):
             def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
@@ -76,7 +79,7 @@ class _Timed:
                 start = time.perf_counter()
                 out = inner(input_ids, scores)
                 _sync(scores.device)
-                timed.seconds += time.perf_counter() - start
+                timed.seconds[-1] += time.perf_counter() - start
                 return out
 
         return Timed()
@@ -107,8 +110,8 @@ def k_scaling(lm: LoadedModel, prompts: Sequence[str], base: Steering, settings:
 
         calls[f"k{k}"] = call
     secs = side_by_side(calls, repeats)
-    tps = {name: sum(len(g.token_ids) for g in out[name]) / secs[name] for name in calls}
-    details.update({f"{name}_tokens_per_s": round(v, 1) for name, v in tps.items()})
+    tps = {name: per_second(sum(len(g.token_ids) for g in out[name]), secs[name]) for name in calls}
+    details.update({f"{name}_tokens_per_s": round(statistics.median(v), 1) for name, v in tps.items()})
     details.update({f"{name}_tokens": float(sum(len(g.token_ids) for g in out[name])) for name in calls})
     return {f"k{name[1:]}_vs_k1": ratio(tps[name], tps["k1"], "tokens/s",
                                         TARGETS["k64_vs_k1"] if name == "k64" else None)
@@ -118,7 +121,8 @@ def k_scaling(lm: LoadedModel, prompts: Sequence[str], base: Steering, settings:
 def sampler_share(lm: LoadedModel, prompts: Sequence[str], steering: Steering, settings: GenerationSettings,
                   repeats: int, details: dict[str, float]) -> dict[str, Figure]:
     """The share of generation time spent in the sampler, for the device-side sampler and for the
-    host-side one it replaced, on the same rows (sampled, run defaults), side by side."""
+    host-side one it replaced, on the same rows (sampled, run defaults), side by side: the median
+    of each round's share, with its interval."""
     rows, _ = batch_rows(prompts, len(prompts), 1)
     timed = {"device": _Timed(RowSeededSampler), "host": _Timed(HostRowSampler)}
 
@@ -128,14 +132,13 @@ def sampler_share(lm: LoadedModel, prompts: Sequence[str], steering: Steering, s
                            min_new_tokens=settings.max_new_tokens, sampler=timed[name])
         return run
 
-    for t in timed.values():
-        t.seconds = 0.0
     secs = side_by_side({name: call(name) for name in timed}, repeats)
-    calls = repeats + 1  # the warm-up call counts in the sampler's seconds too
     out = {}
     for name, t in timed.items():
-        share = t.seconds / calls / secs[name]
-        details[f"sampler_{name}_ms_per_step"] = round(1000 * t.seconds / calls / settings.max_new_tokens, 3)
+        sampler = t.seconds[1:]  # the first is the warm-up call's
+        step = statistics.median(sampler) / settings.max_new_tokens
+        details[f"sampler_{name}_ms_per_step"] = round(1000 * step, 3)
         target = TARGETS["sampler_share_device"] if name == "device" else None
-        out[f"sampler_share_{name}"] = figure(share, "share", target, at_most=True)
+        shares = [a / b for a, b in zip(sampler, secs[name], strict=True)]
+        out[f"sampler_share_{name}"] = measured(shares, "share", target, at_most=True)
     return out

@@ -149,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="speed of steering vs plain generation, side by side")
     bench.add_argument("--model", default="smollm2-135m", help="embedded name, local path or cached HF id")
     bench.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    bench.add_argument("--repeats", type=int, default=3, help="timed repeats per figure (median)")
+    bench.add_argument("--repeats", type=int, default=6,
+                       help="interleaved timed rounds per figure: median and its 95%% interval (6 or more)")
     bench.add_argument("--batch-size", type=int, help="rows per batch (default: the engine's)")
     bench.add_argument("--max-new-tokens", type=int, default=32)
     bench.add_argument("--no-suite", action="store_true", help="skip the quick-suite wall time and RSS")

@@ -125,3 +125,15 @@ def proportion_upper_bound(successes: int, n: int, alpha: float) -> float:
     if successes >= n:
         return 1.0
     return float(stats.beta.ppf(1 - alpha, successes + 1, n - successes))
+
+
+def median_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """Distribution-free interval of the median from two order statistics (scipy.stats.quantile_test):
+    it covers the true median with probability at least `confidence` for independent values of any
+    continuous distribution; (nan, nan) when there are too few values to reach that (fewer than 6
+    at 95 %)."""
+    x = np.asarray(values, dtype=float)
+    if x.size == 0:
+        return NAN, NAN
+    ci = stats.quantile_test(x, q=float(np.median(x)), p=0.5).confidence_interval(confidence)
+    return float(ci.low), float(ci.high)
