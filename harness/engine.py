@@ -15,8 +15,8 @@ from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 from harness.models import LoadedModel
 from harness.sampling import NonFiniteGuard, PromptRepetitionPenalty, RowSeededSampler
 from harness.schema.generation import GenerationSettings
-from harness.steering.base import Steering
-from harness.steering.session import RowLayout, SteeringNotAppliedError, steering_hooks
+from harness.steering.base import PREAMBLE_SITE, Steering
+from harness.steering.session import RowLayout, SteeringNotAppliedError, steering_hooks, unapplied
 from harness.tokens import encode_prompt, encode_with_preamble, left_pad
 
 SEMANTICS_VERSION = 2
@@ -40,7 +40,8 @@ class Generation:
     prompt's (without a prompting preamble: scorers condition on the task's prompt alone).
 
     `ledger`: per site (`L5.resid`) and forward kind ("prompt", "decode"), the positions the
-    row's steering changed and the total norm it added."""
+    row's steering changed and the total norm it added; a preamble's instruction tokens under
+    `PREAMBLE_SITE` ("prompt" kind, norm 0)."""
 
     row: Row
     completion: str
@@ -140,7 +141,9 @@ def generate_batch(
 ) -> list[Generation]:
     """One batch: left-padded prompts, each row with its own steering, seed and stopping.
 
-    A row whose steering is not null but changed no position is an error, never a result.
+    A row whose steering is not null but changed no position at one of its sites is an error,
+    never a result; a row whose steering added a non-finite norm or drowned the prompt out is
+    flagged (`Ledger.problem`).
     `min_new_tokens` keeps EOS out until then (the bench's equal-work runs).
     """
     tok = lm.tokenizer
@@ -172,8 +175,10 @@ def generate_batch(
     bad = guard.bad_rows
     gens = [
         Generation(row, tok.decode(ids, skip_special_tokens=True), ids, p,
-                   "non-finite logits" if i in bad else None, ledger.row(i) if ledger else {})
-        for i, (row, ids, p) in enumerate(zip(rows, new, prompt_ids, strict=True))
+                   "non-finite logits" if i in bad else ledger.problem(i) if ledger else None,
+                   {**(ledger.row(i) if ledger else {}),
+                    **({PREAMBLE_SITE: {"prompt": (len(x) - len(p), 0.0)}} if s and s.preamble else {})})
+        for i, (row, ids, p, x, s) in enumerate(zip(rows, new, prompt_ids, inputs, steerings, strict=True))
     ]
     _check_applied(gens, steerings)
     return gens
@@ -183,10 +188,10 @@ def _check_applied(gens: Sequence[Generation], steerings: Sequence[Steering | No
     for g, s in zip(gens, steerings, strict=True):
         if s is None or s.is_null():
             continue
-        if not sum(n for kinds in g.ledger.values() for n, _ in kinds.values()):
+        if dead := unapplied(s, g.ledger):
             raise SteeringNotAppliedError(
                 f"condition '{g.row.condition}': its steering is not zero but changed no position of "
-                f"the prompt {g.row.prompt!r} (sites: {', '.join(i.site for i in s.interventions)}); "
+                f"the prompt {g.row.prompt!r} at {', '.join(dead)} (of {', '.join(s.sites())}); "
                 "check the layer, the positions and max_new_tokens")
 
 

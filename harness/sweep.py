@@ -40,6 +40,9 @@ class SweepGrid:
     def __post_init__(self) -> None:
         if not self.layers or not self.coeffs:
             raise UserError("a sweep needs at least one layer and one coefficient")
+        for axis, values in (("layers", self.layers), ("coefficients", self.coeffs)):
+            if len(set(values)) != len(values):
+                raise UserError(f"the sweep's {axis} {list(values)} repeat a value: one config each")
 
     def describe(self) -> dict[str, object]:
         return {"layers": list(self.layers), "coeffs": list(self.coeffs), "coeff_unit": self.unit}

@@ -51,7 +51,7 @@ def test_clamp_and_ablate_set_the_projection_on_the_direction(tiny_llama, operat
     width = tiny_llama.model.config.hidden_size
     direction = torch.linspace(-1, 1, width) + 0.3
     unit = direction / direction.norm()
-    steering = Steering((placed(2, direction, 5.0, operator=operator),))
+    steering = Steering((placed(2, direction, 5.0 if operator == "clamp" else None, operator=operator),))
     ids = torch.tensor([encode(tiny_llama.tokenizer, "I love the way the light falls")])
     mask = torch.ones_like(ids)
     plain = capture_outputs(tiny_llama.model, [(2, "resid")], input_ids=ids,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
 from harness.capability import capability, load_items
 from harness.errors import UserError
@@ -23,7 +24,7 @@ from harness.offtarget import (
 )
 from harness.report.offtarget_plots import perplexity_ratio_plot
 from harness.schema.results import TopicRatioRecord
-from harness.steering.base import Steering
+from harness.steering.base import Intervention, Steering
 from harness.steering.session import PrefixTruncatedWarning
 from harness.topic_ratio import Bin, topic_perplexity_ratio
 
@@ -90,7 +91,7 @@ def test_iso_kl_solver_brackets_bisects_and_refuses_the_unreachable():
     with pytest.raises(UserError, match="not reached"):
         _solve(lambda c: min(c, 3.0), 10.0, 0.05, 1.0, 4096.0, 40)
     with pytest.raises(UserError, match="positive"):
-        iso_kl_scale(None, Steering(()), ["x"], 0.0)  # type: ignore[arg-type]
+        iso_kl_scale(None, Steering((Intervention(0, torch.ones(4)),)), ["x"], 0.0)  # type: ignore[arg-type]
 
 
 def test_pooled_quantile_ci_resamples_texts():

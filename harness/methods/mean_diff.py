@@ -6,8 +6,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
+from harness.errors import UserError
 from harness.registry import register_method
 from harness.schema.generation import GenerationSettings
 from harness.schema.steering import (
@@ -35,12 +36,12 @@ class MeanDiffSpec(VectorSpec):
     tokens (BOS excluded) with `token: mean`, or its last token with `token: last`.
     `coeff` × mean(positive − negative) is added at every position of the prompt and of
     the generated tokens, except the BOS position (the attention sink); `positions`,
-    `steer_bos` and `operator` change where and how (see `VectorSpec`).
+    `steer_bos` and `operator` change where and how (see `VectorSpec`). `coeff` is required,
+    except with `operator: ablate`, which takes none.
     """
 
     method: Literal["mean_diff"]
     layer: int = Field(ge=0)
-    coeff: float = Field(allow_inf_nan=False)
     pairs: list[ContrastPair] | PairFileSpec | PairDatasetSpec
     token: Literal["mean", "last"] = "mean"
     point: HookPoint = "resid"
@@ -52,6 +53,12 @@ class MeanDiffSpec(VectorSpec):
         if isinstance(pairs, list) and not pairs:
             raise ValueError("needs at least one contrast pair")
         return pairs
+
+    @model_validator(mode="after")
+    def _coeff_unless_ablate(self) -> MeanDiffSpec:
+        if self.coeff is None and self.operator != "ablate":
+            raise ValueError(f"coeff: operator '{self.operator}' needs a coefficient")
+        return self
 
     def resolve(self, base: Path, where: Where) -> MeanDiffSpec:
         if isinstance(self.pairs, list):
@@ -99,7 +106,7 @@ def build_mean_diff(
     lm: LoadedModel,
     pairs: Sequence[tuple[str, str]],
     layer: int,
-    coeff: float,
+    coeff: float | None,
     *,
     token: Literal["mean", "last"] = "mean",
     point: HookPoint = "resid",
@@ -110,7 +117,8 @@ def build_mean_diff(
 ) -> Steering:
     """`coeff` × mean over pairs of (activation(positive) − activation(negative)), added at
     every position after BOS, generated tokens included (or placed as `positions`, `operator`
-    and `steer_bos` say)."""
+    and `steer_bos` say; ablate takes `coeff=None`). A zero mean difference (the pairs' texts
+    give the same activations) has no direction: UserError."""
     from harness.models import hook_module
     from harness.steering.base import Steering, placed
 
@@ -119,7 +127,11 @@ def build_mean_diff(
     hook_module(lm.model, layer, point)  # a layer out of range fails with the layer count
     pos = text_activations(lm, [p for p, _ in pairs], layer, point, token, use_bos)
     neg = text_activations(lm, [n for _, n in pairs], layer, point, token, use_bos)
-    return Steering((placed(layer, (pos - neg).mean(dim=0), coeff, point, positions, operator, steer_bos),))
+    vector = (pos - neg).mean(dim=0)
+    if not bool(vector.any()):
+        raise UserError(f"mean_diff: the mean difference of the {len(pairs)} pair(s) at layer {layer} is "
+                        "zero (their positive and negative texts give the same activations): no direction")
+    return Steering((placed(layer, vector, coeff, point, positions, operator, steer_bos),))
 
 
 def build(lm: LoadedModel, spec: MeanDiffSpec, settings: GenerationSettings) -> Steering:

@@ -5,9 +5,9 @@ SAELens features and plain `.pt` / `.safetensors` / `.npy` tensors."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from harness.errors import UserError
 from harness.registry import register_method
@@ -25,20 +25,31 @@ class VectorFileSpec(VectorSpec):
     `layer`: use the file's vector of that layer (or the file's only vector, when it names no
     layer); `layers`: several of its layers at once; neither: every layer the file holds, at once
     (as llama.cpp and repeng apply a control vector). `coeff` multiplies any coefficient the file
-    stores. `point` and `operator` default to the file's (attention / MLP outputs for
-    steering-vectors files of those layer types; lm-eval's `clamp`). `feature` picks a feature of
-    an SAELens folder.
+    stores (none: 1; `operator: ablate` takes none). `point` and `operator` default to the
+    file's (attention / MLP outputs for steering-vectors files of those layer types; lm-eval's
+    `clamp`). `feature` picks a feature of an SAELens folder (`path` the folder). A zero vector
+    is refused, naming the file and the layer.
     """
 
     method: Literal["vector_file"]
     path: str = Field(min_length=1)
     layer: int | None = Field(None, ge=0)
-    layers: list[int] | None = None
-    coeff: float = Field(1.0, allow_inf_nan=False)
+    layers: list[Annotated[int, Field(ge=0)]] | None = Field(None, min_length=1)
     point: HookPoint | None = None
     operator: Literal["add", "clamp", "ablate"] | None = None  # type: ignore[assignment]
     feature: int | None = Field(None, ge=0)
     file_fields: ClassVar[tuple[str, ...]] = ("path",)
+
+    @model_validator(mode="after")
+    def _one_layer_choice(self) -> VectorFileSpec:
+        if self.layer is not None and self.layers is not None:
+            raise ValueError("give `layer` or `layers`, not both")
+        if self.layers is not None and len(set(self.layers)) != len(self.layers):
+            raise ValueError(f"layers: {self.layers} names a layer twice")
+        return self
+
+    def at(self, layer: int, coeff: float) -> VectorFileSpec:
+        return super().at(layer, coeff).model_copy(update={"layers": None})
 
     def resolve(self, base: Path, where: Where) -> VectorFileSpec:
         file = (base / self.path).resolve()
@@ -46,15 +57,10 @@ class VectorFileSpec(VectorSpec):
             raise UserError(f"{where(('path',))}: steering vector file not found: {file}")
         return self.model_copy(update={"path": str(file)})
 
-    def identity(self) -> dict[str, object]:
-        data = super().identity()
-        path = Path(self.path)
-        if path.is_dir():  # an SAELens folder: its weights file defines the vector
-            import hashlib
+    def files(self, name: str) -> list[Path]:
+        from harness.vectors.read import vector_files
 
-            weights = (path / "sae_weights.safetensors").read_bytes()
-            data["path"] = f"sha256:{hashlib.sha256(weights).hexdigest()}:feature{self.feature}"
-        return data
+        return vector_files(Path(self.path))
 
 
 def file_interventions(lm: LoadedModel, spec: VectorFileSpec) -> Steering:
@@ -89,6 +95,9 @@ def file_interventions(lm: LoadedModel, spec: VectorFileSpec) -> Steering:
         chosen = dict(vs.vectors)
     point = spec.point or vs.point
     operator = spec.operator or vs.operator
+    if operator == "ablate" and vs.coefficient != 1.0:
+        raise UserError(f"{path}: the file stores coefficient {vs.coefficient:g}, but operator ablate uses "
+                        "none: it would be ignored")
     out = []
     for layer, vector in sorted(chosen.items()):
         hook_module(lm.model, layer, point)  # a layer out of range fails with the layer count
@@ -97,12 +106,14 @@ def file_interventions(lm: LoadedModel, spec: VectorFileSpec) -> Steering:
                             f"'{lm.name}' has hidden size {width}")
         if not torch.isfinite(vector).all():
             raise UserError(f"{path}: the vector of layer {layer} has NaN or inf entries")
-        out.append(placed(layer, vector.float(), spec.coeff * vs.coefficient, point, spec.positions, operator,
-                          spec.steer_bos))
+        if not bool(vector.any()):
+            raise UserError(f"{path}: the vector of layer {layer} is zero: it has no direction to steer")
+        coeff = None if operator == "ablate" else (1.0 if spec.coeff is None else spec.coeff) * vs.coefficient
+        out.append(placed(layer, vector.float(), coeff, point, spec.positions, operator, spec.steer_bos))
     return Steering(tuple(out))
 
 
-def build_vector_file(lm: LoadedModel, path: Path, layer: int | None = None, coeff: float = 1.0,
+def build_vector_file(lm: LoadedModel, path: Path, layer: int | None = None, coeff: float | None = None,
                       point: HookPoint | None = None) -> Steering:
     """`coeff` × the file's vector of `layer` (or all its layers), added at every position after BOS."""
     spec = VectorFileSpec(method="vector_file", path=str(path), layer=layer, coeff=coeff, point=point)

@@ -11,6 +11,7 @@ from typing import Any
 
 from harness import registry
 from harness.engine import SEMANTICS_VERSION, Row, row_seed
+from harness.errors import UserError
 from harness.models import LoadedModel
 from harness.schema.spec import STEERED, UNSTEERED
 from harness.schema.task import ControlsSpec
@@ -43,25 +44,35 @@ def task_conditions(lm: LoadedModel, task: Task) -> dict[str, Condition]:
 
 
 def with_controls(conditions: dict[str, Condition], spec: ControlsSpec) -> dict[str, Condition]:
-    """`conditions` plus the matched controls of every steered condition that has vectors:
+    """`conditions` plus the matched controls of every steered condition:
     `NAME · random R` (seeded random vectors with the same norm per layer and row) and
-    `NAME · negated`. They are ordinary conditions, so they share the unsteered samples and seeds."""
+    `NAME · negated`. They are ordinary conditions, so they share the unsteered samples and seeds.
+
+    A null steering (coefficient 0) gets none: every control of it would be unsteered too. A
+    control that cannot differ from its condition is refused (UserError saying why): any control
+    of prompting (no vector), the negation of an ablation or of a clamp to 0 (the same steering)."""
     if not spec.active:
         return conditions
     out = dict(conditions)
     for name, cond in conditions.items():
-        if cond.steering is None or not cond.steering.interventions or cond.control:
+        if cond.steering is None or cond.steering.is_null() or cond.control:
             continue
-        for r in range(1, spec.random + 1):
-            seed = int(hashlib.sha256(json.dumps([spec.seed, cond.identity, r], sort_keys=True).encode())
-                       .hexdigest()[:12], 16)
-            ident = {"control": "random", "of": cond.identity, "index": r, "seed": spec.seed}
-            out[f"{name} · random {r}"] = Condition(cond.steering.randomized(seed),
-                                                    {"control": "random", "of": name, "index": r}, ident,
-                                                    name, "random")
-        if spec.negated:
-            out[f"{name} · negated"] = Condition(cond.steering.negated(), {"control": "negated", "of": name},
-                                                 {"control": "negated", "of": cond.identity}, name, "negated")
+        try:
+            for r in range(1, spec.random + 1):
+                seed = int(hashlib.sha256(json.dumps([spec.seed, cond.identity, r], sort_keys=True).encode())
+                           .hexdigest()[:12], 16)
+                ident = {"control": "random", "of": cond.identity, "index": r, "seed": spec.seed}
+                out[f"{name} · random {r}"] = Condition(cond.steering.randomized(seed),
+                                                        {"control": "random", "of": name, "index": r}, ident,
+                                                        name, "random")
+            if spec.negated:
+                out[f"{name} · negated"] = Condition(
+                    cond.steering.negated(), {"control": "negated", "of": name},
+                    {"control": "negated", "of": cond.identity}, name, "negated")
+        except ValueError as err:
+            raise UserError(f"condition '{name}': a matched control that would not differ from it is "
+                            f"refused: {err}; ask only for controls that can differ (random ones for an "
+                            "ablation, none for prompting)") from None
     return out
 
 

@@ -6,8 +6,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
+from harness.errors import UserError
 from harness.schema.spec import Spec
 
 HookPoint = Literal["resid", "attn", "mlp"]
@@ -40,14 +41,26 @@ class MethodSpec(Spec):
             raise ValueError(f"a {self.method} steering has no single layer and coefficient to sweep")
         return self.model_copy(update={"layer": layer, "coeff": coeff})
 
+    def files(self, name: str) -> list[Path]:
+        """Every file that the file field `name` stands for (by default, the one it names)."""
+        return [Path(getattr(self, name))]
+
     def identity(self) -> dict[str, Any]:
-        """What defines the steering for sample identity: the spec, files by content hash."""
+        """What defines the steering for sample identity: the spec, each file field by the content
+        hash of every file it stands for (`files`), never by path."""
         import hashlib
 
         data = self.model_dump(mode="json")
         for name in self.file_fields:
-            if data.get(name):
-                data[name] = "sha256:" + hashlib.sha256(Path(data[name]).read_bytes()).hexdigest()
+            if not data.get(name):
+                continue
+            hashes = []
+            for file in self.files(name):
+                try:
+                    hashes.append("sha256:" + hashlib.sha256(file.read_bytes()).hexdigest())
+                except OSError as err:
+                    raise UserError(f"{file}: cannot read it for the steering's identity ({err})") from None
+            data[name] = hashes[0] if len(hashes) == 1 else hashes
         return data
 
 
@@ -63,12 +76,33 @@ class VectorSpec(MethodSpec):
     BOS position (steering-vectors and repeng do by default; we do not: position 0 is the shared
     attention sink). `operator`: `add` coeff × vector; `clamp` sets the projection on the vector's
     unit direction to coeff (lm-evaluation-harness); `ablate` removes that projection (the
-    refusal-direction method).
+    refusal-direction method) and takes no `coeff`.
+
+    A setting that would change nothing is refused, never ignored: a `coeff` with `ablate`,
+    `steer_bos` with `positions: generated` (BOS is never a generated token).
     """
 
+    coeff: float | None = Field(None, allow_inf_nan=False)
     positions: Positions = "all"
     steer_bos: bool = False
     operator: Operator = "add"
+
+    @model_validator(mode="after")
+    def _no_unused_settings(self) -> Self:
+        if self.operator == "ablate" and self.coeff is not None:
+            raise ValueError(f"coeff: operator 'ablate' removes the projection on the vector's direction "
+                             f"and uses no coefficient, so coeff={self.coeff:g} would be ignored: remove "
+                             "`coeff` (--set steering.coeff=null)")
+        if self.steer_bos and self.positions == "generated":
+            raise ValueError("steer_bos: positions 'generated' never include the BOS position, so "
+                             "steer_bos would be ignored: remove it or steer `all` positions")
+        return self
+
+    def at(self, layer: int, coeff: float) -> Self:
+        if self.operator == "ablate":
+            raise ValueError(f"a {self.method} steering with operator 'ablate' uses no coefficient, so each "
+                             "coefficient of a sweep would repeat the same steering")
+        return super().at(layer, coeff)
 
 
 class ContrastPair(Spec):

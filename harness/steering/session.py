@@ -5,11 +5,13 @@ computes (from the attention mask and the input length), so the layer hooks act 
 positions whether the KV cache is on (a prompt pass, then one position per decode step) or off
 (every forward recomputes the whole sequence): ActAdd's prefix lands on the prompt's first
 positions, every-position vectors skip padding and BOS, on every pass. The ledger counts, per
-row, site (layer and module) and forward kind, the positions changed and the norm added.
+row, site (layer and module) and forward kind, the positions changed and the norm added, and
+each site's scale: the largest norm it added at one position over the mean residual norm there.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -24,6 +26,9 @@ from harness.steering.base import Intervention, Steering
 
 Kind = tuple[str, bool]  # (positions, steer_bos) of every-position interventions
 FORWARD_KINDS = ("prompt", "decode")
+MAX_SCALE = 1e3
+"""A site adding more than this multiple of the residual norm at one position drowns the prompt
+out (and past ~1e7 in float32 the residual is below rounding): its rows are flagged."""
 
 
 class PrefixTruncatedWarning(UserWarning):
@@ -31,7 +36,23 @@ class PrefixTruncatedWarning(UserWarning):
 
 
 class SteeringNotAppliedError(RuntimeError):
-    """A hook never ran, or a non-zero steering changed no position: never a silent result."""
+    """A hook never ran, or a non-zero steering changed no position at a site: never a silent result."""
+
+
+class SteeringScaleWarning(UserWarning):
+    """A steering added a non-finite norm, or more than `MAX_SCALE` x the residual norm."""
+
+
+def unapplied(steering: Steering, ledger: dict[str, dict[str, tuple[int, float]]]) -> list[str]:
+    """The sites of `steering` (`Steering.sites`) at which `ledger` (one row's) counts no changed
+    position: each must be empty for the steering to have been applied."""
+    return [site for site in steering.sites() if not sum(n for n, _ in ledger.get(site, {}).values())]
+
+
+def _norms(x: torch.Tensor) -> torch.Tensor:
+    """Norms over the last dimension in float32, computed in float64 so that a vector whose
+    entries are finite in float32 never gets an infinite norm from squaring them."""
+    return torch.linalg.vector_norm(x, dim=-1, dtype=torch.float64).float()
 
 
 @dataclass(frozen=True)
@@ -104,12 +125,21 @@ class _Site:
                     rows_on[b] = 1
                     self.projections.append((kind, unit, value, rows_on))
         if self.prefix is not None:
-            self.prefix_norms = self.prefix.float().norm(dim=-1)  # [B, n + 1], 0 at the sentinel
-        self.add_norms = {k: v.float().norm(dim=-1) for k, v in self.adds.items()}
+            self.prefix_norms = _norms(self.prefix)  # [B, n + 1], 0 at the sentinel
+        self.add_norms = {k: _norms(v) for k, v in self.adds.items()}
         zeros = {k: torch.zeros(batch, device=device) for k in FORWARD_KINDS}
         self.positions = {k: v.clone() for k, v in zeros.items()}
         self.norm = {k: v.clone() for k, v in zeros.items()}
+        self.peak = torch.zeros(batch, device=device)  # largest norm added at one position
+        self.residual = torch.zeros(2, batch, device=device)  # sum and count of residual norms
         self.calls = 0
+
+    def scale(self) -> list[float]:
+        """Per row: the largest norm added at one position over the mean residual norm of the
+        row's positions after the first (0 where nothing was seen)."""
+        total, count = self.residual.tolist()
+        return [p / (t / c) if c and t else (math.inf if p else 0.0)
+                for p, t, c in zip(self.peak.tolist(), total, count, strict=True)]
 
     def prefix_reach(self, layout: RowLayout) -> int:
         """The first absolute position after every row's prefix."""
@@ -140,17 +170,35 @@ class _Site:
             out = out + gap * unit[:, None, :]
             positions += mask.squeeze(-1).sum(1)
             norm += gap.abs().squeeze(-1).float().sum(1)
+        body = (fwd.valid & (fwd.rel >= 1)).float()
+        self.residual[0] += (_norms(hidden) * body).sum(1)
+        self.residual[1] += body.sum(1)
+        self.peak = torch.maximum(self.peak, (_norms(out - hidden) * fwd.valid).amax(1))
         return out
 
 
 @dataclass(frozen=True)
 class Ledger:
-    """Per row, site and forward kind ("prompt", "decode"): positions changed and norm added."""
+    """Per row, site and forward kind ("prompt", "decode"): positions changed and norm added;
+    per row and site, the scale (see `_Site.scale`)."""
 
     rows: list[dict[str, dict[str, tuple[int, float]]]]
+    scales: list[dict[str, float]]
 
     def row(self, b: int) -> dict[str, dict[str, tuple[int, float]]]:
         return self.rows[b]
+
+    def problem(self, b: int) -> str | None:
+        """Why row `b`'s steering cannot be trusted: a non-finite norm, or a site that added
+        more than `MAX_SCALE` x the residual norm; None when neither."""
+        for site, kinds in self.rows[b].items():
+            if not all(math.isfinite(norm) for _, norm in kinds.values()):
+                return f"non-finite steering norm at {site}"
+        for site, scale in self.scales[b].items():
+            if not scale <= MAX_SCALE:
+                return (f"the steering at {site} added {scale:.3g} x the residual norm at one position "
+                        f"(over {MAX_SCALE:g} x: the prompt is drowned out)")
+        return None
 
 
 class SteeringSession:
@@ -210,12 +258,20 @@ class SteeringSession:
             return
         batch = len(next(iter(self.sites.values())).prefix_len)
         rows: list[dict[str, dict[str, tuple[int, float]]]] = [{} for _ in range(batch)]
+        scales: list[dict[str, float]] = [{} for _ in range(batch)]
         for (layer, point), site in self.sites.items():
             for kind in FORWARD_KINDS:
                 pos, norm = site.positions[kind].tolist(), site.norm[kind].tolist()
                 for b in range(batch):
                     rows[b].setdefault(f"L{layer}.{point}", {})[kind] = (int(round(pos[b])), float(norm[b]))
-        self.ledgers.append(Ledger(rows))
+            for b, scale in enumerate(site.scale()):
+                scales[b][f"L{layer}.{point}"] = scale
+        ledger = Ledger(rows, scales)
+        problems = [p for b in range(batch) if (p := ledger.problem(b))]
+        if problems:
+            warnings.warn(f"{len(problems)} row(s) flagged: {problems[0]}", SteeringScaleWarning,
+                          stacklevel=3)
+        self.ledgers.append(ledger)
 
     # -- hooks ------------------------------------------------------------------------------
     def _pre_hook(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:

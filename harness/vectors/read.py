@@ -49,10 +49,9 @@ def read_vectors(path: Path, *, feature: int | None = None) -> VectorSet:
     `harness.vectors.pickles.load_torch`).
     """
     path = Path(path)
-    if path.is_dir() or path.name == "cfg.json":
-        return _read_saelens(path if path.is_dir() else path.parent, feature)
-    if not path.is_file():
-        raise UserError(f"{path}: no such file or folder")
+    folder = saelens_folder(path)
+    if folder is not None:
+        return _read_saelens(folder, feature)
     with path.open("rb") as f:
         head = f.read(16)
     if head[:4] == b"GGUF":
@@ -64,8 +63,6 @@ def read_vectors(path: Path, *, feature: int | None = None) -> VectorSet:
             raise UserError(f"{path}: not a readable NumPy array ({err})") from None
         vs = _from_plain(path, array)
     elif _is_safetensors(head, path.stat().st_size):
-        if _safetensors_keys(path) >= {"W_dec"} and (path.parent / "cfg.json").is_file():
-            return _read_saelens(path.parent, feature)
         vs = _read_safetensors(path)
     elif head[:2] == b"PK" or head[:1] == b"\x80":
         vs = _from_torch(path, load_torch(path))
@@ -75,6 +72,28 @@ def read_vectors(path: Path, *, feature: int | None = None) -> VectorSet:
     if feature is not None:
         raise UserError(f"{path}: feature={feature} applies to SAE folders only; this is a {vs.format} file")
     return vs
+
+
+def saelens_folder(path: Path) -> Path | None:
+    """The SAELens folder `path` names (the folder, its cfg.json, or its W_dec weights file with a
+    cfg.json beside it), or None for any other file; UserError when `path` does not exist."""
+    if path.is_dir() or path.name == "cfg.json":
+        return path if path.is_dir() else path.parent
+    if not path.is_file():
+        raise UserError(f"{path}: no such file or folder")
+    with path.open("rb") as f:
+        head = f.read(16)
+    if (_is_safetensors(head, path.stat().st_size) and (path.parent / "cfg.json").is_file()
+            and _safetensors_keys(path) >= {"W_dec"}):
+        return path.parent
+    return None
+
+
+def vector_files(path: Path) -> list[Path]:
+    """Every file the vectors read from `path` depend on: an SAELens SAE's cfg.json (it sets the
+    layer) and weights, or the one file."""
+    folder = saelens_folder(Path(path))
+    return [folder / name for name in SAE_FILES] if folder is not None else [Path(path)]
 
 
 # --- GGUF control vectors -----------------------------------------------------------------
