@@ -57,7 +57,7 @@ class Baseline(Record):
 
 def _against(h: Headline) -> bool:
     """Whether a finite headline effect is not in its expected direction (0 included)."""
-    return (h.diff if h.expected_direction == "increase" else -h.diff) <= 0
+    return (h.estimate.point if h.expected_direction == "increase" else -h.estimate.point) <= 0
 
 
 def baseline_problems(b: Baseline) -> list[str]:
@@ -71,10 +71,10 @@ def baseline_problems(b: Baseline) -> list[str]:
     unprotected = {(t, c) for t, conditions in b.no_effect.items() for c in conditions}
     for h in b.headlines:
         name = f"{h.task} {h.condition} {h.metric}"
-        if not math.isfinite(h.diff):
-            problems.append(f"{name}: the headline effect is {h.diff} (no finite value)")
+        if not math.isfinite(h.estimate.point):
+            problems.append(f"{name}: the headline effect is {h.estimate.point} (no finite value)")
         elif _against(h) and (h.task, h.condition) not in unprotected:
-            problems.append(f"{name}: the effect {h.diff:+.3g} is not in the expected direction "
+            problems.append(f"{name}: the effect {h.estimate.point:+.3g} is not in the expected direction "
                             f"({h.expected_direction}), so it protects nothing; write the baseline with "
                             "--no-effect to check only fluency, degenerate samples and the ledger")
         if (h.task, h.condition, h.metric) not in summarised:
@@ -97,7 +97,7 @@ def make_baseline(run: RunResult, no_effect: bool = False) -> Baseline:
     unprotected: dict[str, list[str]] = {}
     tasks = run.config["tasks"]
     for h in run.headlines:
-        if no_effect and math.isfinite(h.diff) and _against(h):
+        if no_effect and math.isfinite(h.estimate.point) and _against(h):
             unprotected.setdefault(h.task, []).append(h.condition)
     try:
         return Baseline(

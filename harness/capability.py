@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from harness.comparison import Comparison, compare_values
+from harness.comparison import compare_values
 from harness.errors import UserError
+from harness.schema.results import Estimate
 from harness.stats import bootstrap_ci
 
 if TYPE_CHECKING:
@@ -124,8 +125,8 @@ class Capability:
     unsteered_accuracy_ci: tuple[float, float]
     unsteered_logprob: float
     unsteered_logprob_ci: tuple[float, float]
-    accuracy_change: Comparison
-    logprob_change: Comparison
+    accuracy_change: Estimate
+    logprob_change: Estimate
     broken: tuple[str, ...]  # prompts right unsteered and wrong steered
 
 
@@ -151,8 +152,9 @@ def capability(lm: LoadedModel, steering: Steering, items: Sequence[Item] | None
         unsteered_accuracy=acc0, unsteered_accuracy_ci=acc0_ci, unsteered_logprob=lp0,
         unsteered_logprob_ci=lp0_ci,
         accuracy_change=compare_values(dict(zip(keys, map(float, base.right), strict=True)),
-                                       dict(zip(keys, map(float, new.right), strict=True)), seed=seed),
+                                       dict(zip(keys, map(float, new.right), strict=True)),
+                                       seed=seed).estimate,
         logprob_change=compare_values(dict(zip(keys, base.logprob, strict=True)),
-                                      dict(zip(keys, new.logprob, strict=True)), seed=seed),
+                                      dict(zip(keys, new.logprob, strict=True)), seed=seed).estimate,
         broken=tuple(it.prompt for it, a, b in zip(items, base.right, new.right, strict=True) if a and not b),
     )

@@ -40,7 +40,7 @@ from pydantic import Field
 
 from harness.baseline import Baseline
 from harness.comparable import incomparable_reasons
-from harness.comparison import Comparison, adjust, compare_values, margin_p_value
+from harness.comparison import Comparison, Family, adjust, compare_values, margin_p_value
 from harness.power import minimum_detectable_effect, prompts_needed
 from harness.schema.results import (
     ConditionCounts,
@@ -182,7 +182,7 @@ def check(run: RunResult, baseline: Baseline, tolerance: Tolerance | None = None
                                        task_floors))
         lines.append(_degenerate_line(base.task, base.condition, run.counts, baseline.counts, tol))
         lines.append(_ledger_line(base.task, base.condition, run.ledger, baseline.ledger, run.counts, tol))
-    adjusted = adjust([t.p_regression for t in tests], ["check"] * len(tests))
+    adjusted = adjust([t.p_regression for t in tests], [Family.CHECK] * len(tests))
     for t, p in zip(tests, adjusted, strict=True):
         line = t.line
         if line.verdict != "regression" and p < ALPHA:
@@ -264,8 +264,8 @@ def _effect_line(base: Headline, now: Headline, now_pp: PromptSummary | None, ba
     sign = 1.0 if base.expected_direction == "increase" else -1.0
     coverage = _coverage(base_pp, now_pp, "controls" if gate == "specific" else "unsteered")
     now_eff, base_eff = _effects(now_pp), _effects(base_pp)
-    base_diff = _mean(base_eff.values()) if gate == "specific" else base.diff
-    now_diff = _mean(now_eff.values()) if gate == "specific" else now.diff
+    base_diff = _mean(base_eff.values()) if gate == "specific" else base.estimate.point
+    now_diff = _mean(now_eff.values()) if gate == "specific" else now.estimate.point
     if not any(math.isfinite(v) for v in now_eff.values()) or not math.isfinite(now_diff):
         return _nan_line(base.task, base.condition, "effect", what, coverage, base_diff, now_diff,
                          "no finite value of the headline metric in the run (all NaN, flagged or empty)")
@@ -274,9 +274,10 @@ def _effect_line(base: Headline, now: Headline, now_pp: PromptSummary | None, ba
                             {k: sign * v for k, v in now_eff.items()})
     expected = sign * base_diff  # the baseline effect in the expected direction
     p_reg = margin_p_value(toward, -tol.effect * abs(expected), "less") if protect else math.nan
-    line = _line(base.task, base.condition, "effect", what, coverage, base_diff, now_diff, c.diff, c.ci_low,
-                 c.ci_high, "holds")
-    line = line.model_copy(update={"detectable": minimum_detectable_effect(_sd(c.deltas), c.n, sides=1)})
+    e = c.estimate
+    line = _line(base.task, base.condition, "effect", what, coverage, base_diff, now_diff, e.point, e.ci_low,
+                 e.ci_high, "holds")
+    line = line.model_copy(update={"detectable": minimum_detectable_effect(e.sd, e.n, sides=1)})
     minimum = floors.get("min_effect")
     if minimum is not None and sign * now_diff < minimum:
         return _Test(_replace(line, "regression", f"effect below min_effect {minimum}", math.nan), p_reg)
@@ -300,7 +301,7 @@ def _effect_line(base: Headline, now: Headline, now_pp: PromptSummary | None, ba
 
 def _undecided(c: Comparison, expected: float) -> str:
     """Why an effect line is inconclusive, and how many prompts would decide it."""
-    room = c.diff + expected  # how far the observed change is from losing the whole effect
+    room = c.estimate.point + expected  # how far the observed change is from losing the whole effect
     if room <= 0:
         return "the run may have lost the whole baseline effect (observed change ≥ the effect)"
     return (f"the change's CI still includes losing the whole baseline effect ({-expected:+.3g}); "
@@ -309,10 +310,10 @@ def _undecided(c: Comparison, expected: float) -> str:
 
 def _more(c: Comparison, room: float) -> str:
     """How many prompts would let a one-sided test decide a change `room` away from its margin."""
-    need = prompts_needed(_sd(c.deltas), room, sides=1)
+    need = prompts_needed(c.estimate.sd, room, sides=1)
     if need is None:
-        return f"{c.n} prompts, more prompts would not decide it"
-    return f"{c.n} prompts, about {max(need, MIN_PROMPTS)} prompts would decide it"
+        return f"{c.estimate.n} prompts, more prompts would not decide it"
+    return f"{c.estimate.n} prompts, about {max(need, MIN_PROMPTS)} prompts would decide it"
 
 
 def _mean(values: Iterable[float]) -> float:
@@ -320,20 +321,14 @@ def _mean(values: Iterable[float]) -> float:
     return sum(finite) / len(finite) if finite else math.nan
 
 
-def _sd(values: Sequence[float]) -> float:
-    if len(values) < 2:
-        return math.nan
-    mean = sum(values) / len(values)
-    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-
 
 def _fluency_line(base: Headline, run: RunResult, baseline: Baseline, now_pp: PromptSummary | None,
                   base_pp: PromptSummary, tol: Tolerance, floors: dict[str, float | None]) -> _Test:
     what = "fluency cost (Δ log-ppl)"
     key = (base.task, base.condition)
     coverage = _coverage(base_pp, now_pp, "unsteered")
-    f_base = next((f.diff for f in baseline.fluency_cost if (f.task, f.condition) == key), math.nan)
-    f_now = next((f.diff for f in run.fluency_cost if (f.task, f.condition) == key), math.nan)
+    f_base = next((f.estimate.point for f in baseline.fluency_cost if (f.task, f.condition) == key), math.nan)
+    f_now = next((f.estimate.point for f in run.fluency_cost if (f.task, f.condition) == key), math.nan)
     now_eff = _effects(now_pp)
     if not any(math.isfinite(v) for v in now_eff.values()) or not math.isfinite(f_now):
         return _nan_line(base.task, base.condition, "fluency", what, coverage, f_base, f_now,
@@ -341,17 +336,18 @@ def _fluency_line(base: Headline, run: RunResult, baseline: Baseline, now_pp: Pr
     c = compare_values(_effects(base_pp), now_eff, confidence=tol.confidence)
     p_reg = margin_p_value(c, tol.fluency, "greater")
     p_holds = margin_p_value(c, tol.fluency, "less")
-    line = _line(base.task, base.condition, "fluency", what, coverage, f_base, f_now, c.diff, c.ci_low,
-                 c.ci_high, "holds")
+    e = c.estimate
+    line = _line(base.task, base.condition, "fluency", what, coverage, f_base, f_now, e.point, e.ci_low,
+                 e.ci_high, "holds")
     line = line.model_copy(update={"p_holds": p_holds,
-                                   "detectable": minimum_detectable_effect(_sd(c.deltas), c.n, sides=1)})
+                                   "detectable": minimum_detectable_effect(e.sd, e.n, sides=1)})
     ceiling = floors.get("max_fluency_cost")
     if ceiling is not None and f_now > ceiling:
         return _Test(_replace(line, "regression", f"fluency cost above max_fluency_cost {ceiling}", math.nan),
                      p_reg)
     short = _too_little(coverage, tol)
     if short or not p_holds < ALPHA:
-        room = tol.fluency - c.diff  # how far the observed growth is below the tolerance
+        room = tol.fluency - c.estimate.point  # how far the observed growth is below the tolerance
         reason = short or (f"the growth's CI still includes {tol.fluency:+.3g} nats (the tolerance); "
                            f"{_more(c, room)}" if room > 0 else "the fluency cost may have grown by more "
                            f"than the tolerance ({tol.fluency:+.3g} nats)")

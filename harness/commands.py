@@ -331,8 +331,19 @@ def cmd_plan(args: argparse.Namespace) -> int:
             need = (f"; an effect of {line.effect:+g} needs {line.prompts_needed} prompts"
                     if line.prompts_needed else f"; an effect of {line.effect:+g} cannot be planned")
         print(f"{line.task} · {line.condition} · {line.metric}: {line.n} prompts, paired SD {line.sd:.3g}, "
-              f"observed {line.observed:+.3g}; minimum detectable effect at 80 % power {line.mde:.3g}{need}")
+              f"observed {line.observed:+.3g}; minimum detectable effect at 80 % power "
+              f"{_mde_text(line.mde, line.min_prompts)}{need}")
     return 0
+
+
+def _mde_text(mde: float, least: int) -> str:
+    import math
+
+    from harness.schema.spec import ALPHA
+
+    if math.isfinite(mde):
+        return f"{mde:.3g}"
+    return f"none (too few prompts: the test cannot reach p < {ALPHA} below {least})"
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

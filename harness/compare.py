@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harness.comparable import incomparable_reasons
-from harness.comparison import Comparison, adjust, compare_values
+from harness.comparison import Comparison, Family, adjust, compare_values
 from harness.errors import UserError
 from harness.pipeline.analyse import condition_values
-from harness.schema.results import RunResult, SampleRecord
+from harness.schema.results import Estimate, RunResult, SampleRecord
 from harness.schema.spec import ALPHA, FLUENCY_METRIC, UNSTEERED, Record
 from harness.schema.task import Direction
 from harness.store import read_run
@@ -34,10 +34,7 @@ class RunEffect(Record):
     """One run's effect: mean over prompts of (mean steered − mean unsteered)."""
 
     label: str
-    diff: float
-    ci_low: float
-    ci_high: float
-    n: int  # prompts
+    estimate: Estimate
     p_adjusted: float | None = None  # as recorded in run.json
 
 
@@ -46,13 +43,9 @@ class Difference(Record):
 
     label: str
     reference: str
-    diff: float
-    ci_low: float
-    ci_high: float
-    p_value: float
+    estimate: Estimate  # this run's per-prompt effects − the reference run's
     p_adjusted: float
     significant: bool
-    paired: bool
     n: int  # prompts paired, or prompts of this run when unpaired
     n_reference: int
 
@@ -117,8 +110,7 @@ class _Run:
     def recorded_p(self, task: str, metric: str) -> float | None:
         key = (task, self.condition)
         if metric == FLUENCY_METRIC:
-            found = (f.p_value if f.p_adjusted is None else f.p_adjusted
-                     for f in self.run.fluency_cost if (f.task, f.condition) == key)
+            found = (f.p_adjusted for f in self.run.fluency_cost if (f.task, f.condition) == key)
         else:
             found = (e.p_adjusted for e in self.run.effects
                      if (e.task, e.condition, e.metric) == (*key, metric))
@@ -148,17 +140,16 @@ def _row(runs: Sequence[_Run], refs: Sequence[RunRef], task: str, metric: str, h
          seed: int) -> CompareRow:
     effects = []
     for ref, r in zip(refs, runs, strict=True):
-        c = r.effect(task, metric, seed)
-        effects.append(RunEffect(label=ref.label, diff=c.diff, ci_low=c.ci_low, ci_high=c.ci_high, n=c.n,
+        effects.append(RunEffect(label=ref.label, estimate=r.effect(task, metric, seed).estimate,
                                  p_adjusted=r.recorded_p(task, metric)))
     first = runs[0].prompt_effects(task, metric)
     diffs = []
     for ref, r in zip(refs[1:], runs[1:], strict=True):
-        c = compare_values(first, r.prompt_effects(task, metric), seed=seed)
-        n_ref = c.n if c.paired else sum(math.isfinite(v) for v in first.values())
-        diffs.append(Difference(label=ref.label, reference=refs[0].label, diff=c.diff, ci_low=c.ci_low,
-                                ci_high=c.ci_high, p_value=c.p_value, p_adjusted=c.p_value, significant=False,
-                                paired=c.paired, n=c.n if c.paired else c.n - n_ref, n_reference=n_ref))
+        e = compare_values(first, r.prompt_effects(task, metric), seed=seed).estimate
+        n_ref = e.n if e.paired else sum(math.isfinite(v) for v in first.values())
+        diffs.append(Difference(label=ref.label, reference=refs[0].label, estimate=e, p_adjusted=e.p_value,
+                                significant=False, n=e.n if e.paired else e.n - n_ref,
+                                n_reference=n_ref))
     directions = (e.expected_direction for e in runs[0].run.effects if (e.task, e.metric) == (task, metric))
     return CompareRow(task=task, metric=metric, is_fluency=metric == FLUENCY_METRIC,
                       headline=metric == headline, expected_direction=next(directions, None),
@@ -194,8 +185,8 @@ def compare_runs(refs: Sequence[str], seed: int = 0) -> CompareResult:
         metrics += [FLUENCY_METRIC] if FLUENCY_METRIC in common else []
         rows += [_row(runs, labels, task, metric, headline, seed) for metric in metrics]
     diffs = [(row, d) for row in rows for d in row.vs_reference]
-    families = ["confirmatory" if row.is_fluency or row.expected_direction else "exploratory"
+    families = [Family.CONFIRMATORY if row.is_fluency or row.expected_direction else Family.EXPLORATORY
                 for row, _ in diffs]
-    for (_, d), p in zip(diffs, adjust([d.p_value for _, d in diffs], families), strict=True):
+    for (_, d), p in zip(diffs, adjust([d.estimate.p_value for _, d in diffs], families), strict=True):
         d.p_adjusted, d.significant = p, bool(p < ALPHA)
     return CompareResult(seed=seed, runs=labels, rows=rows)

@@ -1,48 +1,76 @@
 """The one comparison core: every verdict of the harness comes from `compare_values` and
-`adjust` (run effects, `compare`, `check`, sweep selection, controls).
+`adjust` (run effects, `compare`, `check`, sweep selection, controls), and every record nests the
+`Estimate` it returns instead of copying its numbers.
 
 Values are per-prompt means keyed by the prompt's identity (`PromptRecord.identity`); NaN marks
 a prompt with no finite value. Two sets are **paired** when they hold the same prompts: the
 unit is then the prompt's difference and prompts NaN on either side are left out (counted in
-`n_missing`). Otherwise they are two independent samples of prompts.
+`n_unscorable`). Otherwise they are two independent samples of prompts.
 
-**Multiplicity policy** (`adjust`): p-values are Holm-adjusted within a family, controlling
-the family-wise error rate at `ALPHA`. A run has two families: the metrics its tasks declare
-with an expected direction plus the fluency cost (confirmatory), and every other metric
-(exploratory), so extra metrics never dilute the declared ones. `compare` applies the same
-two families over its rows; `check` adjusts its regression tests as one family (any line may
-fail the run) while "holds" needs every line to pass on its own (an intersection-union test,
+**Intervals and tests** (chosen by the coverage simulation of `harness.calibration`): paired, a
+Student t interval of the mean difference and a two-sided sign-flip permutation test (which
+cannot reach p < ALPHA below `harness.stats.min_prompts` prompts: the MDE is NaN there);
+independent, Welch's interval and t-test.
+
+**Multiplicity policy** (`adjust`, `Family`): p-values are Holm-adjusted within a family,
+controlling the family-wise error rate at `ALPHA`. A run has two families: the metrics its tasks
+declare with an expected direction plus the fluency cost (confirmatory), and every other metric
+(exploratory), so extra metrics never dilute the declared ones; the effects of control conditions
+and the control comparisons have families of their own. `compare` applies the confirmatory and
+exploratory families over its rows; `check` adjusts its regression tests as one family (any line
+may fail the run) while "holds" needs every line to pass on its own (an intersection-union test,
 which needs no adjustment).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Literal
 
 import numpy as np
-from scipy import stats as sps
 
-from harness.stats import NAN, bootstrap_ci, hedges_g, holm, paired_p_value, per_prompt_means
+from harness.power import minimum_detectable_difference, minimum_detectable_effect
+from harness.schema.results import Estimate
+from harness.stats import (
+    CI_NONE,
+    CI_T,
+    CI_WELCH,
+    NAN,
+    TEST_NONE,
+    TEST_SIGN_FLIP,
+    TEST_WELCH,
+    hedges_g,
+    hedges_g_independent,
+    holm,
+    paired_p_value,
+    per_prompt_means,
+    pooled_sd,
+    sd,
+    t_ci,
+    welch,
+)
+
+
+class Family(StrEnum):
+    """The multiplicity families: p-values are Holm-adjusted within each (see the module doc)."""
+
+    CONFIRMATORY = "confirmatory"  # declared metrics and fluency costs
+    EXPLORATORY = "exploratory"  # every other metric
+    CONTROL_CONDITIONS = "control conditions"  # effects of the control conditions themselves
+    CONTROLS_DECLARED = "controls, declared"  # specific effects and direction checks, declared metrics
+    CONTROLS_OTHER = "controls, other"
+    CHECK = "check"  # the regression tests of one `harness check`
 
 
 @dataclass(frozen=True)
 class Comparison:
-    """`b` minus `a`: the difference of means with its CI, effect size and two-sided p-value."""
+    """`b` minus `a`: the estimate, and (paired) the per-prompt differences it comes from."""
 
-    paired: bool
-    n: int  # prompts compared (paired: with finite values on both sides)
-    n_missing: int  # prompts left out for a non-finite value
-    mean_a: float
-    mean_b: float
-    diff: float
-    ci_low: float
-    ci_high: float
-    effect_size: float  # Hedges' g: g_av when paired, pooled-SD g when independent
-    p_value: float
-    deltas: tuple[float, ...] = ()  # paired: per-prompt b − a, in key order
+    estimate: Estimate
+    deltas: tuple[float, ...] = ()  # paired: per-prompt b − a of the compared prompts, in key order
 
 
 def compare_values(a: Mapping[str, float], b: Mapping[str, float], *, seed: int = 0,
@@ -52,78 +80,44 @@ def compare_values(a: Mapping[str, float], b: Mapping[str, float], *, seed: int 
         keys = [k for k in sorted(a) if math.isfinite(a[k]) and math.isfinite(b[k])]
         x = np.array([a[k] for k in keys], dtype=float)
         y = np.array([b[k] for k in keys], dtype=float)
-        if not keys:
-            return Comparison(True, 0, len(a), NAN, NAN, NAN, NAN, NAN, NAN, NAN)
         d = y - x
-        low, high = bootstrap_ci(d, confidence=confidence, seed=seed)
-        return Comparison(True, len(keys), len(a) - len(keys), float(x.mean()), float(y.mean()),
-                          float(y.mean() - x.mean()), low, high, hedges_g(x, y),
-                          paired_p_value(d, seed=seed), tuple(float(v) for v in d))
+        low, high = t_ci(d, confidence)
+        spread = sd(d)
+        enough = d.size > 1
+        estimate = Estimate(
+            paired=True, mean_a=_mean(x), mean_b=_mean(y), point=_mean(y) - _mean(x), ci_low=low,
+            ci_high=high, confidence=confidence, ci_method=CI_T if enough else CI_NONE,
+            p_value=paired_p_value(d, seed=seed), test=TEST_SIGN_FLIP if enough else TEST_NONE,
+            n_planned=len(a), n=len(keys), n_unscorable=len(a) - len(keys), sd=spread,
+            mde=minimum_detectable_effect(spread, len(keys)), effect_size=hedges_g(x, y))
+        return Comparison(estimate, tuple(float(v) for v in d))
     x = np.array([v for _, v in sorted(a.items()) if math.isfinite(v)], dtype=float)
     y = np.array([v for _, v in sorted(b.items()) if math.isfinite(v)], dtype=float)
-    missing = len(a) + len(b) - x.size - y.size
-    mean_a = float(x.mean()) if x.size else NAN
-    mean_b = float(y.mean()) if y.size else NAN
-    low, high, p = _independent(x, y, seed, confidence)
-    return Comparison(False, int(x.size + y.size), missing, mean_a, mean_b, mean_b - mean_a, low, high,
-                      _hedges_g_independent(x, y), p)
+    low, high, p = welch(x, y, confidence)
+    enough = x.size > 1 and y.size > 1
+    spread = pooled_sd(x, y)
+    return Comparison(Estimate(
+        paired=False, mean_a=_mean(x), mean_b=_mean(y), point=_mean(y) - _mean(x), ci_low=low, ci_high=high,
+        confidence=confidence, ci_method=CI_WELCH if enough else CI_NONE, p_value=p,
+        test=TEST_WELCH if enough else TEST_NONE, n_planned=len(a) + len(b), n=int(x.size + y.size),
+        n_unscorable=len(a) + len(b) - int(x.size + y.size), sd=spread,
+        mde=minimum_detectable_difference(spread, x.size, y.size), effect_size=hedges_g_independent(x, y)))
 
 
-def _independent(x: np.ndarray, y: np.ndarray, seed: int, confidence: float) -> tuple[float, float, float]:
-    """BCa CI (else percentile) and permutation p of mean(y) − mean(x), independent samples."""
-    import warnings
-
-    if x.size < 2 or y.size < 2:
-        return NAN, NAN, NAN
-    if np.all(np.concatenate([x, y]) == x[0]):
-        return 0.0, 0.0, 1.0
-
-    def diff(u: np.ndarray, v: np.ndarray, axis: int = -1) -> np.ndarray:
-        return np.mean(u, axis=axis) - np.mean(v, axis=axis)
-
-    def ci(method: str) -> tuple[float, float]:
-        res = sps.bootstrap((y, x), diff, vectorized=True, n_resamples=2000, method=method,
-                            confidence_level=confidence, rng=np.random.default_rng(seed))
-        return float(res.confidence_interval.low), float(res.confidence_interval.high)
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        low, high = ci("BCa")
-    if not (math.isfinite(low) and math.isfinite(high)):
-        low, high = ci("percentile")
-    p = sps.permutation_test((y, x), diff, permutation_type="independent", vectorized=True,
-                             n_resamples=9999, rng=np.random.default_rng(seed)).pvalue
-    return low, high, float(p)
-
-
-def _hedges_g_independent(x: np.ndarray, y: np.ndarray) -> float:
-    """Hedges' g of two independent samples: pooled-SD Cohen's d times J = 1 − 3 / (4 df − 1)."""
-    if x.size < 2 or y.size < 2:
-        return NAN
-    df = x.size + y.size - 2
-    pooled = math.sqrt(((x.size - 1) * x.var(ddof=1) + (y.size - 1) * y.var(ddof=1)) / df)
-    diff = float(y.mean() - x.mean())
-    if pooled == 0:
-        return 0.0 if diff == 0 else math.copysign(math.inf, diff)
-    return diff / pooled * (1 - 3 / (4 * df - 1))
+def _mean(x: np.ndarray) -> float:
+    return float(x.mean()) if x.size else NAN
 
 
 def margin_p_value(c: Comparison, margin: float, alternative: Literal["less", "greater"],
                    seed: int = 0) -> float:
     """One-sided p-value that a paired difference is below (`less`) or above (`greater`)
     `margin`: a sign-flip permutation test of the per-prompt differences minus the margin."""
-    if not c.paired or c.n < 2 or not math.isfinite(margin):
+    if not c.estimate.paired or c.estimate.n < 2 or not math.isfinite(margin):
         return NAN
-    d = np.asarray(c.deltas) - margin
-    if np.all(d == 0):
-        return 1.0
-    res = sps.permutation_test((d,), lambda v, axis=-1: np.mean(v, axis=axis), permutation_type="samples",
-                               vectorized=True, n_resamples=9999, alternative=alternative,
-                               rng=np.random.default_rng(seed))
-    return float(res.pvalue)
+    return paired_p_value(np.asarray(c.deltas) - margin, seed=seed, alternative=alternative)
 
 
-def adjust(p_values: Sequence[float], families: Sequence[Hashable]) -> list[float]:
+def adjust(p_values: Sequence[float], families: Sequence[Family]) -> list[float]:
     """Holm-adjusted p-values, each within its family (see the module's multiplicity policy)."""
     out = [NAN] * len(p_values)
     for family in dict.fromkeys(families):
@@ -133,45 +127,8 @@ def adjust(p_values: Sequence[float], families: Sequence[Hashable]) -> list[floa
     return out
 
 
-@dataclass(frozen=True)
-class Effect:
-    """The paired effect of steering on one metric, prompt by prompt."""
-
-    n: int  # prompts paired (both sides have at least one finite value)
-    n_excluded: int  # sample values dropped as non-finite, both sides
-    mean_unsteered: float  # mean over paired prompts of the per-prompt unsteered mean
-    mean_steered: float
-    diff: float  # mean_steered - mean_unsteered (= mean of per-prompt differences)
-    effect_size: float  # Hedges' g_av
-    ci_low: float  # bootstrap CI of diff
-    ci_high: float
-    p_value: float  # sign-flip permutation test by prompt
-
-
 def prompt_means(values: Mapping[str, Sequence[float]], keys: Sequence[str]) -> tuple[dict[str, float], int]:
     """Per-prompt mean of the finite values for every key in `keys` (NaN where none), and the
     count of non-finite values dropped."""
     means, dropped = per_prompt_means({k: list(values.get(k, [])) for k in keys})
     return {k: means.get(k, NAN) for k in keys}, dropped
-
-
-def paired_effect(unsteered: Mapping[str, Sequence[float]], steered: Mapping[str, Sequence[float]],
-                  seed: int = 0, confidence: float = 0.95) -> Effect:
-    """Steered minus unsteered, paired by prompt key, from per-prompt means of finite values.
-
-    `n_excluded` counts the non-finite values of every prompt on both sides. Prompts with a
-    finite value on one side only are not paired. No paired prompt gives n=0 and nan values.
-    """
-    keys = sorted(set(unsteered) | set(steered))
-    base, dropped_u = prompt_means(unsteered, keys)
-    steer, dropped_s = prompt_means(steered, keys)
-    c = compare_values(base, steer, seed=seed, confidence=confidence)
-    return Effect(c.n, dropped_u + dropped_s, c.mean_a, c.mean_b, c.diff, c.effect_size, c.ci_low,
-                  c.ci_high, c.p_value)
-
-
-def fluency_cost(unsteered: Mapping[str, Sequence[float]], steered: Mapping[str, Sequence[float]],
-                 seed: int = 0, confidence: float = 0.95) -> tuple[Effect, float]:
-    """`paired_effect` on log-perplexities, and the perplexity ratio exp(diff)."""
-    eff = paired_effect(unsteered, steered, seed=seed, confidence=confidence)
-    return eff, math.exp(min(eff.diff, 700.0)) if math.isfinite(eff.diff) else NAN

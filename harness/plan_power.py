@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import math
-
-from harness.comparison import compare_values
-from harness.power import minimum_detectable_effect, prompts_needed
+from harness.power import prompts_needed
 from harness.schema.results import RunResult
-from harness.schema.spec import Record
+from harness.schema.spec import ALPHA, Record
+from harness.stats import min_prompts
 
 
 class PowerLine(Record):
     """One headline of a run: its prompts, their paired spread, the minimum detectable effect at
-    80 % power, and the prompts the asked-for effect would need."""
+    80 % power (NaN below the fewest prompts the test can decide with), and the prompts the
+    asked-for effect would need (never fewer than that minimum)."""
 
     task: str
     condition: str
@@ -21,29 +20,15 @@ class PowerLine(Record):
     sd: float
     observed: float
     mde: float
+    min_prompts: int  # the fewest prompts at which the two-sided test can reach ALPHA
     effect: float | None
     prompts_needed: int | None
 
 
 def power_lines(run: RunResult, effect: float | None = None) -> list[PowerLine]:
-    """Per headline of `run`: the spread of its per-prompt effects and what follows from it."""
-    out = []
-    for head in run.headlines:
-        summary = next((p for p in run.per_prompt if (p.task, p.condition, p.metric, p.reference)
-                        == (head.task, head.condition, head.metric, "unsteered")), None)
-        if summary is None:
-            continue
-        c = compare_values({k: u for k, (u, _) in summary.prompts.items()},
-                           {k: s for k, (_, s) in summary.prompts.items()})
-        sd = float(_sd(c.deltas))
-        out.append(PowerLine(task=head.task, condition=head.condition, metric=head.metric, n=c.n, sd=sd,
-                             observed=c.diff, mde=minimum_detectable_effect(sd, c.n), effect=effect,
-                             prompts_needed=prompts_needed(sd, effect) if effect is not None else None))
-    return out
-
-
-def _sd(values: tuple[float, ...]) -> float:
-    if len(values) < 2:
-        return math.nan
-    mean = sum(values) / len(values)
-    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    """Per headline of `run`: its estimate (the same numbers as the run's table) and what follows."""
+    return [PowerLine(task=h.task, condition=h.condition, metric=h.metric, n=h.estimate.n, sd=h.estimate.sd,
+                      observed=h.estimate.point, mde=h.estimate.mde, min_prompts=min_prompts(ALPHA),
+                      effect=effect,
+                      prompts_needed=prompts_needed(h.estimate.sd, effect) if effect is not None else None)
+            for h in run.headlines]

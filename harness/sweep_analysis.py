@@ -7,15 +7,15 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import stats
 
-from harness.comparison import Comparison, compare_values
+from harness.comparison import compare_values
 from harness.errors import UserError
 from harness.pipeline.analyse import condition_values
-from harness.schema.results import RunResult, SampleRecord
+from harness.schema.results import Estimate, RunResult, SampleRecord
 from harness.schema.spec import FLUENCY_METRIC, UNSTEERED
 from harness.schema.spec import Record as _Record
 from harness.schema.task import Direction
+from harness.stats import line_fit
 
 
 class ConfigResult(_Record):
@@ -25,14 +25,10 @@ class ConfigResult(_Record):
     layer: int
     coeff: float  # in the grid's unit
     raw_coeff: float  # the multiplier actually applied to the unit vector
-    diff: float
-    ci_low: float
-    ci_high: float
+    effect: Estimate  # the headline metric, steered − unsteered
     p_adjusted: float
     significant: bool
-    fluency_diff: float | None
-    fluency_ci_low: float | None
-    fluency_ci_high: float | None
+    fluency: Estimate | None  # Δ log-perplexity
     on_frontier: bool = False
     within_budget: bool = True
 
@@ -55,10 +51,7 @@ class Selection(_Record):
     selected_on: int
     reported_on: int
     selection_diff: float
-    diff: float
-    ci_low: float
-    ci_high: float
-    p_value: float
+    estimate: Estimate | None  # the chosen config's effect on the other half (None: nothing chosen)
     selected_prompts: list[str] = []  # identities of the prompts each half holds
     reported_prompts: list[str] = []
 
@@ -93,15 +86,15 @@ def summarize_sweep(run: RunResult, samples: Sequence[SampleRecord], task: str, 
         e, f = effects[cond], fluency.get(cond)
         configs.append(ConfigResult(
             condition=cond, layer=where["layer"], coeff=where["coeff"],
-            raw_coeff=info.conditions[cond].get("coeff", where["coeff"]), diff=e.diff,
-            ci_low=e.ci_low, ci_high=e.ci_high, p_adjusted=e.p_adjusted, significant=e.significant,
-            fluency_diff=f.diff if f else None, fluency_ci_low=f.ci_low if f else None,
-            fluency_ci_high=f.ci_high if f else None,
-            within_budget=max_fluency_cost is None or (f is not None and f.diff <= max_fluency_cost),
+            raw_coeff=info.conditions[cond].get("coeff", where["coeff"]), effect=e.estimate,
+            p_adjusted=e.p_adjusted, significant=e.significant, fluency=f.estimate if f else None,
+            within_budget=max_fluency_cost is None
+            or (f is not None and f.estimate.point <= max_fluency_cost),
         ))
     _mark_frontier(configs, sign)
-    eligible = [c for c in configs if c.within_budget and math.isfinite(c.diff)]
-    best = max(eligible, key=lambda c: (sign * c.diff, -(c.fluency_diff or 0.0)), default=None)
+    eligible = [c for c in configs if c.within_budget and math.isfinite(c.effect.point)]
+    best = max(eligible, key=lambda c: (sign * c.effect.point, -(c.fluency.point if c.fluency else 0.0)),
+               default=None)
     return SweepSummary(
         task=task, metric=head.metric, direction=direction, coeff_unit=str(
             next(iter(sweep.values())).get("coeff_unit", "raw")),
@@ -114,8 +107,8 @@ def summarize_sweep(run: RunResult, samples: Sequence[SampleRecord], task: str, 
 
 def _mark_frontier(configs: list[ConfigResult], sign: float) -> None:
     """Pareto frontier: no other config has at least the effect at no more fluency cost."""
-    points = [(c, sign * c.diff, c.fluency_diff) for c in configs
-              if c.fluency_diff is not None and math.isfinite(c.diff) and math.isfinite(c.fluency_diff)]
+    points = [(c, sign * c.effect.point, c.fluency.point) for c in configs
+              if c.fluency is not None and math.isfinite(c.effect.point) and math.isfinite(c.fluency.point)]
     for c, eff, cost in points:
         c.on_frontier = not any(e2 >= eff and k2 <= cost and (e2 > eff or k2 < cost)
                                 for _, e2, k2 in points)
@@ -134,9 +127,9 @@ def _steerability(samples: Sequence[SampleRecord], task: str, metric: str,
             continue
         x = np.array([k for k, _ in conds])
         y = np.array([[m[p] for p in prompts] for m in means])  # [coeffs, prompts]
-        fit = stats.linregress(x, y.mean(axis=1))
+        slope, stderr = line_fit(x, y.mean(axis=1))
         slopes = np.polyfit(x, y, 1)[0]
-        out.append(Steerability(layer=layer, slope=float(fit.slope), slope_stderr=float(fit.stderr),
+        out.append(Steerability(layer=layer, slope=slope, slope_stderr=stderr,
                                 anti_steerable=float(np.mean(sign * slopes < 0)),
                                 n_prompts=len(prompts)))
     return out
@@ -150,24 +143,22 @@ def _select_on_half(samples: Sequence[SampleRecord], task: str, metric: str, con
     select = [prompt_ids[i] for i in sorted(order[:half])]
     report = [prompt_ids[i] for i in sorted(order[half:])]
 
-    def effect(cond: str, which: list[str], on: str = metric) -> Comparison:
+    def effect(cond: str, which: list[str], on: str = metric) -> Estimate:
         base = condition_values(samples, task, UNSTEERED, on, which)[0]
-        return compare_values(base, condition_values(samples, task, cond, on, which)[0], seed=seed)
+        return compare_values(base, condition_values(samples, task, cond, on, which)[0], seed=seed).estimate
 
     best, best_diff = None, -math.inf
     for cond in conditions:
-        if budget is not None and not effect(cond, select, FLUENCY_METRIC).diff <= budget:
+        if budget is not None and not effect(cond, select, FLUENCY_METRIC).point <= budget:
             continue
-        diff = sign * effect(cond, select).diff
+        diff = sign * effect(cond, select).point
         if math.isfinite(diff) and diff > best_diff:
             best, best_diff = cond, diff
     if best is None:
-        nan = float("nan")
         return Selection(condition=None, selected_on=len(select), reported_on=len(report),
-                         selection_diff=nan, diff=nan, ci_low=nan, ci_high=nan, p_value=nan,
-                         selected_prompts=select, reported_prompts=report)
+                         selection_diff=float("nan"), estimate=None, selected_prompts=select,
+                         reported_prompts=report)
     held = effect(best, report)
     return Selection(condition=best, selected_on=len(select), reported_on=held.n,
-                     selection_diff=sign * best_diff, diff=held.diff, ci_low=held.ci_low,
-                     ci_high=held.ci_high, p_value=held.p_value, selected_prompts=select,
+                     selection_diff=sign * best_diff, estimate=held, selected_prompts=select,
                      reported_prompts=report)

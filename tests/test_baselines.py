@@ -23,4 +23,4 @@ def test_quick_suite_holds_against_committed_baseline(smollm, tmp_path):
     assert moved["weddings"] and moved["eiffel_rome"], moved  # the topic and fact edits move as expected
     # Love − Hate at quick size (+0.06 at seed 0) is near what 24 prompts can detect: the run says how near
     love = next(h for h in result.headlines if h.task == "love_hate")
-    assert love.mde is not None and love.mde > 0 and love.ci_low <= love.diff <= love.ci_high
+    assert love.estimate.mde > 0 and love.estimate.ci_low <= love.estimate.point <= love.estimate.ci_high

@@ -130,7 +130,7 @@ def test_prompts_from_a_saved_dataset_or_a_parquet_file_run_end_to_end(smollm, t
     _make_dataset(tmp_path)
     result = run(str(_dataset_task(tmp_path, source)), tmp_path / "out", model=smollm,
                  options=RunOptions(progress=False, samples=1, max_new_tokens=4))
-    assert result.tasks[0].n_prompts == 2 and result.headlines[0].n == 2
+    assert result.tasks[0].n_prompts == 2 and result.headlines[0].estimate.n == 2
     texts = {p["text"] for p in result.config["tasks"]["ds"]["prompts"]}
     assert texts <= {"I hate you because", "I hate Mondays, since", "We hate this town. It is"}
 

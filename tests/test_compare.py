@@ -21,7 +21,7 @@ from harness.report.compare_report import (
     render_compare_markdown,
     write_compare,
 )
-from harness.schema.results import EffectRecord, FluencyRecord, RunResult, SampleRecord, TaskInfo
+from harness.schema.results import EffectRecord, Estimate, FluencyRecord, RunResult, SampleRecord, TaskInfo
 from harness.schema.task import PromptRecord
 
 TASK, METRIC, FLUENCY = "love_hate", "sentiment.p_positive", "perplexity.logppl"
@@ -57,6 +57,13 @@ def shifted_scores(shift: float = 0.3, cost: float = 0.5) -> Scores:
     return scores
 
 
+def placeholder_estimate(n: int, p: float, point: float = 0.0) -> Estimate:
+    """A recorded estimate with only its point, p-value and n (compare recomputes the rest)."""
+    return Estimate(paired=True, mean_a=0.0, mean_b=point, point=point, ci_low=point, ci_high=point,
+                    ci_method="Student t", p_value=p, test="sign-flip permutation", n_planned=n, n=n, sd=0.0,
+                    mde=float("nan"), effect_size=0.0)
+
+
 def write_run(folder: Path, scores: Scores, conditions: tuple[str, ...] = ("steered",),
               prompts: list[str] | None = None, dtype: str = "float32") -> Path:
     """A run folder with run.json (one headline effect per condition) and samples.jsonl."""
@@ -69,13 +76,12 @@ def write_run(folder: Path, scores: Scores, conditions: tuple[str, ...] = ("stee
         for cond in ("unsteered", *conditions) for i, p in enumerate(prompts) for j in range(N_SAMPLES)
     ]
     effects = [EffectRecord(task=TASK, condition=c, metric=METRIC, expected_direction="increase",
-                            headline=True, n=len(prompts), mean_unsteered=0.0, mean_steered=0.0, diff=0.0,
-                            effect_size=0.0, ci_low=0.0, ci_high=0.0, p_value=0.5, p_adjusted=0.25,
+                            headline=True, estimate=placeholder_estimate(len(prompts), 0.5), p_adjusted=0.25,
                             significant=False)
                for c in conditions]
-    fluency = [FluencyRecord(task=TASK, condition=c, judge="generation model", n=len(prompts),
-                             mean_unsteered=3.0, mean_steered=3.0, diff=0.0, ci_low=0.0, ci_high=0.0,
-                             p_value=0.75, ppl_ratio=1.0) for c in conditions]
+    fluency = [FluencyRecord(task=TASK, condition=c, judge="generation model",
+                             estimate=placeholder_estimate(len(prompts), 0.75), ppl_ratio=1.0,
+                             p_adjusted=0.75, significant=False) for c in conditions]
     task_config = {"generation": {"max_new_tokens": 8}, "scorers": {"sentiment": {}}, "headline": METRIC}
     run = RunResult(config={"target": "test", "tasks": {TASK: task_config}}, config_hash="abc",
                     model={"name": "fake", "sha256": "0" * 64, "dtype": dtype}, versions={},
@@ -102,10 +108,10 @@ def test_same_config_twice_no_difference(tmp_path: Path) -> None:
     assert {r.metric for r in result.rows} == {METRIC, FLUENCY}
     for row in result.rows:
         d = row.vs_reference[0]
-        assert d.paired and d.n == N_PROMPTS
-        assert d.diff == 0.0 and (d.ci_low, d.ci_high) == (0.0, 0.0)
-        assert d.p_value == 1.0 and not d.significant
-        assert row.effects[0].diff == pytest.approx(row.effects[1].diff)
+        assert d.estimate.paired and d.n == N_PROMPTS
+        assert d.estimate.point == 0.0 and (d.estimate.ci_low, d.estimate.ci_high) == (0.0, 0.0)
+        assert d.estimate.p_value == 1.0 and not d.significant
+        assert row.effects[0].estimate.point == pytest.approx(row.effects[1].estimate.point)
     assert _row(result).headline and _row(result, FLUENCY).is_fluency
     assert "not significant" in headline_lines(result)[0]
 
@@ -115,22 +121,22 @@ def test_null_vs_working_is_significant(tmp_path: Path) -> None:
     working = write_run(tmp_path / "coef8", shifted_scores(shift=0.3, cost=0.5))
     result = compare_runs([str(null), str(working)], seed=3)
     row = _row(result)
-    assert abs(row.effects[0].diff) < 0.01
-    assert row.effects[1].diff == pytest.approx(0.33, abs=0.01)  # 0.3 + mean wobble 0.03
+    assert abs(row.effects[0].estimate.point) < 0.01
+    assert row.effects[1].estimate.point == pytest.approx(0.33, abs=0.01)  # 0.3 + mean wobble 0.03
     d = row.vs_reference[0]
-    assert d.paired and d.significant and d.p_adjusted < 0.05
-    assert d.diff == pytest.approx(row.effects[1].diff - row.effects[0].diff)
-    assert 0.25 < d.ci_low < d.diff < d.ci_high < 0.4
+    assert d.estimate.paired and d.significant and d.p_adjusted < 0.05
+    assert d.estimate.point == pytest.approx(row.effects[1].estimate.point - row.effects[0].estimate.point)
+    assert 0.25 < d.estimate.ci_low < d.estimate.point < d.estimate.ci_high < 0.4
     fluency = _row(result, FLUENCY).vs_reference[0]
-    assert fluency.significant and fluency.diff > 0.4
-    # recorded p-values come from run.json: the effect's p_adjusted, the fluency record's p_value
+    assert fluency.significant and fluency.estimate.point > 0.4
+    # recorded p-values come from run.json: the effect's and the fluency record's p_adjusted
     assert row.effects[0].p_adjusted == 0.25 and _row(result, FLUENCY).effects[0].p_adjusted == 0.75
     assert headline_lines(result)[0].startswith(f"{TASK}: coef8 moves {METRIC} by +0.3")
     assert re.search(r"\(paired, p_adj <0\.001, significant\); fluency cost coef0 [+-]\S+, coef8 \+0\.530$",
                      headline_lines(result)[0])
     # reversed: the sign flips
     back = _row(compare_runs([str(working), str(null)], seed=3)).vs_reference[0]
-    assert back.diff == pytest.approx(-d.diff) and back.significant
+    assert back.estimate.point == pytest.approx(-d.estimate.point) and back.significant
 
 
 def test_paired_matches_hand_computation(tmp_path: Path) -> None:
@@ -145,16 +151,15 @@ def test_paired_matches_hand_computation(tmp_path: Path) -> None:
                                   for j in range(N_SAMPLES)]) for i in order])
 
     diffs = effect(shifted_scores(shift=0.02, cost=0.0)) - effect(null_scores(noise=0.05, seed=7))
-    ci = sps.bootstrap((diffs,), np.mean, n_resamples=2000, method="BCa",
-                       rng=np.random.default_rng(5)).confidence_interval
+    ci = sps.ttest_1samp(diffs, 0.0).confidence_interval(0.95)
     p = sps.permutation_test((diffs,), np.mean, permutation_type="samples", n_resamples=9999,
                              rng=np.random.default_rng(5)).pvalue
-    assert got.paired and got.n == N_PROMPTS
-    assert got.diff == pytest.approx(diffs.mean(), abs=1e-12)
-    assert (got.ci_low, got.ci_high) == pytest.approx((ci.low, ci.high), abs=1e-12)
-    assert got.p_value == pytest.approx(p, abs=1e-12)
+    assert got.estimate.paired and got.n == N_PROMPTS
+    assert got.estimate.point == pytest.approx(diffs.mean(), abs=1e-12)
+    assert (got.estimate.ci_low, got.estimate.ci_high) == pytest.approx((ci.low, ci.high), abs=1e-12)
+    assert got.estimate.p_value == pytest.approx(p, abs=1e-12)
     # Holm over the two rows (metric, fluency)
-    p_metric, p_fluency = (r.vs_reference[0].p_value for r in d.rows)
+    p_metric, p_fluency = (r.vs_reference[0].estimate.p_value for r in d.rows)
     expected = 2 * p_metric if p_metric <= p_fluency else max(2 * p_fluency, p_metric)
     assert got.p_adjusted == pytest.approx(min(1.0, expected))
     # same seed, same output
@@ -167,19 +172,13 @@ def test_unpaired_when_prompts_differ(tmp_path: Path) -> None:
                   prompts=[f"other prompt {i}" for i in range(N_PROMPTS)])
     result = compare_runs([str(a), str(b)], seed=2)
     got = _row(result).vs_reference[0]
-    assert not got.paired and (got.n, got.n_reference) == (N_PROMPTS, N_PROMPTS)
+    assert not got.estimate.paired and (got.n, got.n_reference) == (N_PROMPTS, N_PROMPTS)
     ea, eb = (np.array(list(_per_prompt(tmp_path / n).values())) for n in ("a", "b"))
-
-    def stat(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
-        return np.mean(x, axis=axis) - np.mean(y, axis=axis)
-
-    ci = sps.bootstrap((eb, ea), stat, n_resamples=2000, method="BCa",
-                       rng=np.random.default_rng(2)).confidence_interval
-    p = sps.permutation_test((eb, ea), stat, permutation_type="independent", n_resamples=9999,
-                             rng=np.random.default_rng(2)).pvalue
-    assert got.diff == pytest.approx(eb.mean() - ea.mean())
-    assert (got.ci_low, got.ci_high) == pytest.approx((ci.low, ci.high), abs=1e-12)
-    assert got.p_value == pytest.approx(p) and got.significant
+    welch = sps.ttest_ind(eb, ea, equal_var=False)
+    ci = welch.confidence_interval(0.95)
+    assert got.estimate.point == pytest.approx(eb.mean() - ea.mean())
+    assert (got.estimate.ci_low, got.estimate.ci_high) == pytest.approx((ci.low, ci.high), abs=1e-12)
+    assert got.estimate.p_value == pytest.approx(welch.pvalue) and got.significant
     assert "unpaired" in headline_lines(result)[0] and "unpaired, n=12+12" in compare_text(result)
 
 
@@ -206,7 +205,7 @@ def test_condition_selection(tmp_path: Path) -> None:
     assert [r.label for r in result.runs] == ["single", "sweep:L4 c+8", "sweep:L4 c+2"]
     assert [r.condition for r in result.runs] == ["steered", "L4 c+8", "L4 c+2"]
     assert [d.label for d in _row(result).vs_reference] == ["sweep:L4 c+8", "sweep:L4 c+2"]
-    assert all(d.diff == 0.0 for d in _row(result).vs_reference)  # every condition scored alike
+    assert all(d.estimate.point == 0.0 for d in _row(result).vs_reference)  # every condition scored alike
     assert parse_ref(str(single)) == (single, None)
     assert parse_ref("runs/x:steered") == (Path("runs/x"), "steered")
 
@@ -234,7 +233,8 @@ def test_reports_written(tmp_path: Path) -> None:
     assert [r["label"] for r in data["runs"]] == ["a", "b<x>"]
     assert {(r["task"], r["metric"]) for r in data["rows"]} == {(TASK, METRIC), (TASK, FLUENCY)}
     row = next(r for r in data["rows"] if r["metric"] == METRIC)
-    assert row["vs_reference"][0]["significant"] is True and row["vs_reference"][0]["paired"] is True
+    first = row["vs_reference"][0]
+    assert first["significant"] is True and first["estimate"]["paired"] is True
     text = compare_text(result)
     assert TASK in text and METRIC in text and "b<x> − a" in text
 
@@ -244,7 +244,8 @@ def test_too_few_prompts_gives_nan_as_string(tmp_path: Path) -> None:
     b = write_run(tmp_path / "b", shifted_scores(), prompts=["a single prompt"])
     result = compare_runs([str(a), str(b)])
     got = _row(result).vs_reference[0]
-    assert not got.paired and (got.n, got.n_reference) == (1, N_PROMPTS)
-    assert math.isnan(got.ci_low) and math.isnan(got.p_value) and not got.significant
+    assert not got.estimate.paired and (got.n, got.n_reference) == (1, N_PROMPTS)
+    assert math.isnan(got.estimate.ci_low) and math.isnan(got.estimate.p_value) and not got.significant
+    assert got.estimate.ci_method.startswith("none")
     row = json.loads(result.model_dump_json())["rows"][0]["vs_reference"][0]
-    assert row["ci_low"] == "NaN" and row["p_adjusted"] == "NaN"
+    assert row["estimate"]["ci_low"] == "NaN" and row["p_adjusted"] == "NaN"

@@ -58,8 +58,9 @@ def test_controls_share_the_unsteered_samples(tiny_llama, tmp_path):
     assert len(set(controlled.keys)) == len(controlled.keys) == len(plain.keys) * 5 // 2
     result = run(str(write_task(tmp_path)), tmp_path / "out", model=tiny_llama, options=options)
     kinds = {c.kind for c in result.controls}
-    assert kinds == {"specific", "direction"} and all(math.isfinite(c.ci_low) for c in result.controls
-                                                      if c.n >= 2 and c.metric == "perplexity.logppl")
+    assert kinds == {"specific", "direction"}
+    assert all(math.isfinite(c.estimate.ci_low) for c in result.controls
+               if c.estimate.n >= 2 and c.metric == "perplexity.logppl")
     ledger = {(r.condition, r.kind): r.positions for r in result.ledger}
     assert ledger[("steered · random 1", "prompt")] == ledger[("steered", "prompt")] > 0  # same positions
     assert result.headlines[0].condition == "steered" and len(result.headlines) == 1  # no control headlines
@@ -95,10 +96,11 @@ def test_the_disruption_label_follows_what_the_negated_vector_does(negated_shift
                                    controls, _synthetic(negated_shift))])
     specific = next(c for c in numbers.controls if c.kind == "specific")
     direction = next(c for c in numbers.controls if c.kind == "direction")
-    assert specific.diff == pytest.approx(0.4, abs=0.03) and specific.ci_low < 0.4 < specific.ci_high
-    assert direction.diff == pytest.approx(0.5 - negated_shift, abs=0.03)
+    s, d = specific.estimate, direction.estimate
+    assert s.point == pytest.approx(0.4, abs=0.03) and s.ci_low < 0.4 < s.ci_high
+    assert d.point == pytest.approx(0.5 - negated_shift, abs=0.03)
     assert direction.label == label and numbers.headlines[0].label == label
-    assert numbers.headlines[0].specific_diff == pytest.approx(specific.diff)
+    assert numbers.headlines[0].specific == specific.estimate
 
 
 def test_the_minimum_detectable_effect_is_detected_in_80_percent_of_simulated_runs():
@@ -125,8 +127,9 @@ def test_love_hate_with_controls_on_the_embedded_model(smollm, tmp_path, monkeyp
     head = [c for c in result.controls if c.headline]
     assert {c.kind for c in head} == {"specific", "direction"}
     for c in head:
-        assert c.n == 8 and c.ci_low <= c.diff <= c.ci_high and math.isfinite(c.p_adjusted)
-    assert result.headlines[0].specific_diff is not None and result.headlines[0].mde > 0
+        e = c.estimate
+        assert e.n == 8 and e.ci_low <= e.point <= e.ci_high and math.isfinite(c.p_adjusted)
+    assert result.headlines[0].specific is not None and result.headlines[0].estimate.mde > 0
     assert {c.condition for c in result.counts} == {"unsteered", "steered", "steered · random 1",
                                                     "steered · random 2", "steered · random 3",
                                                     "steered · negated"}

@@ -3,7 +3,6 @@ analysis, compare and check, and `harness.steer` is the engine's steering on any
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
@@ -33,22 +32,22 @@ def test_analysis_compare_and_check_report_the_same_difference_and_ci(tmp_path):
         _add_summaries(run, read_run(path)[1])
     line = next(ln for ln in check(run_b, make_baseline(run_a, no_effect=True), allow_inconclusive=True).lines
                 if ln.what.startswith("effect"))
-    assert diff.diff == pytest.approx(own.diff, abs=1e-12) == pytest.approx(line.diff, abs=1e-12)
-    assert (diff.ci_low, diff.ci_high) == pytest.approx((own.ci_low, own.ci_high), abs=1e-12)
-    assert (line.ci_low, line.ci_high) == pytest.approx((diff.ci_low, diff.ci_high), abs=1e-12)
-    assert diff.n == own.n == N_PROMPTS
+    d, e = diff.estimate, own.estimate
+    assert d.point == pytest.approx(e.point, abs=1e-12) == pytest.approx(line.diff, abs=1e-12)
+    assert (d.ci_low, d.ci_high) == pytest.approx((e.ci_low, e.ci_high), abs=1e-12)
+    assert (line.ci_low, line.ci_high) == pytest.approx((d.ci_low, d.ci_high), abs=1e-12)
+    assert diff.n == e.n == N_PROMPTS
 
 
 def _add_summaries(run, samples) -> None:  # noqa: ANN001
     from harness.pipeline.analyse import compare_conditions
     from harness.schema.results import Headline
 
-    _, _, summary = compare_conditions(samples, "love_hate", "steered", METRIC, run.tasks[0].prompt_ids, 0)
+    c, _, summary = compare_conditions(samples, "love_hate", "steered", METRIC, run.tasks[0].prompt_ids, 0)
     run.per_prompt = [summary]
-    effect = float(np.nanmean([s - u for u, s in summary.prompts.values()]))
     run.headlines = [Headline(task="love_hate", condition="steered", metric=METRIC,
-                              expected_direction="increase", diff=effect, ci_low=effect, ci_high=effect,
-                              effect_size=0.0, significant=True, moved_as_expected=True)]
+                              expected_direction="increase", estimate=c.estimate, significant=True,
+                              moved_as_expected=True)]
 
 
 def test_compare_refuses_runs_of_other_models_or_dtypes(tmp_path, capsys):

@@ -3,9 +3,14 @@ and the headline's minimum detectable effect comes from the headline's own per-p
 
 from __future__ import annotations
 
+import inspect
+import json
+
 import numpy as np
 import pytest
+from scipy import stats
 
+from harness.comparison import Family
 from harness.pipeline.analyse import TaskSamples, analyse
 from harness.plan_power import power_lines
 from harness.power import minimum_detectable_effect
@@ -63,7 +68,57 @@ def test_the_headline_mde_comes_from_the_headline_deltas_not_the_perplexity():
     want = minimum_detectable_effect(float(np.std(head, ddof=1)), N_PROMPTS)
     wrong = minimum_detectable_effect(float(np.std(ppl, ddof=1)), N_PROMPTS)
     assert wrong > 10 * want  # the two metrics' spreads really differ
-    assert headline.mde == pytest.approx(want, rel=1e-9)
+    assert headline.estimate.mde == pytest.approx(want, rel=1e-9)
     (line,) = power_lines(_run(numbers))  # `harness plan` agrees with the run table
-    assert line.mde == pytest.approx(headline.mde, rel=1e-12)
+    assert line.mde == headline.estimate.mde
     assert line.sd == pytest.approx(float(np.std(head, ddof=1)), rel=1e-9)
+
+
+def test_every_record_nests_the_estimate_of_its_own_per_prompt_values():
+    samples, head, ppl = _samples()
+    numbers = analyse([TaskSamples(SPEC, [f"p{i}" for i in range(N_PROMPTS)], ["unsteered", "steered"], {},
+                                   samples)])
+    (effect,) = numbers.effects
+    (fluency,) = numbers.fluency
+    (headline,) = numbers.headlines
+    assert headline.estimate == effect.estimate and headline.fluency == fluency.estimate
+    for e, deltas in ((effect.estimate, head), (fluency.estimate, ppl)):
+        t = stats.ttest_1samp(deltas, 0.0)
+        ci = t.confidence_interval(0.95)
+        assert e.point == pytest.approx(deltas.mean(), abs=1e-12)
+        assert (e.ci_low, e.ci_high) == pytest.approx((ci.low, ci.high), abs=1e-12)
+        assert e.sd == pytest.approx(np.std(deltas, ddof=1), rel=1e-9)
+        assert (e.n, e.n_planned, e.n_unscorable, e.paired) == (N_PROMPTS, N_PROMPTS, 0, True)
+        assert e.mde == pytest.approx(minimum_detectable_effect(e.sd, N_PROMPTS), rel=1e-12)
+        assert e.ci_method == "Student t" and e.test == "sign-flip permutation"
+    assert fluency.ppl_ratio == pytest.approx(np.exp(fluency.estimate.point))
+
+
+def test_a_prompt_without_a_finite_value_is_counted_as_unscorable():
+    samples, _, _ = _samples()
+    samples = [s.model_copy(update={"scores": {"m.value": float("nan")}})
+               if s.prompt_index < 3 and s.condition == "steered" else s for s in samples]
+    numbers = analyse([TaskSamples(SPEC, [f"p{i}" for i in range(N_PROMPTS)], ["unsteered", "steered"], {},
+                                   samples)])
+    e = next(e for e in numbers.effects if e.metric == "m.value").estimate
+    assert (e.n, e.n_planned, e.n_unscorable) == (N_PROMPTS - 3, N_PROMPTS, 3)
+
+
+def test_a_run_json_of_the_previous_schema_is_refused_with_a_message_to_rerun(tmp_path):
+    from harness.errors import UserError
+    from harness.schema.results import SCHEMA_VERSION
+    from harness.store import read_run
+
+    (tmp_path / "run.json").write_text(json.dumps({"schema_version": SCHEMA_VERSION - 1}))
+    with pytest.raises(UserError, match="older harness"):
+        read_run(tmp_path)
+
+
+def test_the_multiplicity_families_are_one_enum():
+    import harness.compare
+    import harness.pipeline.analyse
+
+    for module in (harness.compare, harness.pipeline.analyse):
+        source = inspect.getsource(module)
+        assert '"confirmatory"' not in source and '"exploratory"' not in source
+    assert {f.value for f in Family} >= {"confirmatory", "exploratory", "check"}

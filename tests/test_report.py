@@ -18,7 +18,9 @@ from harness.report.markdown import render_markdown, side_by_side
 from harness.report.plots import distribution_plot, effects_plot, fluency_plot
 from harness.report.terminal import results_text
 from harness.schema.results import (
+    SCHEMA_VERSION,
     EffectRecord,
+    Estimate,
     FluencyRecord,
     Headline,
     RunResult,
@@ -51,17 +53,17 @@ def _effect(
         metric=metric,
         expected_direction=direction,
         headline=headline,
-        n=3,
-        mean_unsteered=0.1,
-        mean_steered=0.1 + diff,
-        diff=diff,
-        effect_size=g,
-        ci_low=low,
-        ci_high=high,
-        p_value=p,
+        estimate=_estimate(0.1, diff, low, high, p, g),
         p_adjusted=p,
         significant=p < 0.05,
     )
+
+
+def _estimate(base: float, diff: float, low: float, high: float, p: float, g: float = 0.0) -> Estimate:
+    return Estimate(paired=True, mean_a=base, mean_b=base + diff, point=diff, ci_low=low, ci_high=high,
+                    ci_method="Student t" if low == low else "none: fewer than 2 prompts", p_value=p,
+                    test="sign-flip permutation", n_planned=3, n=3, sd=0.1,
+                    mde=NAN, effect_size=g)
 
 
 def _completion(task: str, condition: str, i: int, j: int) -> str:
@@ -111,9 +113,9 @@ def make_samples() -> list[SampleRecord]:
 
 
 def _fluency(task: str, diff: float, low: float, high: float, p: float) -> FluencyRecord:
-    return FluencyRecord(task=task, condition="steered", judge="generation model", n=3,
-                         mean_unsteered=3.0, mean_steered=3.0 + diff, diff=diff, ci_low=low,
-                         ci_high=high, p_value=p, ppl_ratio=math.exp(diff))
+    return FluencyRecord(task=task, condition="steered", judge="generation model",
+                         estimate=_estimate(3.0, diff, low, high, p), ppl_ratio=math.exp(diff), p_adjusted=p,
+                         significant=p < 0.05)
 
 
 def make_run() -> RunResult:
@@ -129,13 +131,10 @@ def make_run() -> RunResult:
             condition=e.condition,
             metric=e.metric,
             expected_direction="increase",
-            diff=e.diff,
-            ci_low=e.ci_low,
-            ci_high=e.ci_high,
-            effect_size=e.effect_size,
+            estimate=e.estimate,
             significant=e.significant,
-            moved_as_expected=e.significant and e.diff > 0,
-            fluency_diff=f.diff,
+            moved_as_expected=e.significant and e.estimate.point > 0,
+            fluency=f.estimate,
             ppl_ratio=f.ppl_ratio,
         )
         for e, f in zip(effects[:2], fluency, strict=True)
@@ -197,7 +196,7 @@ def test_read_run_round_trip_from_folder_and_file(tmp_path):
         assert [s.model_dump_json() for s in samples] == [
             s.model_dump_json() for s in make_samples()
         ]
-    assert math.isnan(run.effects[2].ci_low)
+    assert math.isnan(run.effects[2].estimate.ci_low)
     (folder / "samples.jsonl").unlink()
     assert read_run(folder)[1] == []
 
@@ -208,7 +207,8 @@ def test_read_run_round_trip_from_folder_and_file(tmp_path):
         (None, "no such file"),
         ("{not json", "not valid JSON"),
         (json.dumps({**json.loads(make_run().model_dump_json()), "schema_version": 99}), "newer"),
-        (json.dumps({"schema_version": 2, "config": {}}), "run schema"),
+        (json.dumps({"schema_version": SCHEMA_VERSION, "config": {}}), "run schema"),
+        (json.dumps({"schema_version": SCHEMA_VERSION - 1, "config": {}}), "older harness"),
     ],
 )
 def test_read_run_errors_name_the_file(tmp_path, content, words):
@@ -237,7 +237,7 @@ def test_results_text_has_tasks_metrics_verdicts_and_numbers():
         "0.100 → 0.520",
         "+0.400 [+0.100, +0.700]",
         "1.492×",
-        "[nan, nan]",
+        "+0.020 (none: fewer than 2 prompts)",
         "1 flagged sample",
         "note: judge differs",
     ):

@@ -15,6 +15,7 @@ import pytest
 
 from harness.report.terminal import results_text
 from harness.runner import RunOptions, run
+from harness.schema.results import SCHEMA_VERSION
 from harness.store import read_jsonl, read_run
 from tests.conftest import save_tiny_model
 
@@ -58,11 +59,13 @@ def test_run_writes_every_file_and_all_fields(tiny_llama, tmp_path):
     for name in ("run.json", "samples.jsonl", "report.md", "report.html"):
         assert (out / name).stat().st_size > 0, name
     data = json.loads((out / "run.json").read_text())
-    assert data["schema_version"] == 2 and data["model"]["sha256"] and data["versions"]["torch"]
-    for field in ("task", "condition", "metric", "expected_direction", "n", "mean_unsteered",
-                  "mean_steered", "diff", "effect_size", "ci_low", "ci_high", "p_value",
-                  "p_adjusted", "significant"):
+    assert data["schema_version"] == SCHEMA_VERSION and data["model"]["sha256"] and data["versions"]["torch"]
+    for field in ("task", "condition", "metric", "expected_direction", "estimate", "p_adjusted",
+                  "significant"):
         assert field in data["effects"][0]
+    for field in ("mean_a", "mean_b", "point", "ci_low", "ci_high", "ci_method", "p_value", "test",
+                  "n_planned", "n", "n_not_applicable", "n_unscorable", "sd", "mde", "effect_size"):
+        assert field in data["effects"][0]["estimate"]
     assert {f["condition"] for f in data["fluency_cost"]} == {"steered"}
     assert len(read_jsonl(out / "samples.jsonl")) == len(PROMPTS) * 2 * 2
     assert result.headlines[0].metric == "keywords.rate"

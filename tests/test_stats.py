@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from harness.comparison import fluency_cost, paired_effect
+from harness.comparison import compare_values, margin_p_value, prompt_means
 from harness.stats import bootstrap_ci, hedges_g, holm, paired_p_value, per_prompt_means
 
 NAN, INF = float("nan"), float("inf")
@@ -173,7 +173,7 @@ def test_holm_nan_do_not_count():
     assert out[1] == pytest.approx(0.02) and out[3] == pytest.approx(0.04)
 
 
-# ----------------------------------------------------------- paired_effect
+# ----------------------------------------------------------- compare_values
 
 def test_per_prompt_means_drop_non_finite():
     means, dropped = per_prompt_means({"a": [1.0, NAN, 3.0], "b": [INF, -INF], "c": [5.0]})
@@ -181,53 +181,74 @@ def test_per_prompt_means_drop_non_finite():
     assert dropped == 3
 
 
-def test_paired_effect_excludes_and_pairs():
+def _compare(base, steer, seed=0, confidence=0.95):  # noqa: ANN001, ANN202
+    """The run's path: per-prompt means of the finite values, then `compare_values`."""
+    keys = sorted(set(base) | set(steer))
+    a, dropped_a = prompt_means(base, keys)
+    b, dropped_b = prompt_means(steer, keys)
+    return compare_values(a, b, seed=seed, confidence=confidence).estimate, dropped_a + dropped_b
+
+
+def test_compare_values_excludes_and_pairs():
     base = {"a": [1.0, NAN, 3.0], "b": [2.0, INF], "d": [NAN], "u_only": [0.0]}
     steer = {"a": [4.0, 4.0], "b": [5.0, NAN, -INF], "d": [1.0], "s_only": [9.0]}
-    eff = paired_effect(base, steer)
+    eff, dropped = _compare(base, steer)
     assert eff.n == 2  # a and b: d has no finite unsteered value, the others one side only
-    assert eff.n_excluded == 5
-    assert (eff.mean_unsteered, eff.mean_steered) == (2.0, 4.5)
-    assert eff.diff == eff.mean_steered - eff.mean_unsteered == 2.5
+    assert (eff.n_planned, eff.n_unscorable) == (5, 3)
+    assert dropped == 5
+    assert (eff.mean_a, eff.mean_b) == (2.0, 4.5)
+    assert eff.point == eff.mean_b - eff.mean_a == 2.5
 
 
-def test_paired_effect_uses_the_components():
+def test_compare_values_uses_the_components():
     base, steer = _prompts(np.random.default_rng(6), 12, 3, 0.5)
-    eff = paired_effect(base, steer, seed=3, confidence=0.9)
+    eff, dropped = _compare(base, steer, seed=3, confidence=0.9)
     keys = sorted(base)
     u = np.array([np.mean(base[k]) for k in keys])
     s = np.array([np.mean(steer[k]) for k in keys])
-    assert eff.n == 12 and eff.n_excluded == 0
-    assert eff.diff == eff.mean_steered - eff.mean_unsteered
-    assert eff.diff == pytest.approx(np.mean(s - u), rel=1e-12)
+    assert eff.n == 12 and dropped == 0
+    assert eff.point == eff.mean_b - eff.mean_a
+    assert eff.point == pytest.approx(np.mean(s - u), rel=1e-12)
     assert eff.effect_size == pytest.approx(hedges_g(u, s), rel=1e-12)
-    assert (eff.ci_low, eff.ci_high) == pytest.approx(
-        bootstrap_ci(s - u, confidence=0.9, seed=3), rel=1e-9)
+    ci = stats.ttest_rel(s, u).confidence_interval(0.9)
+    assert (eff.ci_low, eff.ci_high) == pytest.approx((ci.low, ci.high), rel=1e-9)
     assert eff.p_value == paired_p_value(s - u, seed=3)
 
 
-def test_paired_effect_nothing_paired():
-    eff = paired_effect({"a": [1.0]}, {"b": [2.0, NAN]})
-    assert (eff.n, eff.n_excluded) == (0, 1)
-    for v in (eff.mean_unsteered, eff.mean_steered, eff.diff, eff.effect_size,
-              eff.ci_low, eff.ci_high, eff.p_value):
+def test_compare_values_nothing_paired():
+    eff, dropped = _compare({"a": [1.0]}, {"b": [2.0, NAN]})
+    assert (eff.n, dropped) == (0, 1)
+    for v in (eff.mean_a, eff.mean_b, eff.point, eff.effect_size, eff.ci_low, eff.ci_high, eff.p_value,
+              eff.mde):
         assert math.isnan(v)
 
 
-def test_fluency_cost_ratio():
-    base = {"a": [2.0, 2.2], "b": [3.0], "c": [2.5, NAN]}
-    steer = {"a": [2.6], "b": [3.4, 3.2], "c": [2.9]}
-    eff, ratio = fluency_cost(base, steer, seed=1)
-    assert eff == paired_effect(base, steer, seed=1)
-    assert ratio == pytest.approx(math.exp(eff.diff))
-    assert ratio == pytest.approx(math.exp((0.5 + 0.3 + 0.4) / 3))
+def test_independent_samples_get_welchs_interval_and_test():
+    rng = np.random.default_rng(9)
+    a = {f"a{i}": float(v) for i, v in enumerate(rng.normal(0, 1, 9))}
+    b = {f"b{i}": float(v) for i, v in enumerate(rng.normal(1, 2, 7))}
+    e = compare_values(a, b).estimate
+    ref = stats.ttest_ind(list(b.values()), list(a.values()), equal_var=False)
+    ci = ref.confidence_interval(0.95)
+    assert not e.paired and e.n == 16 and e.ci_method == "Welch t"
+    assert (e.ci_low, e.ci_high, e.p_value) == pytest.approx((ci.low, ci.high, ref.pvalue), rel=1e-12)
+
+
+def test_margin_p_value_is_the_sign_flip_test_of_the_shifted_differences():
+    # multiples of 1/4 keep every sign-flipped sum exact
+    d = np.array([0.75, 0.25, 1.25, -0.25, 0.5, 1.0, 0.75])
+    c = compare_values({f"p{i}": 0.0 for i in range(7)}, {f"p{i}": float(v) for i, v in enumerate(d)})
+    shifted = d - 0.5
+    flips = np.array([(np.array(s) * shifted).mean() for s in itertools.product([1, -1], repeat=7)])
+    assert margin_p_value(c, 0.5, "greater") == np.mean(flips >= shifted.mean())
+    assert margin_p_value(c, 0.5, "less") == np.mean(flips <= shifted.mean())
 
 
 # -------------------------------------------------------------- calibration
 
 def test_null_false_positive_rate_and_power():
     rng = np.random.default_rng(8)
-    null = [paired_effect(*_prompts(rng, 24, 4, 0.0), seed=i).p_value for i in range(300)]
-    shifted = [paired_effect(*_prompts(rng, 24, 4, 0.7), seed=i).p_value for i in range(100)]
+    null = [_compare(*_prompts(rng, 24, 4, 0.0), seed=i)[0].p_value for i in range(300)]
+    shifted = [_compare(*_prompts(rng, 24, 4, 0.7), seed=i)[0].p_value for i in range(100)]
     assert np.mean(np.array(null) < 0.05) <= 0.08
     assert np.mean(np.array(shifted) < 0.05) >= 0.8

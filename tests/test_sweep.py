@@ -43,8 +43,8 @@ def test_each_config_of_a_sweep_equals_that_config_run_alone(tiny_llama, sweep_d
         assert got == want
         sweep_eff = {e.metric: e for e in sweep.effects if e.condition == name}
         for e in alone.effects:
-            assert sweep_eff[e.metric].diff == pytest.approx(e.diff, abs=1e-9)
-            assert sweep_eff[e.metric].ci_low == pytest.approx(e.ci_low, abs=1e-9)
+            assert sweep_eff[e.metric].estimate.point == pytest.approx(e.estimate.point, abs=1e-9)
+            assert sweep_eff[e.metric].estimate.ci_low == pytest.approx(e.estimate.ci_low, abs=1e-9)
 
 
 def test_norm_unit_scales_each_vector_to_multiples_of_the_residual_norm(tiny_llama, tmp_path):
@@ -67,15 +67,16 @@ def test_frontier_best_steerability_and_selection(sweep_dir):
     run_, samples = read_run(sweep_dir / "out")
     s = summarize_sweep(run_, samples, "tiny_topic", max_fluency_cost=0.004, select_on="half")
     assert len(s.configs) == 8 and s.metric == "keywords.rate"
-    pts = {c.condition: (c.diff, c.fluency_diff) for c in s.configs}
+    pts = {c.condition: (c.effect.point, c.fluency.point) for c in s.configs}
     for c in s.configs:  # brute force: on the frontier iff nothing dominates it
-        dominated = any(e >= c.diff and k <= c.fluency_diff and (e > c.diff or k < c.fluency_diff)
-                        for e, k in pts.values())
+        eff, cost = pts[c.condition]
+        dominated = any(e >= eff and k <= cost and (e > eff or k < cost) for e, k in pts.values())
         assert c.on_frontier == (not dominated), c.condition
-        assert c.within_budget == (c.fluency_diff <= 0.004)
+        assert c.within_budget == (cost <= 0.004)
     within = [c for c in s.configs if c.within_budget]
     assert s.best in {c.condition for c in within}
-    assert max(c.diff for c in within) == next(c.diff for c in s.configs if c.condition == s.best)
+    assert max(c.effect.point for c in within) == next(c.effect.point for c in s.configs
+                                                       if c.condition == s.best)
     for st in s.steerability:  # slope of the mean over prompts of the per-prompt means
         coeffs = [-4.0, 0.0, 4.0, 8.0]
         per_prompt: list[dict[int, float]] = []
@@ -112,7 +113,8 @@ def test_held_out_selection_chooses_on_one_half_and_reports_on_the_other(sweep_d
     configs = [c.condition for c in s.configs]
     best_on_chosen = max(configs, key=lambda c: effect(c, chosen))
     assert effect(sel.condition, chosen) == pytest.approx(effect(best_on_chosen, chosen), abs=1e-12)
-    assert sel.diff == pytest.approx(effect(sel.condition, held), abs=1e-12)  # reported on the other half
+    # reported on the other half
+    assert sel.estimate.point == pytest.approx(effect(sel.condition, held), abs=1e-12)
 
 
 def test_sweep_command_writes_the_reports_and_rejects_prompting(tiny_llama, tmp_path, capsys):

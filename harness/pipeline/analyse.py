@@ -10,9 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from harness.comparison import Comparison, adjust, compare_values, prompt_means
+from harness.comparison import Comparison, Family, adjust, compare_values, prompt_means
 from harness.pipeline.score import is_unscorable
-from harness.power import minimum_detectable_effect
 from harness.schema.results import (
     ConditionCounts,
     ControlRecord,
@@ -70,18 +69,17 @@ def task_effects(spec: TaskSpec, prompt_ids: Sequence[str], conditions: Sequence
             effects.append(EffectRecord(
                 task=spec.name, condition=condition, metric=metric,
                 expected_direction=spec.metrics.get(metric), headline=metric == spec.headline,
-                n=c.n, n_excluded=dropped, mean_unsteered=c.mean_a, mean_steered=c.mean_b, diff=c.diff,
-                effect_size=c.effect_size, ci_low=c.ci_low, ci_high=c.ci_high, p_value=c.p_value,
-                p_adjusted=c.p_value, significant=False))
+                estimate=c.estimate, n_excluded=dropped, p_adjusted=c.estimate.p_value, significant=False))
             if metric == spec.headline:
                 summaries.append(summary)
         if any(FLUENCY_METRIC in s.scores for s in mine):
             c, _, summary = compare_conditions(mine, spec.name, condition, FLUENCY_METRIC, prompt_ids, seed)
             judge = (spec.scorers.get(FLUENCY_METRIC.split(".")[0]) or {}).get("judge") or "generation model"
+            diff = c.estimate.point
             fluency.append(FluencyRecord(
-                task=spec.name, condition=condition, judge=str(judge), n=c.n, mean_unsteered=c.mean_a,
-                mean_steered=c.mean_b, diff=c.diff, ci_low=c.ci_low, ci_high=c.ci_high, p_value=c.p_value,
-                ppl_ratio=math.exp(min(c.diff, 700.0)) if math.isfinite(c.diff) else math.nan))
+                task=spec.name, condition=condition, judge=str(judge), estimate=c.estimate,
+                ppl_ratio=math.exp(min(diff, 700.0)) if math.isfinite(diff) else math.nan,
+                p_adjusted=c.estimate.p_value, significant=False))
             summaries.append(summary)
     return effects, fluency, summaries
 
@@ -97,16 +95,16 @@ def adjust_run(effects: list[EffectRecord], fluency: list[FluencyRecord], contro
     fluency costs are confirmatory, every other metric exploratory; the effects of the control
     conditions and the specific effects and direction checks form families of their own, so asking
     for controls never changes a headline's p-value."""
-    def family(declared: bool, condition: str) -> str:
+    def family(declared: bool, condition: str) -> Family:
         if condition in control_conditions:
-            return "control conditions"
-        return "confirmatory" if declared else "exploratory"
+            return Family.CONTROL_CONDITIONS
+        return Family.CONFIRMATORY if declared else Family.EXPLORATORY
 
     families = [family(bool(e.expected_direction), e.condition) for e in effects]
     families += [family(True, f.condition) for f in fluency]
-    families += ["controls, declared" if c.expected_direction or c.metric == FLUENCY_METRIC
-                 else "controls, other" for c in controls]
-    p_values = [e.p_value for e in effects] + [f.p_value for f in fluency] + [c.p_value for c in controls]
+    families += [Family.CONTROLS_DECLARED if c.expected_direction or c.metric == FLUENCY_METRIC
+                 else Family.CONTROLS_OTHER for c in controls]
+    p_values = [r.estimate.p_value for r in (*effects, *fluency, *controls)]
     adjusted = iter(adjust(p_values, families))
 
     def mark(record, p):  # noqa: ANN001, ANN202
@@ -147,9 +145,8 @@ def control_records(spec: TaskSpec, prompt_ids: Sequence[str], controls: Control
                 c = compare_values(reference, steered, seed=seed)
                 records.append(ControlRecord(
                     task=spec.name, condition=base, metric=metric, kind=kind, reference=reference_name,
-                    expected_direction=spec.metrics.get(metric), headline=metric == spec.headline, n=c.n,
-                    diff=c.diff, ci_low=c.ci_low, ci_high=c.ci_high, effect_size=c.effect_size,
-                    p_value=c.p_value, p_adjusted=c.p_value, significant=False))
+                    expected_direction=spec.metrics.get(metric), headline=metric == spec.headline,
+                    estimate=c.estimate, p_adjusted=c.estimate.p_value, significant=False))
     return records, summaries
 
 
@@ -165,20 +162,19 @@ def disruption_labels(controls: list[ControlRecord], effects: Sequence[EffectRec
             steered = effect.get((rec.task, rec.condition, rec.metric))
             negated = effect.get((rec.task, rec.reference, rec.metric))
             same_way = (steered is not None and negated is not None and negated.significant
-                        and steered.diff * negated.diff > 0)
+                        and steered.estimate.point * negated.estimate.point > 0)
             rec = rec.model_copy(update={"label": DISRUPTION if same_way else None})
         out.append(rec)
     return out
 
 
 def headlines(specs: Sequence[TaskSpec], effects: Sequence[EffectRecord], fluency: Sequence[FluencyRecord],
-              summaries: Sequence[PromptSummary], controls: Sequence[ControlRecord] = (),
+              controls: Sequence[ControlRecord] = (),
               control_conditions: set[str] = frozenset()) -> list[Headline]:
     """The headline line of every task and steered condition (not of its controls): effect, fluency
-    cost, the minimum detectable effect, and the specific effect and direction label if controlled."""
+    cost, and the specific effect and direction label if controlled. Every number is the effect's own
+    estimate (its minimum detectable effect from the same per-prompt deltas)."""
     cost = {(f.task, f.condition): f for f in fluency}
-    spread = {(p.task, p.condition, p.metric): _sd([s - u for u, s in p.prompts.values()]) for p in summaries
-              if p.reference == "unsteered"}
     checks = {(c.task, c.condition, c.kind): c for c in controls if c.headline}
     out = []
     for spec in specs:
@@ -191,14 +187,10 @@ def headlines(specs: Sequence[TaskSpec], effects: Sequence[EffectRecord], fluenc
             f = cost.get((e.task, e.condition))
             out.append(Headline(
                 task=e.task, condition=e.condition, metric=e.metric,
-                expected_direction=spec.metrics[spec.headline], diff=e.diff, ci_low=e.ci_low,
-                ci_high=e.ci_high, effect_size=e.effect_size, significant=e.significant,
-                moved_as_expected=e.significant and sign * e.diff > 0,
-                fluency_diff=f.diff if f else None, ppl_ratio=f.ppl_ratio if f else None, n=e.n,
-                mde=minimum_detectable_effect(spread.get((e.task, e.condition, e.metric), math.nan), e.n),
-                specific_diff=specific.diff if specific else None,
-                specific_ci_low=specific.ci_low if specific else None,
-                specific_ci_high=specific.ci_high if specific else None,
+                expected_direction=spec.metrics[spec.headline], estimate=e.estimate,
+                significant=e.significant, moved_as_expected=e.significant and sign * e.estimate.point > 0,
+                fluency=f.estimate if f else None, ppl_ratio=f.ppl_ratio if f else None,
+                specific=specific.estimate if specific else None,
                 label=direction.label if direction else None,
             ))
     return out
@@ -210,11 +202,6 @@ def _finite_mean(values: np.ndarray) -> np.ndarray:
     total = np.where(finite, values, 0.0).sum(axis=0)
     count = finite.sum(axis=0)
     return np.where(count > 0, total / np.maximum(count, 1), np.nan)
-
-
-def _sd(values: Sequence[float]) -> float:
-    finite = np.array([v for v in values if math.isfinite(v)])
-    return float(finite.std(ddof=1)) if finite.size > 1 else math.nan
 
 
 def condition_counts(samples: Sequence[SampleRecord], task: str,
@@ -291,6 +278,6 @@ def analyse(tasks: Sequence[TaskSamples]) -> Analysis:
     adjusted = adjust_run(out.effects, out.fluency, out.controls, set(control_map))
     out.effects, out.fluency, out.controls = adjusted
     out.controls = disruption_labels(out.controls, out.effects, control_map)
-    out.headlines = headlines([t.spec for t in tasks], out.effects, out.fluency, out.summaries, out.controls,
-                              set(control_map))
+    specs = [t.spec for t in tasks]
+    out.headlines = headlines(specs, out.effects, out.fluency, out.controls, set(control_map))
     return out

@@ -43,10 +43,10 @@ def diagnose(pool: ModelPool, plans: Sequence[TaskPlan], *, progress: bool, timi
         c = capability(pool.lm, steering, seed=task.spec.seed)
         cap.append(CapabilityRecord(
             task=task.name, condition=name, n_items=c.n_items, accuracy_unsteered=c.unsteered_accuracy,
-            accuracy_steered=c.accuracy, accuracy_diff=c.accuracy_change.diff,
+            accuracy_steered=c.accuracy, accuracy_diff=c.accuracy_change.point,
             accuracy_ci_low=c.accuracy_change.ci_low, accuracy_ci_high=c.accuracy_change.ci_high,
             logprob_unsteered=c.unsteered_logprob, logprob_steered=c.logprob,
-            logprob_diff=c.logprob_change.diff, logprob_ci_low=c.logprob_change.ci_low,
+            logprob_diff=c.logprob_change.point, logprob_ci_low=c.logprob_change.ci_low,
             logprob_ci_high=c.logprob_change.ci_high, broken=list(c.broken)))
         words = (task.spec.scorers.get("keywords") or {}).get("words")
         if task.spec.kind == "topic" and words:

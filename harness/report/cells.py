@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from harness.schema import results
+
 MOVED, WRONG, NOT_SIG = "✓", "✗", "–"
 
 
@@ -17,6 +19,7 @@ class Estimate:
     low: float | None
     high: float | None
     signed: bool = True  # False for quantities that are never negative (ratios, KL)
+    note: str = ""  # why there is no interval (shown in its place)
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,14 @@ class Mark:
 
 
 Cell = str | Estimate | Mark
+
+
+def estimate(e: results.Estimate | None) -> Cell:
+    """The cell of a comparison's estimate: its point and interval, or why it has no interval."""
+    if e is None:
+        return "—"
+    shown = math.isfinite(e.ci_low) and math.isfinite(e.ci_high)
+    return Estimate(e.point, e.ci_low, e.ci_high, note="" if shown else e.ci_method)
 
 
 def num(x: float | None, signed: bool = False) -> str:
@@ -59,6 +70,8 @@ def text(cell: Cell) -> str:
     if isinstance(cell, Estimate):
         if cell.value is None:
             return "—"
+        if cell.note:
+            return f"{num(cell.value, signed=cell.signed)} ({cell.note})"
         return f"{num(cell.value, signed=cell.signed)} {ci_text(cell.low, cell.high, cell.signed)}"
     if isinstance(cell, Mark):
         return cell.symbol

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.text import Text
 
 from harness.compare import CompareResult, CompareRow
-from harness.report.cells import NOT_SIG, Cell, Estimate, arrow, num, pval, text
+from harness.report.cells import NOT_SIG, Cell, arrow, estimate, num, pval, text
 from harness.report.html import CSS, table_html
 from harness.report.markdown import md, table_md
 from harness.report.terminal import print_wide, table_rich
@@ -20,7 +20,8 @@ from harness.store import atomic_write_text
 SIG = "✓"
 LEGEND = (
     f"{SIG} difference significant (Holm-adjusted p < {ALPHA}: declared metrics and fluency in one family, "
-    f"other metrics in another) · {NOT_SIG} not · CIs: 95% bootstrap over prompts · paired = by prompt "
+    f"other metrics in another) · {NOT_SIG} not · CIs: 95% Student t (paired) or Welch t (unpaired) over "
+    "prompts · paired = by prompt "
     "identity, unpaired = independent prompts · fluency cost = Δ mean log-perplexity (steered − unsteered; "
     "lower is more fluent) · ★ = headline metric"
 )
@@ -39,10 +40,10 @@ def _rows(result: CompareResult, task: str) -> list[list[Cell]]:
     for row in (r for r in result.rows if r.task == task):
         cells: list[Cell] = [
             "fluency cost (Δ logppl)" if row.is_fluency else ("★ " if row.headline else "") + row.metric,
-            arrow(row.expected_direction), *(Estimate(e.diff, e.ci_low, e.ci_high) for e in row.effects)]
+            arrow(row.expected_direction), *(estimate(e.estimate) for e in row.effects)]
         for d in row.vs_reference:
-            pairing = f"paired, n={d.n}" if d.paired else f"unpaired, n={d.n_reference}+{d.n}"
-            cells += [Estimate(d.diff, d.ci_low, d.ci_high), pval(d.p_adjusted),
+            pairing = f"paired, n={d.n}" if d.estimate.paired else f"unpaired, n={d.n_reference}+{d.n}"
+            cells += [estimate(d.estimate), pval(d.p_adjusted),
                       SIG if d.significant else NOT_SIG, pairing]
         out.append(cells)
     return out
@@ -57,11 +58,11 @@ def headline_lines(result: CompareResult) -> list[str]:
             (r for r in result.rows if r.task == row.task and r.is_fluency), None)
         for i, d in enumerate(row.vs_reference, start=1):
             verdict = "significant" if d.significant else "not significant"
-            cost = (f"; fluency cost {d.reference} {num(fluency.effects[0].diff, signed=True)}, "
-                    f"{d.label} {num(fluency.effects[i].diff, signed=True)}" if fluency else "")
-            change = text(Estimate(d.diff, d.ci_low, d.ci_high))
+            cost = (f"; fluency cost {d.reference} {num(fluency.effects[0].estimate.point, signed=True)}, "
+                    f"{d.label} {num(fluency.effects[i].estimate.point, signed=True)}" if fluency else "")
+            change = text(estimate(d.estimate))
             out.append(f"{row.task}: {d.label} moves {row.metric} by {change} "
-                       f"more than {d.reference} ({'paired' if d.paired else 'unpaired'}, "
+                       f"more than {d.reference} ({'paired' if d.estimate.paired else 'unpaired'}, "
                        f"p_adj {pval(d.p_adjusted)}, {verdict}){cost}")
     return out
 

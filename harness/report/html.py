@@ -12,6 +12,7 @@ from harness.report.cells import MOVED, NOT_SIG, WRONG, Cell, Estimate, Mark, ci
 from harness.report.markdown import Pair, conditions_of, headline_metric, side_by_side
 from harness.report.plots import distribution_plot, effects_plot, fluency_plot
 from harness.report.tables import (
+    CI_LEGEND,
     CONTROL_COLUMNS,
     CONTROL_LEGEND,
     DIAGNOSE_COLUMNS,
@@ -100,7 +101,7 @@ def _cell(cell: Cell) -> str:
     if isinstance(cell, Mark) and cell.symbol in _VERDICTS:
         cls, words = _VERDICTS[cell.symbol]
         return f'<td><span class="badge {cls}">{escape(words)}</span></td>'
-    if isinstance(cell, Estimate) and cell.value is not None:
+    if isinstance(cell, Estimate) and cell.value is not None and not cell.note:
         return (f'<td class="num">{escape(num(cell.value, signed=cell.signed))}'
                 f'<span class="ci">{escape(ci_text(cell.low, cell.high, cell.signed))}</span></td>')
     return f"<td>{escape(text(cell))}</td>"
@@ -274,7 +275,7 @@ def render_html(
     """The whole run as one self-contained HTML page."""
     legend = (
         '<p class="legend">↑/↓ = expected direction. Verdicts use Holm-adjusted p &lt; 0.05; '
-        "CIs are 95% bootstrap intervals paired by prompt; Hedges g is nan below 3 prompts. "
+        f"CIs are {escape(CI_LEGEND)}; Hedges g is nan below 3 prompts. "
         "Δ logppl &gt; 0 means the steered completions are less fluent under the judge. "
         f"{escape(N_LEGEND)}.</p>"
     )

@@ -182,8 +182,9 @@ def effects_plot(run: RunResult) -> bytes:
         _forest(
             ax,
             [f"{e.task} · {e.condition}" for e in group],
-            [(e.diff, e.ci_low, e.ci_high) for e in group],
-            [VERDICT_COLOURS[verdict(e.expected_direction, e.diff, e.significant).symbol] for e in group],
+            [(e.estimate.point, e.estimate.ci_low, e.estimate.ci_high) for e in group],
+            [VERDICT_COLOURS[verdict(e.expected_direction, e.estimate.point, e.significant).symbol]
+             for e in group],
             [e.headline for e in group],
         )
         ax.set_title(metric, fontsize=9, loc="left", fontweight="bold")
@@ -200,12 +201,13 @@ def fluency_plot(run: RunResult) -> bytes:
     fig = Figure(figsize=(9, 0.35 * len(records) + 1.3), layout="constrained")
     ax = fig.subplots()
     colours = [
-        "#d62828" if f.ci_low > 0 else "#2a9d3f" if f.ci_high < 0 else "#9aa3ad" for f in records
+        "#d62828" if f.estimate.ci_low > 0 else "#2a9d3f" if f.estimate.ci_high < 0 else "#9aa3ad"
+        for f in records
     ]
     _forest(
         ax,
         [f"{f.task} · {f.condition}" for f in records],
-        [(f.diff, f.ci_low, f.ci_high) for f in records],
+        [(f.estimate.point, f.estimate.ci_low, f.estimate.ci_high) for f in records],
         colours,
         [False] * len(records),
     )

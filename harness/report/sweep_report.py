@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from harness.report.cells import Cell, Estimate, num, pval, text
+from harness.report.cells import Cell, estimate, num, pval, text
 from harness.report.html import CSS, figure_html, table_html
 from harness.report.markdown import table_md
 from harness.report.plots import STEERED_COLOURS, png, style_axes
@@ -40,16 +40,16 @@ def _curves(s: SweepSummary, fluency: bool) -> bytes:
     fig = Figure(figsize=(6.4, 3.6))
     ax = fig.subplots()
     for i, (layer, rows) in enumerate(_by_layer(s).items()):
-        pts = [(c.coeff, c.fluency_diff, c.fluency_ci_low, c.fluency_ci_high) if fluency
-               else (c.coeff, c.diff, c.ci_low, c.ci_high) for c in rows]
-        pts = [p for p in pts if p[1] is not None and math.isfinite(p[1])]
+        shown = [(c.coeff, c.fluency if fluency else c.effect) for c in rows]
+        pts = [(x, e.point, e.ci_low, e.ci_high) for x, e in shown
+               if e is not None and math.isfinite(e.point)]
         if not pts:
             continue
         x, y, lo, hi = zip(*pts, strict=True)
         colour = _layer_colour(i)
         ax.plot(x, y, marker="o", ms=4, color=colour, label=f"layer {layer}")
-        ax.fill_between(x, [v if v is not None else y[j] for j, v in enumerate(lo)],
-                        [v if v is not None else y[j] for j, v in enumerate(hi)], color=colour, alpha=0.15)
+        ax.fill_between(x, [v if math.isfinite(v) else y[j] for j, v in enumerate(lo)],
+                        [v if math.isfinite(v) else y[j] for j, v in enumerate(hi)], color=colour, alpha=0.15)
     ax.axhline(0, color="#999999", lw=0.8)
     if fluency and s.max_fluency_cost is not None:
         ax.axhline(s.max_fluency_cost, color="#d62828", lw=0.8, ls="--", label="fluency budget")
@@ -67,16 +67,16 @@ def _pareto(s: SweepSummary) -> bytes:
     ax = fig.subplots()
     sign = 1 if s.direction == "increase" else -1
     for i, (layer, rows) in enumerate(_by_layer(s).items()):
-        pts = [(c.fluency_diff, sign * c.diff) for c in rows if c.fluency_diff is not None]
+        pts = [(c.fluency.point, sign * c.effect.point) for c in rows if c.fluency is not None]
         if pts:
             ax.scatter(*zip(*pts, strict=True), s=18, color=_layer_colour(i), label=f"layer {layer}")
-    front = sorted((c.fluency_diff, sign * c.diff) for c in s.configs if c.on_frontier
-                   and c.fluency_diff is not None)
+    front = sorted((c.fluency.point, sign * c.effect.point) for c in s.configs if c.on_frontier
+                   and c.fluency is not None)
     if front:
         ax.plot(*zip(*front, strict=True), color="#333333", lw=1, label="frontier")
     best = next((c for c in s.configs if c.condition == s.best), None)
-    if best is not None and best.fluency_diff is not None:
-        ax.scatter([best.fluency_diff], [sign * best.diff], s=140, facecolors="none",
+    if best is not None and best.fluency is not None:
+        ax.scatter([best.fluency.point], [sign * best.effect.point], s=140, facecolors="none",
                    edgecolors="#d62828", linewidths=1.6, label=f"best: {best.condition}")
     if s.max_fluency_cost is not None:
         ax.axvline(s.max_fluency_cost, color="#d62828", lw=0.8, ls="--", label="fluency budget")
@@ -93,9 +93,8 @@ def sweep_plots(s: SweepSummary) -> dict[str, bytes]:
 
 
 def sweep_rows(s: SweepSummary) -> list[list[Cell]]:
-    return [[c.condition, str(c.layer), f"{c.coeff:+g}", Estimate(c.diff, c.ci_low, c.ci_high),
-             pval(c.p_adjusted) + (" ✓" if c.significant else ""),
-             Estimate(c.fluency_diff, c.fluency_ci_low, c.fluency_ci_high),
+    return [[c.condition, str(c.layer), f"{c.coeff:+g}", estimate(c.effect),
+             pval(c.p_adjusted) + (" ✓" if c.significant else ""), estimate(c.fluency),
              "◆" if c.on_frontier else "",
              "★ best" if c.condition == s.best else ("" if c.within_budget else "over")]
             for c in sorted(s.configs, key=lambda c: (c.layer, c.coeff))]
@@ -108,13 +107,14 @@ def summary_lines(s: SweepSummary) -> list[str]:
     lines = [f"{s.task}: {s.metric} ({s.direction}); coefficients in {s.coeff_unit} units; {budget}."]
     if best:
         lines.append(f"Best config within the budget: {best.condition}, diff "
-                     f"{text(Estimate(best.diff, best.ci_low, best.ci_high))}, fluency Δ "
-                     f"{num(best.fluency_diff, True)} (chosen and measured on the same prompts: optimistic).")
+                     f"{text(estimate(best.effect))}, fluency Δ "
+                     f"{num(best.fluency.point if best.fluency else None, True)} "
+                     "(chosen and measured on the same prompts: optimistic).")
     sel = s.selection
-    if sel and sel.condition:
+    if sel and sel.estimate:
         lines.append(f"Held-out selection: {sel.condition} chosen on {sel.selected_on} prompts "
                      f"(diff {num(sel.selection_diff, True)}); on the other {sel.reported_on}: "
-                     f"{text(Estimate(sel.diff, sel.ci_low, sel.ci_high))}, p {pval(sel.p_value)}.")
+                     f"{text(estimate(sel.estimate))}, p {pval(sel.estimate.p_value)}.")
     for st in s.steerability:
         lines.append(f"Layer {st.layer}: slope {num(st.slope, True)} ± {num(st.slope_stderr)} per unit "
                      f"coefficient; {st.anti_steerable:.0%} of {st.n_prompts} prompts anti-steerable.")

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from harness.report.cells import MOVED, NOT_SIG, WRONG, Cell, Estimate, arrow, num, pval, verdict
+import math
+
+from harness.report.cells import MOVED, NOT_SIG, WRONG, Cell, Estimate, arrow, estimate, num, pval, verdict
 from harness.schema.results import EffectRecord, FluencyRecord, RunResult
 from harness.schema.spec import FLUENCY_METRIC
 
+CI_LEGEND = ("95% Student t intervals over prompts, paired by prompt (their coverage is simulated by "
+             "`python -m harness.calibration`); MDE = minimum detectable effect at 80% power, "
+             "\"too few prompts\" below 6, where the sign-flip test cannot reach p < 0.05")
 N_LEGEND = ("n = prompts compared / planned, (k NaN) = sample values left out: flagged, empty, "
             "unscorable or not applicable")
 LEGEND = (
     f"↑/↓ expected direction · {MOVED} moved as expected, significant · {WRONG} significant, "
     f"wrong direction · {NOT_SIG} not significant (Holm-adjusted p < 0.05) · "
-    "CIs: 95% bootstrap, paired by prompt · " + N_LEGEND
+    f"CIs: {CI_LEGEND} · " + N_LEGEND
 )
 HEADLINE_COLUMNS = ["task", "condition", "metric", "expected", "n", "unsteered → steered", "diff [95% CI]",
                     "Hedges g", "p_adj", "verdict", "MDE (80%)", "Δ logppl [95% CI]", "ppl ratio"]
@@ -39,6 +44,11 @@ def _fluency(run: RunResult) -> dict[tuple[str, str], FluencyRecord]:
     return {(f.task, f.condition): f for f in run.fluency_cost}
 
 
+def mde_text(mde: float) -> str:
+    """The minimum detectable effect, or why there is none."""
+    return num(mde) if math.isfinite(mde) else "too few prompts"
+
+
 def n_text(run: RunResult, task: str, n: int, excluded: int) -> str:
     """`6/8 (4 NaN)`: prompts compared of those planned, and the sample values left out."""
     planned = next((f"/{t.n_prompts}" for t in run.tasks if t.name == task), "")
@@ -53,11 +63,11 @@ def headline_rows(run: RunResult) -> list[list[Cell]]:
         f = fluency.get((h.task, h.condition))
         rows.append([
             h.task, h.condition, h.metric, arrow(h.expected_direction),
-            n_text(run, h.task, h.n, e.n_excluded if e else 0),
-            f"{num(e.mean_unsteered)} → {num(e.mean_steered)}" if e else "—",
-            Estimate(h.diff, h.ci_low, h.ci_high), num(h.effect_size, signed=True),
-            pval(e.p_adjusted) if e else "—", verdict(h.expected_direction, h.diff, h.significant),
-            num(h.mde), Estimate(f.diff, f.ci_low, f.ci_high) if f else "—",
+            n_text(run, h.task, h.estimate.n, e.n_excluded if e else 0),
+            f"{num(h.estimate.mean_a)} → {num(h.estimate.mean_b)}",
+            estimate(h.estimate), num(h.estimate.effect_size, signed=True),
+            pval(e.p_adjusted) if e else "—", verdict(h.expected_direction, h.estimate.point, h.significant),
+            mde_text(h.estimate.mde), estimate(h.fluency),
             num(f.ppl_ratio) + "×" if f else "—",
         ])
     return rows
@@ -67,10 +77,10 @@ def effect_rows(run: RunResult, headlines: bool = True) -> list[list[Cell]]:
     """One row of EFFECT_COLUMNS per effect; headline metrics are starred (or left out)."""
     return [
         [e.task, e.condition, ("★ " if e.headline else "") + e.metric, arrow(e.expected_direction),
-         n_text(run, e.task, e.n, e.n_excluded),
-         f"{num(e.mean_unsteered)} → {num(e.mean_steered)}", Estimate(e.diff, e.ci_low, e.ci_high),
-         num(e.effect_size, signed=True), pval(e.p_adjusted),
-         verdict(e.expected_direction, e.diff, e.significant)]
+         n_text(run, e.task, e.estimate.n, e.n_excluded),
+         f"{num(e.estimate.mean_a)} → {num(e.estimate.mean_b)}", estimate(e.estimate),
+         num(e.estimate.effect_size, signed=True), pval(e.p_adjusted),
+         verdict(e.expected_direction, e.estimate.point, e.significant)]
         for e in run.effects
         if headlines or not e.headline
     ]
@@ -79,8 +89,9 @@ def effect_rows(run: RunResult, headlines: bool = True) -> list[list[Cell]]:
 def fluency_rows(run: RunResult) -> list[list[Cell]]:
     """One row of FLUENCY_COLUMNS per task and steered condition."""
     return [
-        [f.task, f.condition, f.judge, str(f.n), f"{num(f.mean_unsteered)} → {num(f.mean_steered)}",
-         Estimate(f.diff, f.ci_low, f.ci_high), pval(f.p_adjusted if f.p_adjusted is not None else f.p_value),
+        [f.task, f.condition, f.judge, str(f.estimate.n),
+         f"{num(f.estimate.mean_a)} → {num(f.estimate.mean_b)}",
+         estimate(f.estimate), pval(f.p_adjusted),
          num(f.ppl_ratio) + "×"]
         for f in run.fluency_cost
     ]
@@ -112,9 +123,9 @@ def control_rows(run: RunResult) -> list[list[Cell]]:
         e, s, d = effects.get((task, condition, metric)), checks.get("specific"), checks.get("direction")
         rows.append([
             task, condition, ("★ " if s and s.headline or d and d.headline else "") + metric,
-            arrow((s or d).expected_direction), Estimate(e.diff, e.ci_low, e.ci_high) if e else "—",
-            Estimate(s.diff, s.ci_low, s.ci_high) if s else "—", pval(s.p_adjusted) if s else "—",
-            Estimate(d.diff, d.ci_low, d.ci_high) if d else "—", pval(d.p_adjusted) if d else "—",
+            arrow((s or d).expected_direction), estimate(e.estimate if e else None),
+            estimate(s.estimate if s else None), pval(s.p_adjusted) if s else "—",
+            estimate(d.estimate if d else None), pval(d.p_adjusted) if d else "—",
             (d.label or "") if d else ""])
     return rows
 

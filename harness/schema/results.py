@@ -9,7 +9,32 @@ from pydantic import Field
 from harness.schema.spec import Record as _Record
 from harness.schema.task import Direction
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: every comparison nests an Estimate
+
+
+class Estimate(_Record):
+    """One comparison of per-prompt values, b − a, every number from the same values
+    (`harness.comparison.compare_values`): the means, the difference with its CI, the two-sided
+    p-value, which interval and test gave them, how many prompts counted, the spread, the minimum
+    detectable effect and Hedges' g. Paired when both sides hold the same prompts."""
+
+    paired: bool
+    mean_a: float  # mean over the compared prompts of the reference side (unsteered, a baseline)
+    mean_b: float
+    point: float  # mean_b − mean_a (paired: the mean of the per-prompt differences)
+    ci_low: float
+    ci_high: float
+    confidence: float = 0.95
+    ci_method: str  # "Student t", "Welch t", or "none: ..." (then the bounds are NaN)
+    p_value: float  # two-sided
+    test: str  # "sign-flip permutation", "Welch t-test", or "none: ..."
+    n_planned: int  # prompts asked about (both sides together when independent)
+    n: int  # prompts compared: finite on both sides when paired, on either side when independent
+    n_not_applicable: int = 0  # prompts the metric does not apply to
+    n_unscorable: int = 0  # prompts left out with no finite value
+    sd: float  # of the per-prompt differences (paired) or pooled (independent)
+    mde: float  # minimum detectable effect at 80 % power, two-sided; NaN where the test cannot reach ALPHA
+    effect_size: float  # Hedges' g: g_av when paired, pooled-SD g when independent
 
 
 class EffectRecord(_Record):
@@ -20,15 +45,8 @@ class EffectRecord(_Record):
     metric: str
     expected_direction: Direction | None = None
     headline: bool = False
-    n: int
-    n_excluded: int = 0
-    mean_unsteered: float
-    mean_steered: float
-    diff: float
-    effect_size: float
-    ci_low: float
-    ci_high: float
-    p_value: float
+    estimate: Estimate  # steered − unsteered
+    n_excluded: int = 0  # sample values dropped as non-finite or flagged, both sides
     p_adjusted: float
     significant: bool
 
@@ -39,16 +57,10 @@ class FluencyRecord(_Record):
     task: str
     condition: str
     judge: str
-    n: int
-    mean_unsteered: float
-    mean_steered: float
-    diff: float
-    ci_low: float
-    ci_high: float
-    p_value: float
-    ppl_ratio: float
-    p_adjusted: float | None = None  # Holm, in the run's confirmatory family
-    significant: bool = False
+    estimate: Estimate
+    ppl_ratio: float  # exp of the estimate's point
+    p_adjusted: float  # Holm, in the run's confirmatory family
+    significant: bool
 
 
 class Headline(_Record):
@@ -58,19 +70,12 @@ class Headline(_Record):
     condition: str
     metric: str
     expected_direction: Direction
-    diff: float
-    ci_low: float
-    ci_high: float
-    effect_size: float
+    estimate: Estimate  # the headline metric, steered − unsteered (its MDE from the same deltas)
     significant: bool
     moved_as_expected: bool
-    fluency_diff: float | None = None
+    fluency: Estimate | None = None  # Δ log-perplexity, if the task scores it
     ppl_ratio: float | None = None
-    n: int = 0  # prompts compared
-    mde: float | None = None  # minimum detectable effect at 80 % power with these prompts and this spread
-    specific_diff: float | None = None  # steered − mean of the matched random controls, if any
-    specific_ci_low: float | None = None
-    specific_ci_high: float | None = None
+    specific: Estimate | None = None  # steered − mean of the matched random controls, if any
     label: str | None = None  # "disruption, not direction" when the negated vector moves it the same way
 
 
@@ -97,12 +102,7 @@ class ControlRecord(_Record):
     reference: str  # the control condition(s) compared with
     expected_direction: Direction | None = None
     headline: bool = False
-    n: int
-    diff: float
-    ci_low: float
-    ci_high: float
-    effect_size: float
-    p_value: float
+    estimate: Estimate  # steered − the reference
     p_adjusted: float
     significant: bool
     label: str | None = None
