@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -264,8 +264,8 @@ def _effect_line(base: Headline, now: Headline, now_pp: PromptSummary | None, ba
     sign = 1.0 if base.expected_direction == "increase" else -1.0
     coverage = _coverage(base_pp, now_pp, "controls" if gate == "specific" else "unsteered")
     now_eff, base_eff = _effects(now_pp), _effects(base_pp)
-    base_diff = _mean(base_eff.values()) if gate == "specific" else base.estimate.point
-    now_diff = _mean(now_eff.values()) if gate == "specific" else now.estimate.point
+    base_diff = _point(base_pp) if gate == "specific" else base.estimate.point
+    now_diff = _point(now_pp) if gate == "specific" else now.estimate.point
     if not any(math.isfinite(v) for v in now_eff.values()) or not math.isfinite(now_diff):
         return _nan_line(base.task, base.condition, "effect", what, coverage, base_diff, now_diff,
                          "no finite value of the headline metric in the run (all NaN, flagged or empty)")
@@ -316,10 +316,12 @@ def _more(c: Comparison, room: float) -> str:
     return f"{c.estimate.n} prompts, about {max(need, MIN_PROMPTS)} prompts would decide it"
 
 
-def _mean(values: Iterable[float]) -> float:
-    finite = [v for v in values if math.isfinite(v)]
-    return sum(finite) / len(finite) if finite else math.nan
-
+def _point(summary: PromptSummary | None) -> float:
+    """The paired effect of a per-prompt summary (its condition − its reference)."""
+    if summary is None:
+        return math.nan
+    reference, condition = ({k: v[i] for k, v in summary.prompts.items()} for i in (0, 1))
+    return compare_values(reference, condition).estimate.point
 
 
 def _fluency_line(base: Headline, run: RunResult, baseline: Baseline, now_pp: PromptSummary | None,

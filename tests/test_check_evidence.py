@@ -127,8 +127,8 @@ def _baseline_json(tmp_path: Path, change) -> Path:  # noqa: ANN001
 
 @pytest.mark.parametrize(("change", "words"), [
     (lambda d: d.update(headlines=[]), "no headlines"),
-    (lambda d: d["headlines"][0].update(diff="NaN"), "no finite value"),
-    (lambda d: d["headlines"][0].update(diff=-0.3), "not in the expected direction"),
+    (lambda d: d["headlines"][0]["estimate"].update(point="NaN"), "no finite value"),
+    (lambda d: d["headlines"][0]["estimate"].update(point=-0.3), "not in the expected direction"),
     (lambda d: d.update(schema_version=99), "schema_version 99"),
     (lambda d: d.update(schema_version=SCHEMA_VERSION - 1), "older harness"),
     (lambda d: d.update(per_prompt=[]), "no per-prompt summary"),
