@@ -160,6 +160,12 @@ def test_params_refuse_mixed_backends():
 
 # --- a loopback OpenAI-compatible stub, for retries and key hygiene -------------------------------
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class StubServer:
     """Answers GET /v1/models and POST /v1/chat/completions with `reply`; the first `fail` POSTs
     of each conversation get `status` (with Retry-After: 0). Records every request's headers."""
@@ -240,9 +246,7 @@ def test_served_judge_gives_up_after_max_retries_naming_the_endpoint(stub_server
 
 
 def test_unreachable_endpoint_and_missing_key_fail_in_preflight(stub_server, monkeypatch):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # nothing listens here once closed
+    port = _free_port()  # nothing listens there
     with pytest.raises(UserError, match=rf"http://127.0.0.1:{port}/v1 cannot be reached"):
         make_scorer("judge", {"backend": "openai", "base_url": f"http://127.0.0.1:{port}/v1",
                               "model": "m"}).preflight(ScoringContext())
@@ -255,6 +259,28 @@ def test_unreachable_endpoint_and_missing_key_fail_in_preflight(stub_server, mon
                               "model": "other"}).preflight(ScoringContext())
 
 
+def judged_task(folder: Path, base_url: str) -> Path:
+    task = folder / "judged.yaml"
+    task.write_text(
+        "name: judged\nkind: topic\nprompts: [Tell me about your day., Describe a city.]\n"
+        "steering: {method: actadd, layer: 3, coeff: 4, positive: Weddings, negative: Work}\n"
+        f"scorers: {{judge: {{backend: openai, base_url: '{base_url}', model: stub-judge, "
+        "api_key_env: JUDGE_TEST_KEY, concept: weddings}}\n"
+        "metrics: {judge.score: increase}\nheadline: judge.score\n")
+    return task
+
+
+def test_an_unreachable_judge_fails_the_run_before_any_generation(smollm, tmp_path, monkeypatch):
+    from harness.runner import RunOptions, run
+
+    monkeypatch.setenv("JUDGE_TEST_KEY", "k")
+    dead = f"http://127.0.0.1:{_free_port()}/v1"
+    with pytest.raises(UserError, match=f"judge endpoint {dead} cannot be reached"):
+        run(str(judged_task(tmp_path, dead)), tmp_path / "run", model=smollm,
+            options=RunOptions(progress=False, samples=1, max_new_tokens=4))
+    assert not list((tmp_path / "run").rglob("samples*.jsonl"))
+
+
 def test_the_api_key_is_sent_but_never_written_to_any_run_file(smollm, stub_server, tmp_path, monkeypatch,
                                                               judge_cache):
     from harness.runner import RunOptions, run
@@ -262,16 +288,9 @@ def test_the_api_key_is_sent_but_never_written_to_any_run_file(smollm, stub_serv
     key = "sk-test-SECRET-4f1c9e"
     monkeypatch.setenv("JUDGE_TEST_KEY", key)
     server = stub_server(reply="Rating: 2", fail=1)
-    task = tmp_path / "judged.yaml"
-    task.write_text(
-        "name: judged\nkind: topic\nprompts: [Tell me about your day., Describe a city.]\n"
-        "steering: {method: actadd, layer: 3, coeff: 4, positive: Weddings, negative: Work}\n"
-        f"scorers: {{judge: {{backend: openai, base_url: '{server.base_url}', model: stub-judge, "
-        "api_key_env: JUDGE_TEST_KEY, concept: weddings}}\n"
-        "metrics: {judge.score: increase}\nheadline: judge.score\n")
     out = tmp_path / "run"
     options = RunOptions(progress=False, samples=1, max_new_tokens=4)
-    result = run(str(task), out, model=smollm, options=options)
+    result = run(str(judged_task(tmp_path, server.base_url)), out, model=smollm, options=options)
     assert server.auth == {f"Bearer {key}"}  # the key went where it belongs, every time
     assert result.headlines[0].estimate.n == 2
     files = [p for p in [*out.rglob("*"), judge_cache] if p.is_file()]
@@ -284,29 +303,57 @@ def test_the_api_key_is_sent_but_never_written_to_any_run_file(smollm, stub_serv
 
 # --- the local judge, and parity with a real OpenAI-compatible server -----------------------------
 
-def test_expected_rating_is_the_rating_tokens_softmax_of_an_unbatched_forward(smollm):
+def _rating_probs_alone(lm, ids: list[int]) -> list[float]:
     import torch
 
+    with torch.no_grad():
+        logits = lm.model(torch.tensor([ids])).logits[0, -1].double()
+    digits = [lm.tokenizer(r, add_special_tokens=False).input_ids[0] for r in "012"]
+    return torch.softmax(logits, -1)[digits].tolist()
+
+
+def _check_expected_mode(lm, encode) -> None:
+    """The batched expected-mode ratings equal each question's forward pass alone."""
     scorer = make_scorer("judge", {"mode": "expected", "min_mass": 0.0})
-    ctx = ScoringContext(lm=smollm, load_judge=lambda name: smollm)
-    scores = scorer.score(samples(ITEMS[:3]), ctx)
-    ids = [smollm.tokenizer(r, add_special_tokens=False).input_ids[0] for r in "012"]
-    for (prompt, completion, concept), score in zip(ITEMS[:3], scores, strict=True):
-        conversation = scorer.rubric.conversation("fluency", prompt, completion, concept)
-        row = smollm.tokenizer.apply_chat_template(conversation, add_generation_prompt=True,
-                                                   return_tensors="pt", return_dict=True)["input_ids"]
-        with torch.no_grad():
-            probs = torch.softmax(smollm.model(row).logits[0, -1].double(), -1)[ids].tolist()
-        assert score.detail["probabilities"]["fluency"] == pytest.approx(probs, rel=1e-3, abs=1e-6)
-        assert score.values["fluency"] == pytest.approx((probs[1] + 2 * probs[2]) / sum(probs), rel=1e-3)
+    ctx = ScoringContext(lm=lm, load_judge=lambda name: lm)
+    (score,) = scorer.score(samples(ITEMS[:1]), ctx)  # three questions of three lengths: a padded batch
+    for criterion in ("concept", "instruction", "fluency"):
+        probs = _rating_probs_alone(lm, encode(scorer.rubric.conversation(criterion, *ITEMS[0])))
+        assert score.detail["probabilities"][criterion] == pytest.approx(probs, rel=1e-3, abs=1e-7)
+        assert score.values[criterion] == pytest.approx((probs[1] + 2 * probs[2]) / sum(probs), rel=1e-3)
+    assert score.values["score"] == pytest.approx(harmonic_mean([score.values[c] for c in
+                                                                 ("concept", "instruction", "fluency")]))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def test_expected_rating_is_the_rating_tokens_softmax_of_an_unbatched_forward(smollm):
+    def chat(conversation) -> list[int]:  # as an OpenAI-compatible server renders it
+        return smollm.tokenizer.apply_chat_template(conversation, add_generation_prompt=True,
+                                                    return_dict=True)["input_ids"]
+
+    _check_expected_mode(smollm, chat)
 
 
+def test_expected_rating_of_a_padded_row_under_absolute_positions(tmp_path):
+    """GPT-2 adds absolute position embeddings: a left-padded row needs its own position ids.
+    Without a chat template the question is plain text, BOS first."""
+    import torch
+    import transformers
+    from conftest import _tiny_tokenizer
+
+    from harness.models import load_model
+    from harness.tokens import encode
+
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=4, n_positions=2048, vocab_size=400,
+                                     bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    transformers.GPT2LMHeadModel(config).save_pretrained(tmp_path / "gpt2")
+    _tiny_tokenizer().save_pretrained(tmp_path / "gpt2")
+    lm = load_model(str(tmp_path / "gpt2"))
+    _check_expected_mode(lm, lambda conversation: encode(
+        lm.tokenizer, "\n\n".join(m["content"] for m in conversation) + "\n\n", use_bos=True))
+
+
+@pytest.mark.slow  # about 4 minutes on 2 shared cores: a server start and 18 greedy replies
 def test_served_judge_on_a_real_server_gives_the_in_process_verdicts(smollm, tmp_path):
     """`transformers serve` on loopback, serving the very folder load_model reads SmolLM2 from."""
     import httpx
