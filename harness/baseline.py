@@ -79,7 +79,9 @@ def baseline_problems(b: Baseline) -> list[str]:
                             "--no-effect to check only fluency, degenerate samples and the ledger")
         if (h.task, h.condition, h.metric) not in summarised:
             problems.append(f"{name}: no per-prompt summary to compare by prompt")
-    unknown = unprotected - {(h.task, h.condition) for h in b.headlines}
+    keys = [(h.task, h.condition) for h in b.headlines]
+    problems += [f"{t} {c}: more than one headline" for t, c in sorted(set(keys)) if keys.count((t, c)) > 1]
+    unknown = unprotected - set(keys)
     problems += [f"no_effect lists {t} {c}, which has no headline" for t, c in sorted(unknown)]
     return problems
 

@@ -74,11 +74,11 @@ class Tolerance(Spec):
     may hold.
     """
 
-    effect: float = 0.25
-    fluency: float = 0.15
-    degenerate: float = 0.10
-    ledger: float = 0.5
-    confidence: float = 0.95
+    effect: float = Field(0.25, ge=0.0, le=1.0)
+    fluency: float = Field(0.15, ge=0.0, allow_inf_nan=False)
+    degenerate: float = Field(0.10, ge=0.0, le=1.0)
+    ledger: float = Field(0.5, ge=0.0, le=1.0)
+    confidence: float = Field(0.95, gt=0.0, lt=1.0)
     min_coverage: float = Field(0.8, ge=0.0, le=1.0)
 
 
@@ -427,6 +427,9 @@ def _ledger_line(task: str, condition: str, now: Sequence[LedgerRecord], base: S
         where = " and ".join(f"{k} passes" for k in lost)
         return _replace(line, "regression", f"the steering changed no position in {where}, where the "
                         "baseline's did (steering not applied)", nan)
+    if not math.isfinite(norm_now):
+        return _replace(line, "regression", f"the steering added a non-finite norm ({norm_now}) per "
+                        "sample", nan)
     if norm_base > 0 and norm_now < tol.ledger * norm_base:
         return _replace(line, "regression", f"the steering added {norm_now:.3g} per sample, under "
                         f"{tol.ledger:g} x the baseline's {norm_base:.3g}", nan)

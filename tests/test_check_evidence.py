@@ -264,3 +264,26 @@ def test_every_line_shows_its_coverage_on_the_terminal_in_markdown_and_json(tmp_
         assert "192/192 samples" in shown and "96/96 samples" in shown
     data = json.loads(result.model_dump_json())
     assert all({"planned", "compared", "excluded", "unit"} <= set(line["coverage"]) for line in data["lines"])
+
+
+# Inputs a skeptical user tries.
+
+@pytest.mark.parametrize("flag", [["--effect-tolerance", "-1"], ["--min-coverage", "1.5"],
+                                  ["--fluency-tolerance", "nan"], ["--degenerate-tolerance", "2"]])
+def test_nonsense_tolerances_are_refused_on_the_cli(tmp_path, flag, capsys):
+    (tmp_path / "run.json").write_text(BASE.model_dump_json())
+    write_baseline(BASE, tmp_path / "b.json")
+    assert main(["check", str(tmp_path / "run.json"), "--baseline", str(tmp_path / "b.json"), *flag]) == 2
+    assert "check tolerances" in capsys.readouterr().err
+
+
+def test_a_non_finite_ledger_norm_is_a_regression_not_a_pass():
+    ledger = [r.model_copy(update={"norm": math.inf}) for r in BASE.ledger]
+    line = _line(check(_with(BASE, ledger=ledger), make_baseline(BASE)), "ledger")
+    assert line.verdict == "regression" and "non-finite norm" in line.reason
+
+
+def test_a_baseline_with_a_headline_twice_is_refused(tmp_path):
+    path = _baseline_json(tmp_path, lambda d: d["headlines"].append(d["headlines"][0]))
+    with pytest.raises(UserError, match="more than one headline"):
+        read_baseline(path)
