@@ -131,10 +131,21 @@ def test_rubric_needs_its_placeholders(tmp_path):
     rubric, _ = load_rubric("axbench")
     bad = tmp_path / "bad.yaml"
     bad.write_text(json.dumps({**rubric.model_dump(), "concept": "Is it about it? {completion}"}))
-    with pytest.raises(UserError, match=r"concept template lacks \{concept\}"):
+    with pytest.raises(ValueError, match=r"concept template lacks \{concept\}"):
         make_scorer("judge", {"rubric": str(bad)})
-    with pytest.raises(UserError, match="neither a bundled rubric"):
-        make_scorer("judge", {"rubric": "no-such-rubric"})
+
+
+def test_a_missing_rubric_fails_task_validation_at_its_line(tmp_path):
+    from harness.tasks import load_task
+
+    task = tmp_path / "t.yaml"
+    task.write_text("name: t\nkind: topic\nprompts: [Say hi.]\n"
+                    "steering: {method: actadd, layer: 3, coeff: 4, positive: Love, negative: Hate}\n"
+                    "scorers:\n  judge: {rubric: no-such-rubric, concept: love}\n"
+                    "metrics: {judge.score: increase}\nheadline: judge.score\n")
+    with pytest.raises(UserError, match=r"t.yaml:6: scorers.judge: .*rubric 'no-such-rubric' is neither a "
+                                        r"bundled rubric \(axbench\) nor a file"):
+        load_task(str(task))
 
 
 def test_empty_completion_is_not_sent_and_a_missing_concept_is_not_applicable():

@@ -23,6 +23,7 @@ def test_a_wheel_installed_elsewhere_runs_a_bundled_task_from_another_directory(
                    "harness/bundled_tasks/sentiment/love_hate.yaml",
                    "harness/bundled_tasks/topic/conversation_openers.jsonl",
                    "harness/scorers/data/sentiment_lr.json",
+                   "harness/scorers/data/rubrics/axbench.yaml",
                    "harness/data/capability.jsonl", "harness/py.typed"):
         assert needed in names, needed
     site = tmp_path / "site"

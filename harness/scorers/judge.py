@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from harness.errors import UserError
 from harness.registry import register_scorer
@@ -142,6 +142,12 @@ class JudgeParams(Spec):
         elif self.base_url or self.api_key_env:
             raise ValueError("base_url and api_key_env are for backend openai")
         return self
+
+    @field_validator("rubric")
+    @classmethod
+    def _rubric_loads(cls, rubric: str) -> str:
+        load_rubric(rubric)  # a missing or malformed rubric fails `harness validate`, with its line
+        return rubric
 
 
 @register_scorer
