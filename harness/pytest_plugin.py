@@ -31,8 +31,10 @@ def steering_check(tmp_path: Path) -> Callable[..., Any]:
 
     Keyword arguments: `model`, `overrides` (`--set` strings), `samples`,
     `max_new_tokens`, `max_prompts`, `seed`, `tolerance` (a `harness.check.Tolerance`),
-    `out` (run folder; default a temporary one). Returns the `RunResult`; fails the
-    test with the verdict table on a regression or when the run cannot be compared.
+    `out` (run folder; default a temporary one), `allow_inconclusive` (pass when no line
+    is a regression but some lack the evidence to hold). Returns the `RunResult`; fails the
+    test with the verdict table on a regression, an inconclusive line (unless allowed) or
+    when the run cannot be compared.
     """
     from rich.console import Console
 
@@ -44,11 +46,13 @@ def steering_check(tmp_path: Path) -> Callable[..., Any]:
     def run_and_check(target: str, baseline: str | Path, *, model: str = "smollm2-135m",
               overrides: Sequence[str] = (), samples: int | None = None,
               max_new_tokens: int | None = None, max_prompts: int | None = None,
-              seed: int | None = None, tolerance: Any = None, out: Path | None = None) -> Any:
+              seed: int | None = None, tolerance: Any = None, out: Path | None = None,
+              allow_inconclusive: bool = False) -> Any:
         options = RunOptions(samples=samples, max_new_tokens=max_new_tokens, max_prompts=max_prompts,
                              seed=seed, overrides=overrides, progress=False)
         result = run(target, out or tmp_path / "run", model=_model(model), options=options)
-        verdict = check(result, read_baseline(Path(baseline)), tolerance)
+        verdict = check(result, read_baseline(Path(baseline)), tolerance,
+                        allow_inconclusive=allow_inconclusive)
         if verdict.status != HOLDS:
             console = Console(record=True, width=140)
             print_check(verdict, console)
