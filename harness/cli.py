@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -217,6 +218,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(_join_lists(sys.argv[1:] if argv is None else argv))
     func: Command = args.func
     signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM unwinds like Ctrl-C: locks and hooks released
+    # a command never downloads (models, classifiers, datasets, evaluate modules): offline while it
+    # runs, unless the caller chose; the Python API leaves the environment to its caller
+    offline = "HF_HUB_OFFLINE" not in os.environ
+    if offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
     try:
         registry.add_plugins(args.plugin)
         return func(args)
@@ -229,6 +235,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted: finished samples are kept; rerun the same command to resume",
               file=sys.stderr)
         return 130
+    finally:
+        if offline:
+            os.environ.pop("HF_HUB_OFFLINE", None)
 
 
 if __name__ == "__main__":

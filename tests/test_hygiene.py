@@ -1,10 +1,14 @@
-"""The Python API leaves nothing behind: `harness.evaluate()` without `out` removes its folder."""
+"""Nothing left behind: `harness.evaluate()` without `out` removes its folder; a command is offline
+while it runs and leaves the environment as it found it."""
 
 from __future__ import annotations
 
+import os
 import tempfile
 
 import harness
+from harness import commands
+from harness.cli import main
 
 TASK = ("name: tidy\nkind: sentiment\nprompts: [I love the way, The tower]\n"
         "steering: {method: actadd, layer: 1, coeff: 4, positive: love, negative: hate}\n"
@@ -24,3 +28,15 @@ def test_evaluate_without_out_leaves_no_temporary_folder(tiny_llama, tmp_path, m
     kept = tmp_path / "kept"
     harness.evaluate(tmp_path / "t.yaml", tiny_llama, out=kept, samples=1, max_new_tokens=3, progress=False)
     assert (kept / "run.json").is_file()
+
+
+def test_a_command_runs_offline_and_restores_the_environment(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    seen = []
+    monkeypatch.setattr(commands, "cmd_methods",
+                        lambda args: seen.append(os.environ.get("HF_HUB_OFFLINE")) or 0)
+    before = dict(os.environ)
+    assert main(["methods"]) == 0
+    assert seen == ["1"] and dict(os.environ) == before
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # the caller's choice is kept
+    assert main(["methods"]) == 0 and seen[-1] == "0" and os.environ["HF_HUB_OFFLINE"] == "0"
