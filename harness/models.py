@@ -216,25 +216,24 @@ def _hub_snapshot(repo_id: str) -> Path | None:
     return Path(found).parent if isinstance(found, str) else None
 
 
-def is_documentation(relative: Path) -> bool:
-    """Whether a file of a model folder is documentation, a picture or hidden (`.gitattributes`,
-    `.cache/`), which cannot change a token."""
-    name = relative.name.lower()
-    return (any(part.startswith(".") for part in relative.parts) or name.startswith(_DOC_NAMES)
-            or name.endswith(_DOC_SUFFIXES))
+def is_documentation(name: str) -> bool:
+    """Whether a file of a model folder is documentation, a picture or hidden (`.gitattributes`),
+    which cannot change a token."""
+    name = name.lower()
+    return name.startswith(".") or name.startswith(_DOC_NAMES) or name.endswith(_DOC_SUFFIXES)
 
 
 def folder_sha256(directory: Path) -> str:
-    """The identity of a model folder: a hash of the relative path and content hash of every file
-    in it (subfolders included) except documentation: config, generation config, tokenizer files
-    and weights alike. Content hashes are cached by (path, size, mtime) (`file_sha256`)."""
-    files = sorted(p for p in directory.rglob("*")
-                   if p.is_file() and not is_documentation(p.relative_to(directory)))
+    """The identity of a model folder: a hash of the name and content hash of every file in it
+    except documentation: config, generation config, tokenizer files and weights alike.
+    Subfolders (training checkpoints, `original/` weights) are left out: transformers loads a
+    folder's own files only. Content hashes are cached by (path, size, mtime) (`file_sha256`)."""
+    files = sorted(p for p in directory.iterdir() if p.is_file() and not is_documentation(p.name))
     if not files:
         raise ModelLoadError(f"{directory}: no model files to identify the model by")
     digest = hashlib.sha256()
     for path in files:
-        digest.update(f"{path.relative_to(directory).as_posix()}\x00{file_sha256(path)}\n".encode())
+        digest.update(f"{path.name}\x00{file_sha256(path)}\n".encode())
     return digest.hexdigest()
 
 

@@ -65,6 +65,8 @@ def test_the_run_records_the_folder_identity_that_check_and_compare_compare(tmp_
     before = load_model(str(folder)).identity()["sha256"]
     (folder / "LICENSE").write_text("MIT\n")
     (folder / ".gitattributes").write_text("*.safetensors filter=lfs\n")
+    (folder / "checkpoint-10").mkdir()  # a subfolder is never loaded: a training run may write there
+    (folder / "checkpoint-10" / "config.json").write_text("{}")
     assert load_model(str(folder)).identity()["sha256"] == before
     _edit_json(folder / "generation_config.json", do_sample=True)
     assert load_model(str(folder)).identity()["sha256"] != before
