@@ -332,18 +332,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
                     if line.prompts_needed else f"; an effect of {line.effect:+g} cannot be planned")
         print(f"{line.task} · {line.condition} · {line.metric}: {line.n} prompts, paired SD {line.sd:.3g}, "
               f"observed {line.observed:+.3g}; minimum detectable effect at 80 % power "
-              f"{_mde_text(line.mde, line.min_prompts)}{need}")
+              f"{_mde_text(line.mde)} (one test), {_mde_text(line.mde_family)} in its Holm family of "
+              f"{line.family} (its test needs at least {line.min_prompts} prompts){need}")
     return 0
 
 
-def _mde_text(mde: float, least: int) -> str:
+def _mde_text(mde: float) -> str:
     import math
 
-    from harness.schema.spec import ALPHA
-
-    if math.isfinite(mde):
-        return f"{mde:.3g}"
-    return f"none (too few prompts: the test cannot reach p < {ALPHA} below {least})"
+    return f"{mde:.3g}" if math.isfinite(mde) else "none (too few prompts for the test to reach α)"
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ REPS = 400
 # 3.5 binomial standard errors at REPS runs: a calibrated method falls outside with p < 0.001
 SLACK = 3.5 * math.sqrt(0.95 * 0.05 / REPS)
 FPR_SLACK = 3.5 * math.sqrt(ALPHA * (1 - ALPHA) / REPS)
+SIGN_FLIP_SLACK = 3.5 * math.sqrt(ALPHA * (1 - ALPHA) / (20 * REPS))  # simulated on 20 x REPS runs
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +38,9 @@ def test_the_printed_intervals_cover_95_percent_at_every_size(rows, n):
 @pytest.mark.parametrize("n", SIZES)
 def test_no_test_rejects_a_null_more_often_than_alpha(rows, n):
     row = rows[n]
-    for fpr in (row.sign_flip_fpr, row.margin_less_fpr, row.margin_greater_fpr, row.welch_fpr):
-        assert fpr <= ALPHA + FPR_SLACK, row
+    for fpr in (row.sign_flip_fpr, row.margin_less_fpr, row.margin_greater_fpr):
+        assert fpr <= ALPHA + SIGN_FLIP_SLACK, row
+    assert row.welch_fpr <= ALPHA + FPR_SLACK, row
     if n < min_prompts(ALPHA):  # the two-sided test cannot reach α at all
         assert row.sign_flip_fpr == 0.0
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -122,3 +125,28 @@ def test_the_multiplicity_families_are_one_enum():
         source = inspect.getsource(module)
         assert '"confirmatory"' not in source and '"exploratory"' not in source
     assert {f.value for f in Family} >= {"confirmatory", "exploratory", "check"}
+
+
+def test_plan_accounts_for_the_holm_family_a_headline_is_judged_in():
+    """With a fluency cost beside the headline, Holm doubles the smallest p: at 6 prompts a headline
+    that moves every prompt a lot is still not significant, so plan asks for at least 7."""
+    samples, _, _ = _samples()
+    six = [s for s in samples if s.prompt_index < 6]
+    six = [s.model_copy(update={"scores": {**s.scores, "m.value": s.scores["m.value"] + 5.0}})
+           if s.condition == "steered" else s for s in six]
+    numbers = analyse([TaskSamples(SPEC, [f"p{i}" for i in range(6)], ["unsteered", "steered"], {}, six)])
+    (effect,) = numbers.effects
+    assert effect.estimate.p_value == 2 / 64 < 0.05  # every prompt moved: the smallest p at n = 6
+    assert effect.p_adjusted == 2 * 2 / 64 and not effect.significant
+    (line,) = power_lines(_run(numbers), effect=10.0)
+    assert line.family == 2 and line.min_prompts == 7 and line.prompts_needed == 7
+    assert math.isnan(line.mde_family) and math.isfinite(line.mde)
+
+
+def test_only_stats_calls_scipy():
+    """Every statistic comes from harness.stats (scorers may use scipy for their own scores)."""
+    root = Path(__file__).resolve().parent.parent / "harness"
+    users = sorted(str(p.relative_to(root)) for p in root.rglob("*.py")
+                   if re.search(r"^\s*(from|import) scipy", p.read_text(encoding="utf-8"), re.M)
+                   and p.parent.name != "scorers")
+    assert users == ["stats.py"]
