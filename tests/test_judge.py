@@ -179,13 +179,18 @@ def _free_port() -> int:
 
 class StubServer:
     """Answers GET /v1/models and POST /v1/chat/completions with `reply`; the first `fail` POSTs
-    of each conversation get `status` (with Retry-After: 0). Records every request's headers."""
+    of each conversation get `status` (with the header Retry-After: `retry_after` unless None).
+    Records every request's Authorization header, and the most POSTs it held at once; with
+    `meet`, the first `meet` POSTs wait for each other (proof that they were in flight together)."""
 
-    def __init__(self, reply: str = "Rating: 1", fail: int = 0, status: int = 429):
-        self.reply, self.fail, self.status = reply, fail, status
+    def __init__(self, reply: str = "Rating: 1", fail: int = 0, status: int = 429,
+                 retry_after: str | None = "0", meet: int = 0):
+        self.reply, self.fail, self.status, self.retry_after = reply, fail, status, retry_after
         self.posts: list[dict] = []
         self.auth: set[str] = set()
         self.lock = threading.Lock()
+        self.in_flight = self.most_in_flight = 0
+        self.meeting = threading.Barrier(meet, timeout=30) if meet else None
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -210,8 +215,16 @@ class StubServer:
                     stub.auth.add(self.headers.get("Authorization", ""))
                     seen = sum(p == body for p in stub.posts)
                     stub.posts.append(body)
+                    stub.in_flight += 1
+                    stub.most_in_flight = max(stub.most_in_flight, stub.in_flight)
+                    meet = stub.meeting is not None and len(stub.posts) <= stub.meeting.parties
+                if meet:
+                    stub.meeting.wait()
+                with stub.lock:
+                    stub.in_flight -= 1
                 if seen < stub.fail:
-                    self._send(stub.status, {"error": "slow down"}, {"Retry-After": "0"})
+                    after = {} if stub.retry_after is None else {"Retry-After": stub.retry_after}
+                    self._send(stub.status, {"error": "slow down"}, after)
                 else:
                     self._send(200, {"choices": [{"index": 0, "message": {"role": "assistant",
                                                                            "content": stub.reply}}]})
@@ -247,6 +260,31 @@ def test_served_judge_retries_429_and_5xx_then_succeeds(stub_server, status):
     assert [s.values["score"] for s in scores] == [1.0, 1.0]
     assert len(server.posts) == 2 * 3 * 2  # every question: one refusal, one answer
     assert server.posts[0]["temperature"] == 0 and server.posts[0]["model"] == "stub-judge"
+
+
+def test_served_judge_sends_concurrency_requests_at_once_and_never_more(stub_server):
+    server = stub_server(meet=3)  # the first three requests are answered only once all three are in
+    scorer = served(server, concurrency=3)
+    assert [s.values["score"] for s in scorer.score(samples(), ScoringContext())] == [1.0] * len(ITEMS)
+    assert server.most_in_flight == 3 and len(server.posts) == 3 * len(ITEMS)
+
+
+@pytest.mark.parametrize(("retry_after", "waits"), [
+    ("7", [7.0, 7.0]),  # the server's Retry-After, in seconds
+    (None, [1.0, 2.0]),  # else exponential backoff from 1 s
+    ("Wed, 21 Oct 2015 07:28:00 GMT", [0.0, 0.0]),  # a date already past: no wait
+])
+def test_served_judge_waits_as_the_server_asks_or_backs_off_exponentially(stub_server, monkeypatch,
+                                                                         retry_after, waits):
+    import harness.scorers.judge_backends as backends
+
+    slept: list[float] = []
+    monkeypatch.setattr(backends.time, "sleep", slept.append)
+    server = stub_server(fail=2, retry_after=retry_after)
+    scorer = served(server, concurrency=1, max_retries=2, concept=None)
+    (score,) = scorer.score([Sample("Say hi.", "Hello there.", "steered")], ScoringContext())
+    assert score.values["fluency"] == 1.0 and len(server.posts) == 2 * 3
+    assert slept == waits * 2  # two questions (no concept), two refusals each
 
 
 def test_served_judge_gives_up_after_max_retries_naming_the_endpoint(stub_server):
