@@ -19,6 +19,7 @@ from torch import nn
 CACHE_ENV = "HARNESS_CACHE"
 CACHE_OFF = ("off", "0", "false", "no", "none")
 CACHE_MARKER = "harness-cache.json"  # written last: a cache folder without it is never used
+HASH_CACHE_MIN_BYTES = 64 << 20  # smaller files (configs, tokenizers) are hashed on every load
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +43,15 @@ def model_cache_root() -> Path | None:
 
 
 def file_sha256(path: Path) -> str:
-    """The SHA-256 of a file's bytes, read once per (resolved path, size, modification time): the
-    hash is kept in `cache_root()/hashes`, so a multi-gigabyte weights file is not reread on every
-    load. Any change of size or mtime (a rewrite, even of equal length) rehashes it."""
+    """The SHA-256 of a file's bytes. A file of `HASH_CACHE_MIN_BYTES` or more (weights) is read
+    once per (resolved path, size, modification time): its hash is kept in `cache_root()/hashes`,
+    so a multi-gigabyte file is not reread on every load; a rewrite changes its mtime and rehashes
+    it. Smaller files are read every time, so an edit within one mtime tick is never missed."""
     path = path.resolve()
     stat = path.stat()
     root = cache_root()
     entry = None
-    if root is not None:
+    if root is not None and stat.st_size >= HASH_CACHE_MIN_BYTES:
         key = hashlib.sha256(f"{path}\x00{stat.st_size}\x00{stat.st_mtime_ns}".encode()).hexdigest()
         entry = root / "hashes" / key
         try:

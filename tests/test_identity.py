@@ -6,9 +6,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from harness import gguf_cache, runner
 from harness.models import LoadedModel, load_model
@@ -74,6 +77,11 @@ def test_the_run_records_the_folder_identity_that_check_and_compare_compare(tmp_
 
 def test_file_hashes_are_cached_by_path_size_and_mtime(tmp_path, monkeypatch):
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    small = tmp_path / "config.json"
+    small.write_bytes(b"{}")
+    assert gguf_cache.file_sha256(small) == hashlib.sha256(b"{}").hexdigest()
+    assert not (tmp_path / "cache" / "hashes").exists()  # a small file is always read: nothing cached
+    monkeypatch.setattr(gguf_cache, "HASH_CACHE_MIN_BYTES", 1000)
     path = tmp_path / "weights.bin"
     path.write_bytes(b"a" * 1000)
     assert gguf_cache.file_sha256(path) == hashlib.sha256(b"a" * 1000).hexdigest()
@@ -120,3 +128,28 @@ def test_a_hand_built_model_is_identified_by_its_content_not_its_name():
     tok.add_tokens(["zzz"])
     assert LoadedModel(a.model, tok, "mine", "memory").sha256 != a.sha256
     assert LoadedModel(a.model, a.tokenizer, "mine", "memory", "given").sha256 == "given"
+
+
+MODEL_FILES = ["config.json", "generation_config.json", "model.safetensors",
+               "model-00001-of-00002.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+               "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
+               "merges.txt", "tokenizer.model", "chat_template.jinja", "added_tokens.json"]
+DOC_FILES = ["README.md", "readme.txt", "LICENSE", "LICENSE.txt", "NOTICE", "USE_POLICY.md", "card.png",
+             ".gitattributes"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(name=st.sampled_from(MODEL_FILES), doc=st.sampled_from(DOC_FILES),
+       extra=st.binary(min_size=1, max_size=8))
+def test_any_file_that_determines_tokens_changes_the_identity_and_documentation_does_not(name, doc, extra):
+    from harness.models import folder_sha256
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        for f in MODEL_FILES:
+            (folder / f).write_bytes(f.encode())
+        before = folder_sha256(folder)
+        (folder / doc).write_bytes(extra)
+        assert folder_sha256(folder) == before
+        (folder / name).write_bytes(name.encode() + extra)
+        assert folder_sha256(folder) != before
