@@ -27,7 +27,7 @@ from harness.schema.generation import GenerationSettings
 from harness.schema.task import ControlsSpec
 from harness.steering.base import PREAMBLE_SITE, Intervention, Steering
 from harness.steering.session import SteeringNotAppliedError, SteeringScaleWarning
-from harness.sweep import SweepGrid, sweep_conditions
+from harness.sweep import SweepGrid, residual_norm, sweep_conditions
 from harness.tasks import load_task
 from harness.tokens import encode
 from tests.conftest import save_tiny_model
@@ -126,6 +126,16 @@ def test_a_sweep_over_coefficients_of_an_ablation_is_refused(tiny_llama, tmp_pat
         SweepGrid((1,), (4.0, 4.0))
 
 
+def test_a_norm_unit_sweep_clamps_the_projection_at_c_times_the_residual_norm(tiny_llama, tmp_path):
+    """A clamp's strength is its value, not its direction's norm: the norm unit divided by |v|."""
+    task = load_task(str(_task_file(tmp_path, "{method: mean_diff, layer: 1, coeff: 1, operator: clamp, "
+                                              "pairs: [{positive: I love, negative: I hate}]}")))
+    conditions = sweep_conditions(SweepGrid((1,), (2.0,), "norm"))(tiny_llama, task)
+    (iv,) = conditions["L1 c+2"].steering.interventions
+    assert iv.operator == "clamp" and iv.vector.norm() != pytest.approx(1.0)
+    assert iv.value == pytest.approx(2.0 * residual_norm(tiny_llama, task, 1), rel=1e-6)
+
+
 def test_the_negated_control_of_an_ablation_or_prompting_is_refused_not_planned_as_a_copy():
     width = 8
     ablation = Steering((Intervention(1, torch.ones(width), operator="ablate"),))
@@ -217,6 +227,15 @@ def test_prompting_writes_a_ledger_entry_with_its_instruction_tokens(tiny_llama)
     (g,) = generate(tiny_llama, [PROMPT], {"p": steering}, GREEDY)
     want = len(tiny_llama.tokenizer(steering.preamble, add_special_tokens=False).input_ids)
     assert g.ledger == {PREAMBLE_SITE: {"prompt": (want, 0.0)}} and want > 0
+
+
+def test_actadd_whose_contrast_texts_cancel_is_refused_but_coefficient_0_is_unsteered(tiny_llama):
+    with pytest.raises(UserError, match="actadd: the vector at layer 1 is zero although its coefficients"):
+        build_steering(tiny_llama, {"method": "actadd", "layer": 1, "coeff": 4, "positive": "Love",
+                                    "negative": "Love"})
+    zero = build_steering(tiny_llama, {"method": "actadd", "layer": 1, "coeff": 0, "positive": "Love",
+                                       "negative": "Hate"})
+    assert zero.is_null()
 
 
 def test_vector_file_refuses_empty_layers_and_a_zero_vector_naming_file_and_layer(tiny_llama, tmp_path):

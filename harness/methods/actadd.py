@@ -116,7 +116,8 @@ def build_actadd(
 
     All contrast prompts are padded to one token length `n`, so the terms of a
     layer sum position by position; several layers at once give one
-    intervention each.
+    intervention each. A layer whose terms cancel to zero with nonzero coefficients (the same
+    text twice) is a UserError; coefficients of 0 give a null steering (unsteered).
     """
     import torch
 
@@ -137,6 +138,10 @@ def build_actadd(
     for row, add in enumerate(additions):
         term = add.coeff * acts[(add.layer, point)][row].float()
         per_layer[add.layer] = per_layer[add.layer] + term if add.layer in per_layer else term
+    for layer, vector in per_layer.items():
+        if not bool(vector.any()) and any(a.coeff for a in additions if a.layer == layer):
+            raise UserError(f"actadd: the vector at layer {layer} is zero although its coefficients are not "
+                            "(the contrast texts give the same activations): it would steer nothing")
     return Steering(
         tuple(Intervention(layer, vec, point, "prefix") for layer, vec in sorted(per_layer.items()))
     )

@@ -156,9 +156,16 @@ class Steering:
 
     def position_norm(self) -> float:
         """Mean norm of what is added at one position: a `[d]` vector's norm, or the mean
-        over an ActAdd vector's nonzero positions (its BOS position is zero by construction)."""
+        over an ActAdd vector's nonzero positions (its BOS position is zero by construction); a
+        clamp's |value| (the projection it sets, whatever the norm of its direction vector). An
+        ablation has no strength: ValueError."""
         norms = []
         for iv in self.interventions:
+            if iv.operator == "ablate":
+                raise ValueError(f"{iv.site}: an ablation has no strength to measure")
+            if iv.operator == "clamp":
+                norms.append(abs(iv.value))
+                continue
             rows = iv.vector.float().reshape(-1, iv.vector.shape[-1]).norm(dim=-1)
             norms += rows[rows > 0].tolist()
         return sum(norms) / len(norms) if norms else 0.0
