@@ -153,3 +153,22 @@ def test_any_file_that_determines_tokens_changes_the_identity_and_documentation_
         assert folder_sha256(folder) == before
         (folder / name).write_bytes(name.encode() + extra)
         assert folder_sha256(folder) != before
+
+
+def test_a_hub_id_is_identified_by_its_cached_snapshot_files(tmp_path):
+    """A hub id from the local cache gets the identity of the snapshot folder it loads from (before:
+    no hash at all, its samples keyed by the id, so a new revision reused the old samples)."""
+    import subprocess
+    import sys
+
+    snapshot = tmp_path / "hub" / "models--org--tiny" / "snapshots" / "abc123"
+    save_tiny_model("gpt2", snapshot)
+    (tmp_path / "hub" / "models--org--tiny" / "refs").mkdir()
+    (tmp_path / "hub" / "models--org--tiny" / "refs" / "main").write_text("abc123")
+    code = "from harness.models import load_model; print(load_model('org/tiny').sha256)"
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1",
+           "HARNESS_CACHE": str(tmp_path / "cache")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    from harness.models import folder_sha256
+
+    assert out.stdout.split()[-1] == folder_sha256(snapshot)
