@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from harness.engine import GenerationSettings, generate
+from harness.errors import UserError
 from harness.methods.actadd import Addition, build_actadd, contrast_token_ids
 from harness.steering.session import PrefixTruncatedWarning
 from harness.tokens import encode
@@ -42,14 +43,15 @@ def test_contrast_prompts_padded_with_spaces_to_equal_length(smollm):
     assert ids[0][0] == 0 and ids[0][-1] == space and ids[0][2] == space
 
 
-@pytest.mark.parametrize("additions", [
-    [Addition(6, 0.0, "Love"), Addition(6, -0.0, "Hate")],
-    [Addition(6, 4.0, "Love"), Addition(6, -4.0, "Love")],
-])
-def test_null_steering_reproduces_unsteered_tokens(smollm, additions):
-    steering = build_actadd(smollm, additions)
+def test_null_steering_reproduces_unsteered_tokens(smollm):
+    steering = build_actadd(smollm, [Addition(6, 0.0, "Love"), Addition(6, -0.0, "Hate")])
     out = _completions(smollm, ["I hate you because"], {"u": None, "s": steering})
     assert out[("I hate you because", "s", 0)] == out[("I hate you because", "u", 0)]
+
+
+def test_texts_that_cancel_to_a_zero_vector_are_refused_not_run_as_steering(smollm):
+    with pytest.raises(UserError, match="vector at layer 6 is zero although its coefficients are not"):
+        build_actadd(smollm, [Addition(6, 4.0, "Love"), Addition(6, -4.0, "Love")])
 
 
 def test_love_hate_changes_greedy_completion(smollm):
