@@ -106,6 +106,13 @@ def test_steer_bos_with_generated_positions_is_refused():
                                      "positions": "generated", "steer_bos": True})
 
 
+def test_steer_bos_without_a_bos_is_refused(tiny_llama):
+    spec = {"method": "mean_diff", "layer": 1, "coeff": 2, "pairs": PAIRS, "steer_bos": True}
+    with pytest.raises(UserError, match="steer_bos: generation.use_bos is false"):
+        build_steering(tiny_llama, spec, GenerationSettings(use_bos=False))
+    assert build_steering(tiny_llama, spec, GenerationSettings(use_bos=True)).interventions[0].steer_bos
+
+
 def test_operator_ablate_via_set_is_refused_with_exit_2(capsys):
     """The issue's command: `--method mean_diff --set steering.operator=ablate` kept coeff 2 and
     ignored it; the negated control equalled the steered condition."""

@@ -136,6 +136,7 @@ def build_mean_diff(
 
 def build(lm: LoadedModel, spec: MeanDiffSpec, settings: GenerationSettings) -> Steering:
     assert isinstance(spec.pairs, list), "pair files are read when the task is loaded"
+    spec.check_generation(settings.use_bos)
     return build_mean_diff(lm, [(p.positive, p.negative) for p in spec.pairs], spec.layer, spec.coeff,
                            token=spec.token, point=spec.point, use_bos=settings.use_bos,
                            positions=spec.positions, operator=spec.operator, steer_bos=spec.steer_bos)

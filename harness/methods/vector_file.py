@@ -121,6 +121,7 @@ def build_vector_file(lm: LoadedModel, path: Path, layer: int | None = None, coe
 
 
 def build(lm: LoadedModel, spec: VectorFileSpec, settings: GenerationSettings) -> Steering:
+    spec.check_generation(settings.use_bos)
     return file_interventions(lm, spec)
 
 

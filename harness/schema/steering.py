@@ -71,15 +71,17 @@ Operator = Literal["add", "clamp", "ablate"]
 class VectorSpec(MethodSpec):
     """Where and how a `[d]` vector acts, for every vector method.
 
-    `positions`: every position (`all`), only the prompt's, or only the generated tokens'
-    (SteeringControl's ALL_TOKENS / POST_INSTRUCTION / OUTPUT_ONLY). `steer_bos`: also act on the
-    BOS position (steering-vectors and repeng do by default; we do not: position 0 is the shared
-    attention sink). `operator`: `add` coeff × vector; `clamp` sets the projection on the vector's
-    unit direction to coeff (lm-evaluation-harness); `ablate` removes that projection (the
-    refusal-direction method) and takes no `coeff`.
+    `coeff`: with `add`, the multiple of the vector added; with `clamp`, the value the projection
+    is set to; `ablate` takes none. `positions`: every position (`all`), only the prompt's, or
+    only the generated tokens' (SteeringControl's ALL_TOKENS / POST_INSTRUCTION / OUTPUT_ONLY).
+    `steer_bos`: also act on the BOS position (steering-vectors and repeng do by default; we do
+    not: position 0 is the shared attention sink). `operator`: `add` coeff × vector; `clamp` sets
+    the projection on the vector's unit direction to coeff (lm-evaluation-harness); `ablate`
+    removes that projection (the refusal-direction method) and takes no `coeff`.
 
     A setting that would change nothing is refused, never ignored: a `coeff` with `ablate`,
-    `steer_bos` with `positions: generated` (BOS is never a generated token).
+    `steer_bos` with `positions: generated` (BOS is never a generated token) or without a BOS
+    (`check_generation`).
     """
 
     coeff: float | None = Field(None, allow_inf_nan=False)
@@ -97,6 +99,11 @@ class VectorSpec(MethodSpec):
             raise ValueError("steer_bos: positions 'generated' never include the BOS position, so "
                              "steer_bos would be ignored: remove it or steer `all` positions")
         return self
+
+    def check_generation(self, use_bos: bool) -> None:
+        """UserError for a setting the generation settings make void: `steer_bos` without BOS."""
+        if self.steer_bos and not use_bos:
+            raise UserError("steer_bos: generation.use_bos is false, so there is no BOS position to steer")
 
     def at(self, layer: int, coeff: float) -> Self:
         if self.operator == "ablate":
