@@ -366,8 +366,10 @@ def _check_expected_mode(lm, encode) -> None:
     scorer = make_scorer("judge", {"mode": "expected", "min_mass": 0.0})
     ctx = ScoringContext(lm=lm, load_judge=lambda name: lm)
     (score,) = scorer.score(samples(ITEMS[:1]), ctx)  # three questions of three lengths: a padded batch
+    prefix = lm.tokenizer(scorer.rubric.answer_prefix, add_special_tokens=False).input_ids
+    assert prefix  # the bundled rubric begins the judge's reply with "Rating: "
     for criterion in ("concept", "instruction", "fluency"):
-        probs = _rating_probs_alone(lm, encode(scorer.rubric.conversation(criterion, *ITEMS[0])))
+        probs = _rating_probs_alone(lm, encode(scorer.rubric.conversation(criterion, *ITEMS[0])) + prefix)
         assert score.detail["probabilities"][criterion] == pytest.approx(probs, rel=1e-3, abs=1e-7)
         assert score.values[criterion] == pytest.approx((probs[1] + 2 * probs[2]) / sum(probs), rel=1e-3)
     assert score.values["score"] == pytest.approx(harmonic_mean([score.values[c] for c in

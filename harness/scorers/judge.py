@@ -42,11 +42,14 @@ log = logging.getLogger(__name__)
 
 class Rubric(Spec):
     """Three question templates, each answered by one rating 0-2. Placeholders: `{concept}`,
-    `{instruction}` (the prompt), `{completion}`; `system`: the judge's system message."""
+    `{instruction}` (the prompt), `{completion}`; `system`: the judge's system message;
+    `answer_prefix`: in expected mode, the start of the judge's reply, after which the rating
+    token is read (parse mode never uses it: a served judge cannot be given one)."""
 
     name: str = Field(min_length=1)
     version: int = Field(ge=1)
     system: str | None = None
+    answer_prefix: str = ""
     concept: str
     instruction: str
     fluency: str
@@ -115,8 +118,9 @@ class JudgeParams(Spec):
     variable holding the key; `concurrency`, `timeout` seconds, `max_retries`). `rubric`: a
     bundled rubric or a rubric file. `mode`: `parse` reads the rating from the greedy reply of at
     most `max_tokens` tokens; `expected` (local only) is the probability-weighted rating of the
-    tokens "0", "1", "2" as the reply's first token, NaN when their total probability is below
-    `min_mass`. `concept`: the concept rated (else each prompt's `concept` field)."""
+    tokens "0", "1", "2" as the reply's next token after the rubric's `answer_prefix`, NaN when
+    their total probability is below `min_mass`. `concept`: the concept rated (else each prompt's
+    `concept` field)."""
 
     backend: Literal["local", "openai"] = "local"
     model: str | None = None
@@ -249,7 +253,7 @@ class JudgeScorer(BaseScorer):
         try:
             if self.params.mode == "expected":
                 local: LocalJudge = self.backend  # type: ignore[assignment]
-                local.rating_probabilities(conversations, done)
+                local.rating_probabilities(conversations, done, self.rubric.answer_prefix)
             else:
                 self.backend.replies(conversations, done)  # type: ignore[union-attr]
         finally:

@@ -48,15 +48,17 @@ class LocalJudge:
     def check(self) -> None:
         """A local judge is loaded before it gets here: nothing to reach."""
 
-    def encode(self, conversation: Conversation) -> list[int]:
+    def encode(self, conversation: Conversation, reply_start: str = "") -> list[int]:
+        """The question's tokens, the judge's turn opened (and begun with `reply_start`)."""
         from harness.tokens import encode
 
         tok = self.lm.tokenizer
+        start = tok(reply_start, add_special_tokens=False).input_ids if reply_start else []
         if getattr(tok, "chat_template", None):
             rendered = tok.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True,
                                                return_dict=True)
-            return list(rendered["input_ids"])
-        return encode(tok, "\n\n".join(m["content"] for m in conversation) + "\n\n", use_bos=True)
+            return [*rendered["input_ids"], *start]
+        return [*encode(tok, "\n\n".join(m["content"] for m in conversation) + "\n\n", use_bos=True), *start]
 
     def rating_token_ids(self) -> list[int]:
         """The token of each rating "0", "1", "2" (expected mode needs each to be one token)."""
@@ -66,8 +68,9 @@ class LocalJudge:
                             f"({ids}); use mode: parse")
         return [i[0] for i in ids]
 
-    def _batches(self, conversations: Sequence[Conversation]) -> list[tuple[list[int], list[list[int]]]]:
-        encoded = [self.encode(c) for c in conversations]
+    def _batches(self, conversations: Sequence[Conversation], reply_start: str = ""
+                 ) -> list[tuple[list[int], list[list[int]]]]:
+        encoded = [self.encode(c, reply_start) for c in conversations]
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # similar lengths together
         return [(idx, [encoded[i] for i in idx]) for start in range(0, len(order), self.batch_size)
                 for idx in [order[start : start + self.batch_size]]]
@@ -92,15 +95,15 @@ class LocalJudge:
                 done(i, text)
 
     def rating_probabilities(self, conversations: Sequence[Conversation],
-                             done: Callable[[int, list[float]], None]) -> None:
-        """P("0"), P("1"), P("2") as the reply's first token, under the full softmax (their sum is
-        the mass the judge puts on answering with a rating at all)."""
+                             done: Callable[[int, list[float]], None], reply_start: str = "") -> None:
+        """P("0"), P("1"), P("2") as the reply's next token after `reply_start`, under the full
+        softmax (their sum is the mass the judge puts on answering with a rating at all)."""
         import torch
 
         from harness.tokens import left_pad
 
         ratings = torch.tensor(self.rating_token_ids(), device=self.lm.device)
-        for idx, rows in tqdm(self._batches(conversations), desc="judge", disable=None):
+        for idx, rows in tqdm(self._batches(conversations, reply_start), desc="judge", disable=None):
             ids, mask = left_pad(rows, self.lm.tokenizer.pad_token_id, self.lm.device)
             positions = (mask.cumsum(dim=1) - 1).clamp(min=0)  # a row scores the same in any batch
             with torch.no_grad():
