@@ -58,11 +58,11 @@ def verdict(low: float | None, high: float | None, target: float, at_most: bool 
 def measured(values: Sequence[float], unit: str, target: float | None = None, *, at_most: bool = False,
              num: float | None = None, den: float | None = None, raw_unit: str | None = None) -> Figure:
     """The figure of repeated measurements `values`: their median, its interval and verdict."""
-    low, high = median_ci(values, CONFIDENCE)
-    low_, high_ = (None, None) if math.isnan(low) else (low, high)
-    return Figure(value=statistics.median(values), unit=unit, low=low_, high=high_, n=len(values),
+    ci = median_ci(values, CONFIDENCE)
+    low, high = (None, None) if math.isnan(ci[0]) else ci
+    return Figure(value=statistics.median(values), unit=unit, low=low, high=high, n=len(values),
                   numerator=num, denominator=den, raw_unit=raw_unit, target=target, at_most=at_most,
-                  verdict=None if target is None else verdict(low_, high_, target, at_most))
+                  verdict=None if target is None else verdict(low, high, target, at_most))
 
 
 def ratio(num: Sequence[float], den: Sequence[float], raw_unit: str, target: float | None = None) -> Figure:
