@@ -113,6 +113,20 @@ class Toy(BaseScorer):
         return ok
 
 
+class FirstPromptNotApplicable(BaseScorer):
+    """`length` of the completion in characters; not applicable to the first exclamation prompt."""
+
+    name = "toy"
+    metrics = ("length",)
+
+    def __init__(self):
+        self.first = load_task("exclamation").prompts[0].text
+
+    def score(self, samples, ctx):
+        return [Score({"length": NAN}, not_applicable={"length": "first prompt"}) if s.prompt == self.first
+                else Score({"length": float(len(s.completion))}) for s in samples]
+
+
 def _task_and_records(texts: list[str], condition: str = "steered"):
     task = load_task("exclamation").limited(len(texts))
     records = [SampleRecord(key=f"k{i}", task=task.name, condition=condition, prompt_index=i,
@@ -192,26 +206,36 @@ def test_degenerate_completions_are_counted_per_condition_and_shown_in_every_rep
         "scorers": {"keywords": {"words": ["love"]}}, "metrics": {"keywords.rate": "increase"},
         "headline": "keywords.rate"}))
     records = [r for c in texts for r in _task_and_records(texts[c], c)[1]]
-    scored = _score(task, records, {"keywords": make_scorer("keywords", {"words": ["love"]})})
+    first = task.prompts[0].text
+    scored = _score(task, records, {"keywords": make_scorer("keywords", {"words": ["love"]}),
+                                    "toy": FirstPromptNotApplicable()})
     assert [r.scores["completion.empty"] for r in scored[4:]] == [0.0, 0.0, 0.0, 1.0]
 
     counts = {c.condition: c for c in condition_counts(scored, task.name, ["unsteered", "steered"])}
-    assert (counts["steered"].empty, counts["steered"].unscorable, counts["unsteered"].unscorable) == (1, 2, 0)
+    steered, unsteered = counts["steered"], counts["unsteered"]
+    assert (steered.empty, steered.unscorable, unsteered.unscorable) == (1, 2, 0)
     assert counts["steered"].degenerate_share == 3 / 4
 
     numbers = analyse([TaskSamples(task.spec, [p.identity() for p in task.prompts], ["unsteered", "steered"],
                                    {}, scored)])
     rate = next(e for e in numbers.effects if e.metric == "keywords.rate")
-    assert (rate.n, rate.n_excluded) == (1, 3)
+    e = rate.estimate
+    assert (e.n_planned, e.n, e.n_not_applicable, e.n_unscorable, rate.n_excluded) == (4, 1, 0, 3, 3)
+    length = next(e for e in numbers.effects if e.metric == "toy.length")
+    e = length.estimate
+    assert (e.n_planned, e.n, e.n_not_applicable, e.n_unscorable, length.n_excluded) == (4, 3, 1, 0, 2)
+    assert sample_status(next(r for r in scored if r.prompt == first), "toy.length") == "not applicable"
     result = RunResult(config={"target": "t"}, config_hash="h", model={"name": "m"}, versions={},
                        started="", finished="",
                        tasks=[TaskInfo(name=task.name, kind="topic", n_prompts=4)],
                        effects=numbers.effects, fluency_cost=[], headlines=numbers.headlines,
                        counts=numbers.counts)
     assert json.loads(result.model_dump_json())["counts"][1]["unscorable"] == 2
-    terminal, markdown, html = results_text(result), render_markdown(result, scored), render_html(result, scored)
+    terminal, markdown = results_text(result), render_markdown(result, scored)
+    html = render_html(result, scored)
     for report in (terminal, markdown, html):
-        assert "unscorable" in report and "1/4 (3 NaN)" in report
+        assert "unscorable" in report and "1/4 (3 unscorable; 3 NaN)" in report
+        assert "3/4 (1 n/a; 2 NaN)" in report
     assert "| exclamation | steered | 4 | 0 | 1 | 2 |" in markdown
     assert "<td>4</td><td>0</td><td>1</td><td>2</td>" in html.replace("\n", "")
 

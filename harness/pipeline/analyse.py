@@ -3,6 +3,7 @@ prompt), fluency cost, headlines, per-prompt summaries, sample counts and the st
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import defaultdict
 from collections.abc import Sequence
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from harness.comparison import Comparison, Family, adjust, compare_values, prompt_means
-from harness.pipeline.score import is_unscorable
+from harness.pipeline.score import coverage, is_unscorable, prompt_status
 from harness.schema.results import (
     ConditionCounts,
     ControlRecord,
@@ -50,7 +51,19 @@ def compare_conditions(samples: Sequence[SampleRecord], task: str, condition: st
     steer, dropped_s = condition_values(samples, task, condition, metric, prompt_ids)
     summary = PromptSummary(task=task, condition=condition, metric=metric,
                             prompts={k: [base[k], steer[k]] for k in prompt_ids})
-    return compare_values(base, steer, seed=seed), dropped_u + dropped_s, summary
+    c = covered(compare_values(base, steer, seed=seed), samples, task, [UNSTEERED, condition], metric,
+                prompt_ids)
+    return c, dropped_u + dropped_s, summary
+
+
+def covered(c: Comparison, samples: Sequence[SampleRecord], task: str, sides: Sequence[str | Sequence[str]],
+            metric: str, prompt_ids: Sequence[str]) -> Comparison:
+    """`c` with the prompts it left out split by why (`pipeline.score.coverage`): those the metric
+    does not apply to, and the unscorable rest (flagged, degenerate, non-finite, missing)."""
+    na = coverage(*(prompt_status(samples, task, side, metric, prompt_ids) for side in sides)).not_applicable
+    e = c.estimate
+    update = {"n_not_applicable": na, "n_unscorable": e.n_planned - e.n - na}
+    return dataclasses.replace(c, estimate=e.model_copy(update=update))
 
 
 def task_effects(spec: TaskSpec, prompt_ids: Sequence[str], conditions: Sequence[str],
@@ -128,21 +141,22 @@ def control_records(spec: TaskSpec, prompt_ids: Sequence[str], controls: Control
         negated = [c for c, (b, kind) in controls.items() if b == base and kind == "negated"]
         for metric in metrics:
             steered = condition_values(mine, spec.name, base, metric, prompt_ids)[0]
-            compared: list[tuple[str, str, dict[str, float]]] = []
+            compared: list[tuple[str, str, list[str], dict[str, float]]] = []
             if randoms:
                 values = np.array([[condition_values(mine, spec.name, c, metric, prompt_ids)[0][p]
                                     for p in prompt_ids] for c in randoms])
                 reference = dict(zip(prompt_ids, _finite_mean(values).tolist(), strict=True))
-                compared.append(("specific", f"random controls ({len(randoms)})", reference))
+                compared.append(("specific", f"random controls ({len(randoms)})", randoms, reference))
                 if metric == spec.headline:
                     summaries.append(PromptSummary(
                         task=spec.name, condition=base, metric=metric, reference="random controls",
                         prompts={p: [reference[p], steered[p]] for p in prompt_ids}))
             for name in negated:
-                compared.append(("direction", name,
+                compared.append(("direction", name, [name],
                                  condition_values(mine, spec.name, name, metric, prompt_ids)[0]))
-            for kind, reference_name, reference in compared:
-                c = compare_values(reference, steered, seed=seed)
+            for kind, reference_name, sides, reference in compared:
+                c = covered(compare_values(reference, steered, seed=seed), mine, spec.name, [sides, base],
+                            metric, prompt_ids)
                 records.append(ControlRecord(
                     task=spec.name, condition=base, metric=metric, kind=kind, reference=reference_name,
                     expected_direction=spec.metrics.get(metric), headline=metric == spec.headline,

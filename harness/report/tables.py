@@ -6,13 +6,15 @@ import math
 
 from harness.report.cells import MOVED, NOT_SIG, WRONG, Cell, Estimate, arrow, estimate, num, pval, verdict
 from harness.schema.results import EffectRecord, FluencyRecord, RunResult
+from harness.schema.results import Estimate as EstimateRecord
 from harness.schema.spec import FLUENCY_METRIC
 
 CI_LEGEND = ("95% Student t intervals over prompts, paired by prompt (their coverage is simulated by "
              "`python -m harness.calibration`); MDE = minimum detectable effect at 80% power, "
              "\"too few prompts\" below 6, where the sign-flip test cannot reach p < 0.05")
-N_LEGEND = ("n = prompts compared / planned, (k NaN) = sample values left out: flagged, empty, "
-            "unscorable or not applicable")
+N_LEGEND = ("n = prompts compared / planned; left out: prompts the metric does not apply to (n/a) and "
+            "prompts without a finite value on a side (unscorable: flagged, empty or unscorable texts); "
+            "k NaN = sample values dropped")
 LEGEND = (
     f"↑/↓ expected direction · {MOVED} moved as expected, significant · {WRONG} significant, "
     f"wrong direction · {NOT_SIG} not significant (Holm-adjusted p < 0.05) · "
@@ -49,10 +51,13 @@ def mde_text(mde: float) -> str:
     return num(mde) if math.isfinite(mde) else "too few prompts"
 
 
-def n_text(run: RunResult, task: str, n: int, excluded: int) -> str:
-    """`6/8 (4 NaN)`: prompts compared of those planned, and the sample values left out."""
-    planned = next((f"/{t.n_prompts}" for t in run.tasks if t.name == task), "")
-    return f"{n}{planned}" + (f" ({excluded} NaN)" if excluded else "")
+def n_text(e: EstimateRecord, excluded: int) -> str:
+    """`6/8 (1 n/a, 1 unscorable; 4 NaN)`: prompts compared of those planned, the prompts left out
+    by why, and the sample values dropped."""
+    why = [f"{k} {label}" for k, label in ((e.n_not_applicable, "n/a"), (e.n_unscorable, "unscorable")) if k]
+    dropped = [f"{excluded} NaN"] if excluded else []
+    detail = "; ".join(part for part in (", ".join(why), *dropped) if part)
+    return f"{e.n}/{e.n_planned}" + (f" ({detail})" if detail else "")
 
 
 def headline_rows(run: RunResult) -> list[list[Cell]]:
@@ -63,7 +68,7 @@ def headline_rows(run: RunResult) -> list[list[Cell]]:
         f = fluency.get((h.task, h.condition))
         rows.append([
             h.task, h.condition, h.metric, arrow(h.expected_direction),
-            n_text(run, h.task, h.estimate.n, e.n_excluded if e else 0),
+            n_text(h.estimate, e.n_excluded if e else 0),
             f"{num(h.estimate.mean_a)} → {num(h.estimate.mean_b)}",
             estimate(h.estimate), num(h.estimate.effect_size, signed=True),
             pval(e.p_adjusted) if e else "—", verdict(h.expected_direction, h.estimate.point, h.significant),
@@ -77,7 +82,7 @@ def effect_rows(run: RunResult, headlines: bool = True) -> list[list[Cell]]:
     """One row of EFFECT_COLUMNS per effect; headline metrics are starred (or left out)."""
     return [
         [e.task, e.condition, ("★ " if e.headline else "") + e.metric, arrow(e.expected_direction),
-         n_text(run, e.task, e.estimate.n, e.n_excluded),
+         n_text(e.estimate, e.n_excluded),
          f"{num(e.estimate.mean_a)} → {num(e.estimate.mean_b)}", estimate(e.estimate),
          num(e.estimate.effect_size, signed=True), pval(e.p_adjusted),
          verdict(e.expected_direction, e.estimate.point, e.significant)]
