@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 
 from harness.errors import UserError
-from harness.pipeline.analyse import TaskSamples, analyse, condition_counts
+from harness.pipeline.analyse import TaskSamples, analyse, condition_counts, control_records
 from harness.pipeline.score import coverage, prompt_status, sample_status, score_task
 from harness.report.html import render_html
 from harness.report.markdown import render_markdown
@@ -265,3 +265,25 @@ def test_a_run_counts_whitespace_and_punctuation_completions_in_run_json(tiny_ll
     assert unscorable_texts >= 2 and steered["unscorable"] == unscorable_texts
     assert "unscorable" in (tmp_path / "out" / "report.md").read_text()
     assert result.counts[1].degenerate_share >= unscorable_texts / steered["samples"]
+
+
+def test_control_comparisons_count_not_applicable_and_unscorable_prompts():
+    """The specific effect pools the random controls (a prompt counts where any control has a
+    value); the direction check pairs the steered condition with its negation."""
+    task = load_task("exclamation").limited(3)
+    prompts = [p.identity() for p in task.prompts]
+    na = "not applicable: probe prompt"
+    # prompt 0: n/a everywhere; prompt 1: steered fine, one random control unscorable, the other fine,
+    # negated unscorable; prompt 2: finite everywhere
+    table = {"steered": [(NAN, na), (1.0, None), (2.0, None)],
+             "random_0": [(NAN, na), (NAN, "no words"), (0.5, None)],
+             "random_1": [(NAN, na), (0.2, None), (0.4, None)],
+             "negated": [(NAN, na), (NAN, "whitespace-only completion"), (0.1, None)]}
+    samples = [_record(c, prompts[i], 0, v, why).model_copy(update={"task": task.name, "key": f"{c}{i}"})
+               for c, rows in table.items() for i, (v, why) in enumerate(rows)]
+    records, _ = control_records(task.spec, prompts, {"random_0": ("steered", "random"),
+                                                      "random_1": ("steered", "random"),
+                                                      "negated": ("steered", "negated")}, samples, 0)
+    got = {r.kind: r.estimate for r in records if r.metric == "m"}
+    assert (got["specific"].n, got["specific"].n_not_applicable, got["specific"].n_unscorable) == (2, 1, 0)
+    assert (got["direction"].n, got["direction"].n_not_applicable, got["direction"].n_unscorable) == (1, 1, 1)
