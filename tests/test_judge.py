@@ -404,7 +404,7 @@ def test_expected_rating_of_a_padded_row_under_absolute_positions(tmp_path):
         lm.tokenizer, "\n\n".join(m["content"] for m in conversation) + "\n\n", use_bos=True))
 
 
-@pytest.mark.slow  # about 4 minutes on 2 shared cores: a server start and 18 greedy replies
+@pytest.mark.slow  # 249 s and 578 s measured on 2 cores shared with other jobs: a server start, 18 replies
 def test_served_judge_on_a_real_server_gives_the_in_process_verdicts(smollm, tmp_path):
     """`transformers serve` on loopback, serving the very folder load_model reads SmolLM2 from."""
     import httpx
