@@ -18,10 +18,11 @@ decide, a line is *inconclusive*, never "holds".
 - **fluency cost**: a growth significantly larger than `tolerance.fluency` nats, a cost above
   `max_fluency_cost`, or no finite value is a regression; it holds when a one-sided test shows
   the growth below `tolerance.fluency`.
-- **degenerate samples**: a steered condition whose flagged-or-empty share exceeds the
-  unsteered one's by more than `tolerance.degenerate` is a regression; it holds when the exact
-  (Clopper-Pearson) upper confidence bound of the steered share does not exceed the unsteered
-  share plus `tolerance.degenerate` (too few samples: inconclusive).
+- **degenerate samples**: a steered condition whose degenerate share (flagged, empty or
+  unscorable samples) exceeds the unsteered one's by more than `tolerance.degenerate` is a
+  regression; it holds when the exact (Clopper-Pearson) upper confidence bound of the steered
+  share does not exceed the unsteered share plus `tolerance.degenerate` (too few samples:
+  inconclusive).
 - **steering ledger**: a condition that no longer acts in a forward kind where the baseline's
   did (prompt pass, decode steps), or adds less than `tolerance.ledger` × the baseline's norm
   per sample, is a regression: the steering did not apply. A baseline without a ledger for the
@@ -44,6 +45,7 @@ from harness.comparison import Comparison, Family, adjust, compare_values, margi
 from harness.power import minimum_detectable_effect, prompts_needed
 from harness.schema.results import (
     ConditionCounts,
+    Estimate,
     Headline,
     LedgerRecord,
     PromptSummary,
@@ -102,9 +104,7 @@ class Line(Record):
     coverage: Coverage
     baseline: float
     now: float
-    diff: float
-    ci_low: float
-    ci_high: float
+    change: Estimate | None = None  # effect and fluency lines: now − baseline, paired by prompt
     verdict: Verdict
     reason: str = ""
     p_regression: float | None = None  # Holm-adjusted one-sided test of a regression
@@ -202,9 +202,9 @@ def check(run: RunResult, baseline: Baseline, tolerance: Tolerance | None = None
 
 
 def _line(task: str, condition: str, kind: Kind, what: str, coverage: Coverage, baseline: float, now: float,
-          diff: float, low: float, high: float, verdict: Verdict, reason: str = "") -> Line:
+          change: Estimate | None, verdict: Verdict, reason: str = "") -> Line:
     return Line(task=task, condition=condition, kind=kind, what=what, coverage=coverage, baseline=baseline,
-                now=now, diff=diff, ci_low=low, ci_high=high, verdict=verdict, reason=reason)
+                now=now, change=change, verdict=verdict, reason=reason)
 
 
 NO_BASELINE_VALUE = "no value in the baseline"
@@ -252,8 +252,7 @@ def _regression_reason(line: Line) -> str:
 def _nan_line(task: str, condition: str, kind: Kind, what: str, coverage: Coverage, base: float, now: float,
               reason: str) -> _Test:
     nan = math.nan
-    return _Test(_line(task, condition, kind, what, coverage, base, now, nan, nan, nan, "regression", reason),
-                 nan)
+    return _Test(_line(task, condition, kind, what, coverage, base, now, None, "regression", reason), nan)
 
 
 def _effect_line(base: Headline, now: Headline, now_pp: PromptSummary | None, base_pp: PromptSummary | None,
@@ -275,8 +274,7 @@ def _effect_line(base: Headline, now: Headline, now_pp: PromptSummary | None, ba
     expected = sign * base_diff  # the baseline effect in the expected direction
     p_reg = margin_p_value(toward, -tol.effect * abs(expected), "less") if protect else math.nan
     e = c.estimate
-    line = _line(base.task, base.condition, "effect", what, coverage, base_diff, now_diff, e.point, e.ci_low,
-                 e.ci_high, "holds")
+    line = _line(base.task, base.condition, "effect", what, coverage, base_diff, now_diff, e, "holds")
     line = line.model_copy(update={"detectable": minimum_detectable_effect(e.sd, e.n, sides=1)})
     minimum = floors.get("min_effect")
     if minimum is not None and sign * now_diff < minimum:
@@ -339,8 +337,7 @@ def _fluency_line(base: Headline, run: RunResult, baseline: Baseline, now_pp: Pr
     p_reg = margin_p_value(c, tol.fluency, "greater")
     p_holds = margin_p_value(c, tol.fluency, "less")
     e = c.estimate
-    line = _line(base.task, base.condition, "fluency", what, coverage, f_base, f_now, e.point, e.ci_low,
-                 e.ci_high, "holds")
+    line = _line(base.task, base.condition, "fluency", what, coverage, f_base, f_now, e, "holds")
     line = line.model_copy(update={"p_holds": p_holds,
                                    "detectable": minimum_detectable_effect(e.sd, e.n, sides=1)})
     ceiling = floors.get("max_fluency_cost")
@@ -373,28 +370,26 @@ def _degenerate_line(task: str, condition: str, now: Sequence[ConditionCounts],
     steered, unsteered = _counts(now, task, condition), _counts(now, task, UNSTEERED)
     excess_base = _share(base, task, condition) - _share(base, task, UNSTEERED)
     sizes = {"steered": steered.samples if steered else 0, "unsteered": unsteered.samples if unsteered else 0}
-    coverage = Coverage(unit="samples", planned=sum(sizes.values()), compared=sum(sizes.values()),
-                        excluded={f"no {k} samples counted" : 1 for k, n in sizes.items() if not n})
-    what = "flagged or empty share (steered − unsteered)"
+    coverage = Coverage(unit="samples", planned=sum(sizes.values()), compared=sum(sizes.values()))
+    what = "flagged, empty or unscorable share (steered − unsteered)"
     nan = math.nan
     if steered is None or unsteered is None:
-        return _line(task, condition, "degenerate", what, coverage, excess_base, nan, nan, nan, nan,
-                     "inconclusive", "the run counts no samples of this condition or of unsteered")
+        return _line(task, condition, "degenerate", what, coverage, excess_base, nan, None, "inconclusive",
+                     "the run counts no samples of this condition or of unsteered")
     share_u = unsteered.degenerate_share
     excess_now = steered.degenerate_share - share_u
-    line = _line(task, condition, "degenerate", what, coverage, excess_base, excess_now,
-                 excess_now - excess_base, nan, nan, "holds")
+    line = _line(task, condition, "degenerate", what, coverage, excess_base, excess_now, None, "holds")
     if excess_now > tol.degenerate:
-        return _replace(line, "regression", f"{excess_now:.0%} more of the steered samples are flagged or "
-                        f"empty than unsteered (tolerance {tol.degenerate:.0%})", nan)
+        return _replace(line, "regression", f"{excess_now:.0%} more of the steered samples are flagged, "
+                        f"empty or unscorable than unsteered (tolerance {tol.degenerate:.0%})", nan)
     bad = round(steered.degenerate_share * steered.samples)
     upper = proportion_upper_bound(bad, steered.samples, ALPHA)
     if upper - share_u > tol.degenerate:
         enough = math.ceil(math.log(ALPHA) / math.log1p(-min(share_u + tol.degenerate, 1 - 1e-12)))
         return _replace(line, "inconclusive", f"too few samples: {bad} of {steered.samples} steered samples "
-                        f"are flagged or empty, their share may be up to {upper:.0%} ({1 - ALPHA:.0%} upper "
-                        f"bound), over the unsteered {share_u:.0%} + {tol.degenerate:.0%}; with none flagged "
-                        f"or empty, {enough} samples would decide it", nan)
+                        f"are degenerate, their share may be up to {upper:.0%} ({1 - ALPHA:.0%} upper "
+                        f"bound), over the unsteered {share_u:.0%} + {tol.degenerate:.0%}; with none "
+                        f"degenerate, {enough} samples would decide it", nan)
     return line
 
 
@@ -420,8 +415,7 @@ def _ledger_line(task: str, condition: str, now: Sequence[LedgerRecord], base: S
                         excluded={"no ledger record": planned - samples_now} if samples_now < planned else {})
     what = "steering ledger (norm added per sample)"
     nan = math.nan
-    line = _line(task, condition, "ledger", what, coverage, norm_base, norm_now, norm_now - norm_base, nan,
-                 nan, "holds")
+    line = _line(task, condition, "ledger", what, coverage, norm_base, norm_now, None, "holds")
     lost = [k for k, n in kinds_base.items() if n > 0 and not kinds_now.get(k)]
     if lost:
         where = " and ".join(f"{k} passes" for k in lost)

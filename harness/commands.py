@@ -261,6 +261,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    import math
+
     from pydantic import ValidationError
 
     from harness.baseline import read_baseline
@@ -276,6 +278,9 @@ def _check(args: argparse.Namespace) -> int:
     except ValidationError as err:
         raise UserError(f"check tolerances: {err.errors()[0]['loc'][0]}: {err.errors()[0]['msg']}") from None
     floors = {"min_effect": args.min_effect, "max_fluency_cost": args.max_fluency_cost}
+    for name, value in floors.items():
+        if value is not None and not math.isfinite(value):
+            raise UserError(f"--{name.replace('_', '-')} {value}: not a finite number")
     result = check(run, baseline, tolerance, floors, allow_inconclusive=args.allow_inconclusive,
                    gate=args.gate)
     if args.markdown:

@@ -91,7 +91,8 @@ def test_a_run_holds_against_a_noisy_rerun_of_itself():
     assert set(verdicts(result).values()) == {"holds"} and len(result.lines) == 4
     effect = result.lines[0]
     assert effect.p_holds is not None and effect.p_holds < 0.05  # evidence, not absence of it
-    assert effect.ci_low < effect.diff < effect.ci_high  # a noisy change has a real CI
+    change = effect.change
+    assert change.ci_low < change.point < change.ci_high and change.n == N  # a noisy change has a real CI
 
 
 def test_a_significantly_smaller_effect_is_a_regression_and_a_small_one_is_not():
@@ -150,7 +151,8 @@ def test_steering_that_did_not_apply_is_a_regression(ledger, words):
 def test_json_verdict_is_strict_json(tmp_path):
     result = check(synthetic(np.full(N, math.nan), noisy(0.3, 0.05, 4)), make_baseline(BASE))
     data = json.loads(result.model_dump_json(), parse_constant=lambda c: pytest.fail(f"bare {c} in JSON"))
-    assert data["status"] == REGRESSION and data["lines"][0]["diff"] == "NaN"
+    assert data["status"] == REGRESSION and data["lines"][0]["now"] == "NaN"
+    assert data["lines"][0]["change"] is None  # no finite value: no change to estimate
 
 
 def test_different_model_dtype_tasks_or_prompts_cannot_be_compared():
@@ -254,7 +256,7 @@ def test_real_run_whose_steered_completions_are_all_empty_fails(smollm, love_bas
     result = check(_love_hate(smollm, tmp_path / "empty"), base)
     assert result.status == REGRESSION
     reasons = " ".join(line.reason for line in result.lines)
-    assert "flagged or empty" in reasons and "no finite value" in reasons
+    assert "flagged, empty or unscorable" in reasons and "no finite value" in reasons
 
 
 def test_real_bfloat16_run_against_a_float32_baseline_cannot_be_compared(love_baseline, tmp_path, capsys):

@@ -171,7 +171,7 @@ def test_point7_fluency_holds_only_when_a_one_sided_test_shows_the_growth_below_
     assert fluency.p_regression >= 0.05 and fluency.p_holds >= 0.05
     # the same test by brute force: Monte Carlo sign flips of (growth − 0.15), one-sided "less"
     growth = _effects(now, FLUENCY_METRIC) - _effects(BASE, FLUENCY_METRIC)
-    assert growth.mean() == pytest.approx(fluency.diff)
+    assert growth.mean() == pytest.approx(fluency.change.point)
     assert _sign_flip_less(growth - 0.15) == pytest.approx(fluency.p_holds, abs=0.01)
     steady = synthetic(noisy(0.30, 0.05, 3), noisy(0.30, 0.05, 4))
     clearly = _line(check(steady, make_baseline(BASE)), "fluency")
@@ -268,13 +268,16 @@ def test_every_line_shows_its_coverage_on_the_terminal_in_markdown_and_json(tmp_
 
 # Inputs a skeptical user tries.
 
-@pytest.mark.parametrize("flag", [["--effect-tolerance", "-1"], ["--min-coverage", "1.5"],
-                                  ["--fluency-tolerance", "nan"], ["--degenerate-tolerance", "2"]])
-def test_nonsense_tolerances_are_refused_on_the_cli(tmp_path, flag, capsys):
+@pytest.mark.parametrize(("flag", "words"), [
+    (["--effect-tolerance", "-1"], "check tolerances"), (["--min-coverage", "1.5"], "check tolerances"),
+    (["--fluency-tolerance", "nan"], "check tolerances"),
+    (["--degenerate-tolerance", "2"], "check tolerances"),
+    (["--min-effect", "nan"], "not a finite number"), (["--max-fluency-cost", "inf"], "not a finite number")])
+def test_nonsense_tolerances_and_floors_are_refused_on_the_cli(tmp_path, flag, words, capsys):
     (tmp_path / "run.json").write_text(BASE.model_dump_json())
     write_baseline(BASE, tmp_path / "b.json")
     assert main(["check", str(tmp_path / "run.json"), "--baseline", str(tmp_path / "b.json"), *flag]) == 2
-    assert "check tolerances" in capsys.readouterr().err
+    assert words in capsys.readouterr().err
 
 
 def test_a_non_finite_ledger_norm_is_a_regression_not_a_pass():
@@ -287,3 +290,11 @@ def test_a_baseline_with_a_headline_twice_is_refused(tmp_path):
     path = _baseline_json(tmp_path, lambda d: d["headlines"].append(d["headlines"][0]))
     with pytest.raises(UserError, match="more than one headline"):
         read_baseline(path)
+
+
+def test_unscorable_steered_samples_count_as_degenerate_in_the_check():
+    # 30 of 96 steered completions have tokens but nothing a scorer can score (issue 21 point 5)
+    counts = [c.model_copy(update={"unscorable": 30}) if c.condition == "steered" else c for c in BASE.counts]
+    line = _line(check(_with(BASE, counts=counts), make_baseline(BASE)), "degenerate")
+    assert line.verdict == "regression" and "flagged, empty or unscorable" in line.reason
+    assert line.now == pytest.approx(30 / 96)

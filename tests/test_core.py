@@ -33,9 +33,10 @@ def test_analysis_compare_and_check_report_the_same_difference_and_ci(tmp_path):
     line = next(ln for ln in check(run_b, make_baseline(run_a, no_effect=True), allow_inconclusive=True).lines
                 if ln.what.startswith("effect"))
     d, e = diff.estimate, own.estimate
-    assert d.point == pytest.approx(e.point, abs=1e-12) == pytest.approx(line.diff, abs=1e-12)
+    c = line.change
+    assert d.point == pytest.approx(e.point, abs=1e-12) == pytest.approx(c.point, abs=1e-12)
     assert (d.ci_low, d.ci_high) == pytest.approx((e.ci_low, e.ci_high), abs=1e-12)
-    assert (line.ci_low, line.ci_high) == pytest.approx((d.ci_low, d.ci_high), abs=1e-12)
+    assert (c.ci_low, c.ci_high) == pytest.approx((d.ci_low, d.ci_high), abs=1e-12)
     assert diff.n == e.n == N_PROMPTS
 
 

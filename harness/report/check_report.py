@@ -3,6 +3,8 @@ compared; on the terminal and in Markdown, from the same rows."""
 
 from __future__ import annotations
 
+import math
+
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -27,8 +29,10 @@ def coverage_text(c: Coverage) -> str:
 
 
 def _row(line: Line) -> list[Cell]:
-    change: Cell = (Estimate(line.diff, line.ci_low, line.ci_high) if line.ci_low == line.ci_low
-                    else num(line.diff, signed=True))
+    """One line as cells; a change without a CI (too few prompts, counts, ledger) as its number."""
+    c = line.change
+    change: Cell = (Estimate(c.point, c.ci_low, c.ci_high) if c is not None and math.isfinite(c.ci_low)
+                    else num(c.point if c is not None else line.now - line.baseline, signed=True))
     return [line.task, line.condition, line.what, coverage_text(line.coverage),
             num(line.baseline, signed=True), num(line.now, signed=True), change, num(line.detectable),
             pval(line.p_regression), line.verdict, line.reason]
