@@ -3,6 +3,8 @@ spec, and evaluate a task in one call."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -10,16 +12,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from harness import registry
 from harness.errors import UserError
 from harness.models import DEFAULT_MODEL, LoadedModel
+from harness.pipeline.plan import Condition, ConditionBuilder, task_conditions
+from harness.runner import RunOptions, configure, resolve_tasks, run
 from harness.schema.generation import GenerationSettings
-from harness.schema.results import RunResult
-from harness.schema.steering import MethodSpec
-from harness.steering.base import Steering
+from harness.schema.results import RunResult, SampleRecord
+from harness.schema.spec import STEERED, UNSTEERED
+from harness.schema.steering import HookPoint, MethodSpec
+from harness.schema.task import TaskSpec
+from harness.steering.base import Steering, placed
 from harness.steering.session import SteeringSession
+from harness.store import read_run
+from harness.tasks import Task, task_from_spec, with_settings
 from harness.vectors import VectorSet
 
 
@@ -32,9 +41,11 @@ def build_steering(lm: LoadedModel, spec: MethodSpec | Mapping[str, Any],
 
 
 @contextmanager
-def steer(model: nn.Module | LoadedModel, steering: Steering, *, has_bos: bool = True
-          ) -> Iterator[SteeringSession]:
-    """Steer every forward pass of `model` inside the block, e.g. `model.generate(...)`.
+def steer(model: nn.Module | LoadedModel, steering: Steering | torch.Tensor, *, layer: int | None = None,
+          coeff: float = 1.0, point: HookPoint = "resid", has_bos: bool = True) -> Iterator[SteeringSession]:
+    """Steer every forward pass of `model` inside the block, e.g. `model.generate(...)`:
+    `with steer(lm, love):` for a `Steering`, `with steer(lm, vector, layer=6, coeff=4):` to add
+    `coeff` × a `[d]` vector to the output of decoder block `layer` at every position after BOS.
 
     Works on any Hugging Face causal LM and any of our steerings, with or without the KV cache,
     on padded batches: positions are read from each call's attention mask. `has_bos`: the inputs
@@ -43,6 +54,12 @@ def steer(model: nn.Module | LoadedModel, steering: Steering, *, has_bos: bool =
     A prompting steering has no vectors: put its `preamble` before your prompt yourself.
     """
     net = model.model if isinstance(model, LoadedModel) else model
+    if isinstance(steering, torch.Tensor):
+        if layer is None:
+            raise UserError("a steering vector needs its layer: steer(model, vector, layer=L, coeff=c)")
+        steering = Steering((placed(layer, steering.detach().float(), coeff, point),))
+    elif layer is not None:
+        raise UserError("layer goes with a vector; a Steering carries its own layers")
     session = SteeringSession(net, steering, has_bos=has_bos)
     with session.attached():
         yield session
@@ -85,18 +102,86 @@ def steering_to_vectors(steering: Steering, format_: str = "harness", *, use_bos
     return VectorSet(vectors=vectors, format=format_, point=points.pop())
 
 
-def evaluate(task: str | Path, model: str | LoadedModel = DEFAULT_MODEL, *, out: str | Path | None = None,
-             **options: Any) -> RunResult:
-    """Run a task or suite (a bundled name or a YAML path) and return its results.
+class Evaluation(RunResult):
+    """What `evaluate` returns: every number of the run (run.json's fields) and its samples."""
 
-    `options` are `harness.runner.RunOptions` fields (samples, max_new_tokens, max_prompts,
-    overrides, method, seed, batch_size, progress). With `out`, the run is written there, so it
-    can be reported, checked or resumed like any other; without, it runs in a temporary folder
-    that is removed before returning (the result holds every number).
+    samples: list[SampleRecord] = Field(default_factory=list, exclude=True)
+
+
+TaskLike = str | Path | Task | TaskSpec | Mapping[str, Any]
+SteeringLike = Steering | MethodSpec | Mapping[str, Any] | torch.Tensor | str | Path
+
+
+def evaluate(task: TaskLike, model: str | LoadedModel = DEFAULT_MODEL, *,
+             steering: SteeringLike | None = None, layer: int | None = None, coeff: float | None = None,
+             options: RunOptions | None = None, out: str | Path | None = None) -> Evaluation:
+    """Run a task and return its numbers and samples.
+
+    `task`: a bundled task or suite name, a YAML path, a `Task`, or a `TaskSpec` (or a mapping
+    shaped like a task file) built in Python. `steering` replaces the task's steering: a method
+    spec (or mapping like a task file's `steering:`), a `Steering` built in Python, or a vector
+    (a `[d]` tensor, or a vector file of any tool) with `layer` and `coeff`. `options` are typed
+    `RunOptions`, applied after the task is validated. With `out` the run is written there, to be
+    reported, checked or resumed like any other; without, in a temporary folder removed before
+    returning.
     """
-    from harness.runner import RunOptions, run
-
+    options = options or RunOptions()
+    if isinstance(task, str | Path):
+        target, tasks = str(task), resolve_tasks(str(task), options)
+    else:
+        built = task if isinstance(task, Task) else task_from_spec(task)
+        target, tasks = built.name, [configure(built, options)]
+    conditions, extra = task_conditions, {}
+    given = _steering(steering, layer, coeff)
+    if isinstance(given, MethodSpec):
+        tasks = [with_settings(t, steering=given) for t in tasks]
+    elif given is not None:
+        identity = {"python steering": steering_hash(given)}
+        conditions, extra = _conditions_of(given, identity), {"steering": identity}
     if out is not None:
-        return run(str(task), Path(out), model=model, options=RunOptions(**options))
+        return _evaluation(run(target, Path(out), model=model, options=options, tasks=tasks,
+                               conditions=conditions, extra=extra), Path(out))
     with tempfile.TemporaryDirectory(prefix="harness-run-") as folder:
-        return run(str(task), Path(folder), model=model, options=RunOptions(**options))
+        return _evaluation(run(target, Path(folder), model=model, options=options, tasks=tasks,
+                               conditions=conditions, extra=extra), Path(folder))
+
+
+def _evaluation(result: RunResult, folder: Path) -> Evaluation:
+    return Evaluation(**dict(result), samples=read_run(folder)[1])
+
+
+def _steering(steering: SteeringLike | None, layer: int | None, coeff: float | None
+              ) -> Steering | MethodSpec | None:
+    """A resolved method spec (files read), or a `Steering` object, from what `evaluate` got."""
+    if isinstance(steering, torch.Tensor):
+        if layer is None:
+            raise UserError("a steering vector needs its layer: evaluate(..., steering=v, layer=L, coeff=c)")
+        return Steering((placed(layer, steering.detach().float().cpu(), 1.0 if coeff is None else coeff),))
+    if isinstance(steering, str | Path):
+        steering = {"method": "vector_file", "path": str(steering), "layer": layer, "coeff": coeff}
+    elif layer is not None or coeff is not None:
+        raise UserError("layer and coeff go with a vector (a tensor or a vector file); a spec or a Steering "
+                        "carries its own")
+    if steering is None or isinstance(steering, Steering):
+        return steering
+    spec = steering if isinstance(steering, MethodSpec) else (
+        registry.method(str(steering.get("method"))).spec.model_validate(dict(steering)))
+    return spec.resolve(Path.cwd(), lambda field: f"steering.{'.'.join(field)}")
+
+
+def steering_hash(steering: Steering) -> str:
+    """The content hash of a steering built in Python: every intervention's place, operator and
+    vector bytes, and its preamble (what its samples are keyed by, as a spec is by its fields)."""
+    digest = hashlib.sha256(steering.preamble.encode())
+    for iv in steering.interventions:
+        digest.update(json.dumps([iv.layer, iv.point, iv.positions, iv.operator, iv.value, iv.steer_bos,
+                                  list(iv.vector.shape)]).encode())
+        digest.update(iv.vector.detach().float().cpu().contiguous().numpy().tobytes())
+    return "sha256:" + digest.hexdigest()
+
+
+def _conditions_of(steering: Steering, identity: dict[str, Any]) -> ConditionBuilder:
+    def build(lm: LoadedModel, task: Task) -> dict[str, Condition]:
+        return {UNSTEERED: Condition(None, {}, None),
+                STEERED: Condition(steering, {"method": "python steering", **identity}, identity)}
+    return build

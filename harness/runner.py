@@ -24,13 +24,15 @@ from harness.pipeline.score import preflight, score_task
 from harness.pipeline.write import notes, write_run
 from harness.schema.results import RunResult, SampleRecord, TaskInfo
 from harness.schema.spec import UNSTEERED
+from harness.schema.task import ControlsSpec
 from harness.scorers import Scorer
-from harness.tasks import Task, is_suite, load_suite, load_task
+from harness.tasks import Task, is_suite, load_suite, load_task, with_settings
 
 
 @dataclass
 class RunOptions:
-    """What the command line may change about the tasks of a run."""
+    """What the command line (or a notebook) may change about the tasks of a run; applied as typed
+    values after the task file is validated (`overrides` are `--set` strings, applied before)."""
 
     samples: int | None = None
     max_new_tokens: int | None = None
@@ -39,44 +41,51 @@ class RunOptions:
     overrides: Sequence[str] = ()
     batch_size: int | None = None
     method: str | None = None  # steer with the task's `methods[method]` instead of `steering`
-    controls: str | None = None  # `random=R,negated`: matched controls for every task
+    controls: str | ControlsSpec | None = None  # `random=R,negated` or a spec: controls of every task
     diagnose: bool = False  # off-target cost, capability retention (also on whenever controls are)
     progress: bool = True
 
 
 def resolve_tasks(target: str, options: RunOptions) -> list[Task]:
-    """The tasks of a task or suite name, with suite limits and command-line overrides applied
-    (`--set` applies to the steering `--method` chose)."""
-    names, limits, sets = [target], RunOptions(), []
+    """The tasks of a task or suite name, with `--set` overrides (which apply to the steering
+    `--method` chose), then suite limits and typed options applied."""
+    names, limits, controls = [target], RunOptions(), None
     if is_suite(target):
         suite = load_suite(target)
         names = suite.tasks
         limits = RunOptions(samples=suite.samples, max_new_tokens=suite.max_new_tokens,
                             max_prompts=suite.max_prompts)
-        sets += [f"controls={suite.controls.model_dump_json()}"] if suite.controls else []
-    sets += controls_overrides(options.controls) if options.controls else []
-    for key, value in (("samples", options.samples or limits.samples),
-                       ("generation.max_new_tokens", options.max_new_tokens or limits.max_new_tokens),
-                       ("seed", options.seed)):
-        if value is not None:
-            sets.append(f"{key}={value}")
-    tasks = [load_task(name, [*sets, *options.overrides], method=options.method) for name in names]
-    return [t.limited(options.max_prompts or limits.max_prompts) for t in tasks]
+        controls = suite.controls
+    tasks = [load_task(name, options.overrides, method=options.method) for name in names]
+    return [configure(t, options, limits, controls) for t in tasks]
 
 
-def controls_overrides(text: str) -> list[str]:
-    """`--controls random=3,negated[,seed=1]` as `--set` overrides of the task's `controls`."""
-    sets = []
+def configure(task: Task, options: RunOptions, limits: RunOptions | None = None,
+              controls: ControlsSpec | None = None) -> Task:
+    """A validated task with the typed options (else a suite's `limits` and `controls`) applied."""
+    limits = limits or RunOptions()
+    asked = options.controls
+    controls = controls_spec(asked) if isinstance(asked, str) else asked or controls
+    max_new_tokens = options.max_new_tokens or limits.max_new_tokens
+    generation = {"max_new_tokens": max_new_tokens} if max_new_tokens else None
+    task = with_settings(task, samples=options.samples or limits.samples, seed=options.seed,
+                         generation=generation, controls=controls)
+    return task.limited(options.max_prompts or limits.max_prompts)
+
+
+def controls_spec(text: str) -> ControlsSpec:
+    """`--controls random=3,negated[,seed=1]` as a `ControlsSpec`."""
+    fields: dict[str, Any] = {}
     for part in (p.strip() for p in text.split(",") if p.strip()):
         key, sep, value = part.partition("=")
         if key == "negated" and not sep:
-            sets.append("controls.negated=true")
+            fields["negated"] = True
         elif key in ("random", "seed") and sep and value.isdigit():
-            sets.append(f"controls.{key}={value}")
+            fields[key] = int(value)
         else:
             raise UserError(f"bad --controls {text!r}: expected random=R, negated and seed=S, "
                             "comma-separated, e.g. random=3,negated")
-    return sets
+    return ControlsSpec(**fields)
 
 
 def run(target: str, out: Path, *, model: str | LoadedModel = "smollm2-135m",

@@ -209,6 +209,20 @@ def load_task(name_or_path: str, overrides: Sequence[str] = (), method: str | No
         if method:
             data = choose_method(data, method, path)
         data = apply_overrides(data, overrides)
+    return _task(data, path, lines)
+
+
+def task_from_spec(spec: TaskSpec | dict[str, Any], base: Path | None = None) -> Task:
+    """A task built in Python (a `TaskSpec` or a mapping shaped like a task file), validated and
+    resolved exactly as a file is; relative prompt, pair and vector files are read from `base`
+    (default: the working directory), and errors name the task as `<task NAME>`."""
+    data = spec.model_dump(mode="python", exclude_unset=True) if isinstance(spec, TaskSpec) else dict(spec)
+    folder = (base or Path.cwd()).resolve()
+    return _task(data, folder / f"<task {data.get('name', '?')}>", {})
+
+
+def _task(data: Any, path: Path, lines: Lines) -> Task:
+    """Validate a task document, check its scorers, prompts and answers, resolve its files."""
     spec: TaskSpec = _validate(task_model(), path, data, lines)
     _check_scorers(spec, path, lines)
     prompts = load_prompts(spec.prompts, path, lines)
@@ -220,12 +234,27 @@ def load_task(name_or_path: str, overrides: Sequence[str] = (), method: str | No
     def resolve(steering: MethodSpec, key: tuple[str, ...]) -> MethodSpec:
         return steering.resolve(path.parent, lambda field: f"{path}:{_line(lines, (*key, *field))}")
 
-    source_key = ("steering",)
     spec = spec.model_copy(update={
-        "steering": resolve(spec.steering, source_key),
+        "steering": resolve(spec.steering, ("steering",)),
         "methods": {k: resolve(v, ("methods", k)) for k, v in spec.methods.items()},
     })
     return Task(spec, path, prompts)
+
+
+def with_settings(task: Task, **fields: Any) -> Task:
+    """The task with typed settings changed (`samples`, `seed`, `steering`, `controls`, and
+    `generation`: a mapping of the generation fields to change), validated as a task file is."""
+    changed = {k: v for k, v in fields.items() if v is not None}
+    if not changed:
+        return task
+    data = {**dict(task.spec), **changed}
+    if "generation" in changed:
+        data["generation"] = {**task.spec.generation.model_dump(), **changed["generation"]}
+    try:
+        spec = type(task.spec).model_validate(data)
+    except ValidationError as err:
+        raise UserError(validation_message(task.path, err, {})) from None
+    return Task(spec, task.path, task.prompts)
 
 
 def _check_scorers(spec: TaskSpec, path: Path, lines: Lines) -> None:

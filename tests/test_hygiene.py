@@ -9,11 +9,13 @@ import tempfile
 import harness
 from harness import commands
 from harness.cli import main
+from harness.runner import RunOptions
 
 TASK = ("name: tidy\nkind: sentiment\nprompts: [I love the way, The tower]\n"
         "steering: {method: actadd, layer: 1, coeff: 4, positive: love, negative: hate}\n"
         "scorers: {keywords: {words: [tower]}}\nmetrics: {keywords.rate: increase}\n"
         "headline: keywords.rate\n")
+OPTIONS = RunOptions(samples=1, max_new_tokens=3, progress=False)
 
 
 def test_evaluate_without_out_leaves_no_temporary_folder(tiny_llama, tmp_path, monkeypatch):
@@ -21,12 +23,12 @@ def test_evaluate_without_out_leaves_no_temporary_folder(tiny_llama, tmp_path, m
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where mkdtemp / TemporaryDirectory write
     (tmp_path / "t.yaml").write_text(TASK)
-    results = [harness.evaluate(tmp_path / "t.yaml", tiny_llama, samples=1, max_new_tokens=3, progress=False)
+    results = [harness.evaluate(tmp_path / "t.yaml", tiny_llama, options=OPTIONS)
                for _ in range(2)]
     assert list(scratch.iterdir()) == []  # before: one harness-run-* folder per call
     assert all(r.headlines and r.tasks[0].n_prompts == 2 for r in results)  # the numbers came back
     kept = tmp_path / "kept"
-    harness.evaluate(tmp_path / "t.yaml", tiny_llama, out=kept, samples=1, max_new_tokens=3, progress=False)
+    harness.evaluate(tmp_path / "t.yaml", tiny_llama, out=kept, options=OPTIONS)
     assert (kept / "run.json").is_file()
 
 
