@@ -6,6 +6,7 @@ plugin modules only.
 
 from __future__ import annotations
 
+import copy
 import functools
 import os
 from collections.abc import Sequence
@@ -188,7 +189,7 @@ def choose_method(data: dict[str, Any], method: str, path: Path) -> dict[str, An
     alternatives = data.get("methods") or {}
     steering = data.get("steering") or {}
     if isinstance(alternatives, dict) and method in alternatives:
-        return {**data, "steering": alternatives[method]}
+        return {**data, "steering": copy.deepcopy(alternatives[method])}  # --set changes this one only
     if isinstance(steering, dict) and steering.get("method") == method:
         return data
     have = sorted({str(steering.get("method")) if isinstance(steering, dict) else "?",

@@ -50,3 +50,9 @@ def test_quick_fact_subset_keeps_enough_probes_for_significance():
     """With Holm over the run's declared metrics, an exact sign-flip test needs ≥ 10 probes."""
     fact = next(t for t in resolve_tasks("quick", RunOptions()) if t.spec.kind == "fact")
     assert sum(p.group == "probe" for p in fact.prompts) >= 10
+
+
+def test_set_with_method_changes_the_chosen_steering_not_the_tasks_methods_entry():
+    task = load_task("love_hate", ["steering.coeff=3"], method="mean_diff")
+    assert task.spec.steering.coeff == 3
+    assert task.spec.methods["mean_diff"].coeff != 3  # before: the two shared one dict
