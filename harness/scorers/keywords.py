@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 
 from pydantic import Field, model_validator
@@ -16,8 +17,9 @@ _WORD = re.compile(r"[A-Za-z0-9']+")
 
 class KeywordParams(Spec):
     """`words` are whole words matched case-insensitively with common inflections
-    (s, es, ed, d, ing, er, ers); `patterns` are extra regular expressions, matched as
-    written (add `\\b` yourself for whole words; `!` counts exclamation marks)."""
+    (s, es, ed, d, ing, er, ers), not inside a longer word ("c++" and "U.S." match too);
+    `patterns` are extra regular expressions, matched as written (add `\\b` yourself for whole
+    words; `!` counts exclamation marks). Words and texts are compared in Unicode NFC form."""
 
     words: list[str] = Field(default_factory=list)
     patterns: list[str] = Field(default_factory=list)
@@ -26,6 +28,10 @@ class KeywordParams(Spec):
     def _something_to_count(self) -> KeywordParams:
         if not self.words and not self.patterns:
             raise ValueError("needs at least one of `words` or `patterns`")
+        for w in self.words:
+            if not w.strip() or w != w.strip():
+                raise ValueError(f"word {w!r} is empty or has surrounding whitespace (it would match "
+                                 "between words)")
         for p in self.patterns:
             try:
                 re.compile(p)
@@ -51,12 +57,12 @@ class KeywordScorer(BaseScorer):
 
     def __init__(self, params: KeywordParams):
         super().__init__(params)
-        alternatives = [rf"\b{re.escape(w)}(?:s|es|ed|d|ing|er|ers)?\b" for w in params.words]
+        alternatives = [rf"(?<!\w){re.escape(_nfc(w))}(?:s|es|ed|d|ing|er|ers)?(?!\w)" for w in params.words]
         alternatives += [f"(?:{p})" for p in params.patterns]
         self.pattern = re.compile("|".join(alternatives), re.IGNORECASE)
 
     def hits(self, text: str) -> int:
-        return len(self.pattern.findall(text))
+        return len(self.pattern.findall(_nfc(text)))
 
     def score(self, samples: Sequence[Sample], ctx: ScoringContext) -> list[Score]:
         return [self._score_one(s.completion) for s in samples]
@@ -69,3 +75,8 @@ class KeywordScorer(BaseScorer):
             return unscorable(self.metrics, "no words")
         hits = self.hits(text)
         return Score({"rate": 100.0 * hits / max(n_words, 1), "any": float(hits > 0)})
+
+
+def _nfc(text: str) -> str:
+    """Unicode NFC form: "café" typed as e + combining accent matches "café"."""
+    return unicodedata.normalize("NFC", text)
