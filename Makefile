@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-all bench lint clean
+.PHONY: setup demo test test-all bench lint mutation clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -36,6 +36,13 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check harness tests
+
+# Mutation testing of the statistics and the gate ([tool.mutmut] in pyproject.toml); about an hour on 2 cores.
+mutation: $(STAMP)
+	$(BIN)/pip install -q mutmut==3.8.1
+	rm -rf mutants
+	$(BIN)/mutmut run --max-children 2
+	$(BIN)/mutmut results --all true
 
 clean:
 	rm -rf $(VENV) runs
