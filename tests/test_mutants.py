@@ -274,3 +274,195 @@ def test_analyse_counts_and_ledger_are_per_task_and_condition(run):
     for (_, _, _, kind), r in ledger.items():
         positions, norm = LEDGER["L3.resid"][kind]
         assert (r.samples, r.positions, r.norm) == (32, 32 * positions, pytest.approx(32 * norm))
+
+
+# ----------------------------------------------------------------------------- check
+
+def _decrease(run):  # noqa: ANN001, ANN202
+    """`run` with its headline declared as a decrease."""
+    (h,) = run.headlines
+    return run.model_copy(update={"headlines": [h.model_copy(update={"expected_direction": "decrease"})]})
+
+
+def _lines(result) -> dict:  # noqa: ANN001
+    return {line.kind: line for line in result.lines}
+
+
+def test_check_judges_a_decrease_headline_by_its_own_direction():
+    from harness.baseline import make_baseline
+    from harness.check import HOLDS, REGRESSION, check
+    from tests.test_check import noisy, synthetic
+
+    base = make_baseline(_decrease(synthetic(noisy(-0.30, 0.05, 1), noisy(0.30, 0.05, 2))))
+    kept = check(_decrease(synthetic(noisy(-0.30, 0.05, 3), noisy(0.30, 0.05, 4))), base)
+    assert kept.status == HOLDS, kept.lines
+    lost = check(_decrease(synthetic(noisy(0.0, 0.05, 3), noisy(0.30, 0.05, 4))), base)
+    assert lost.status == REGRESSION and _lines(lost)["effect"].verdict == "regression"
+
+
+@pytest.mark.parametrize("direction", [1.0, -1.0])
+def test_check_min_effect_floor_compares_the_effect_itself_not_a_multiple(direction):
+    from harness.baseline import make_baseline
+    from harness.check import HOLDS, REGRESSION, check
+    from tests.test_check import noisy, synthetic
+
+    def run(seed: int):  # noqa: ANN202
+        r = synthetic(noisy(direction * 0.30, 0.05, seed), noisy(0.30, 0.05, seed + 1))
+        return r if direction > 0 else _decrease(r)
+
+    base = make_baseline(run(1))
+    assert check(run(3), base, floors={"min_effect": 0.25}).status == HOLDS
+    low = check(run(3), base, floors={"min_effect": 0.45})  # 0.30 < 0.45 < 2 × 0.30
+    assert low.status == REGRESSION and "below min_effect 0.45" in _lines(low)["effect"].reason
+
+
+def test_check_coverage_counts_every_prompt_left_out_by_why():
+    from harness.baseline import make_baseline
+    from harness.check import NO_BASELINE_VALUE, check
+    from tests.test_check import METRIC, noisy, synthetic
+
+    def edit(run, change):  # noqa: ANN001, ANN202
+        summaries = [p.model_copy(update={"prompts": change(dict(p.prompts))}) if p.metric == METRIC else p
+                     for p in run.per_prompt]
+        return run.model_copy(update={"per_prompt": summaries})
+
+    def now_change(prompts: dict) -> dict:
+        for p in ("p01", "p02"):
+            prompts[p] = [NAN, prompts[p][1]]
+        for p in ("p03", "p04", "p05"):
+            prompts[p] = [prompts[p][0], NAN]
+        del prompts["p06"]  # the run lacks a prompt altogether
+        return prompts
+
+    measured = noisy(0.30, 0.05, 1)
+    measured[0] = NAN  # the baseline measured p00 on the unsteered side only
+    base = make_baseline(synthetic(measured, noisy(0.30, 0.05, 2)))
+    now = edit(synthetic(noisy(0.30, 0.05, 3), noisy(0.30, 0.05, 4)), now_change)
+    effect = _lines(check(now, base))["effect"]
+    assert effect.coverage.planned == 24 and effect.coverage.compared == 17
+    assert effect.coverage.excluded == {NO_BASELINE_VALUE: 1, "unsteered NaN in the run": 3,
+                                        "steered NaN in the run": 3}
+    assert effect.verdict == "inconclusive"
+    assert "17 of the 23 prompts the baseline measured" in effect.reason and "needs 19" in effect.reason
+
+
+@pytest.mark.parametrize(("lost", "verdict"), [(12, "holds"), (13, "inconclusive")])
+def test_check_min_coverage_is_a_share_of_the_prompts_reached_exactly_at_the_boundary(lost, verdict):
+    from harness.baseline import make_baseline
+    from harness.check import Tolerance, check
+    from tests.test_check import BASE, noisy, synthetic
+
+    effect = noisy(0.30, 0.05, 3)
+    effect[:lost] = NAN  # steered NaN in the run: 24 − lost prompts compared; 0.5 × 24 = 12 needed
+    result = check(synthetic(effect, noisy(0.30, 0.05, 4)), make_baseline(BASE), Tolerance(min_coverage=0.5))
+    line = _lines(result)["effect"]
+    assert line.coverage.compared == 24 - lost and line.verdict == verdict, line.reason
+
+
+def test_check_reasons_name_what_regressed_and_holding_lines_give_none():
+    from harness.baseline import make_baseline
+    from harness.check import check
+    from tests.test_check import BASE, noisy, synthetic
+
+    fluency = _lines(check(synthetic(noisy(0.30, 0.05, 3), noisy(0.80, 0.05, 4)), make_baseline(BASE)))
+    assert fluency["fluency"].reason == "fluency cost significantly larger than baseline"
+    assert fluency["effect"].verdict == "holds" and fluency["effect"].reason == ""
+    effect = _lines(check(synthetic(noisy(0.10, 0.05, 3), noisy(0.30, 0.05, 4)), make_baseline(BASE)))
+    assert effect["effect"].reason == "effect significantly smaller than baseline"
+
+
+def test_check_a_run_without_the_headline_summary_is_a_regression_not_a_crash():
+    from harness.baseline import make_baseline
+    from harness.check import REGRESSION, check
+    from tests.test_check import BASE, METRIC, noisy, synthetic
+
+    run = synthetic(noisy(0.30, 0.05, 3), noisy(0.30, 0.05, 4))
+    run = run.model_copy(update={"per_prompt": [p for p in run.per_prompt if p.metric != METRIC]})
+    result = check(run, make_baseline(BASE))
+    line = _lines(result)["effect"]
+    assert result.status == REGRESSION and "no finite value" in line.reason
+    assert line.coverage.excluded == {"unsteered NaN in the run": 24}
+
+
+def test_check_gate_specific_reads_the_summary_against_the_random_controls():
+    from harness.baseline import make_baseline
+    from harness.check import HOLDS, REGRESSION, check
+    from tests.test_check import noisy, synthetic
+    from tests.test_check_evidence import _specific
+
+    base = _specific(synthetic(noisy(0.30, 0.05, 1), noisy(0.30, 0.05, 2)), noisy(0.25, 0.05, 7))
+    # the effect against unsteered is kept, the effect against the random controls is gone
+    now = _specific(synthetic(noisy(0.30, 0.05, 3), noisy(0.30, 0.05, 4)), noisy(0.0, 0.05, 8))
+    assert check(now, make_baseline(base)).status == HOLDS
+    specific = check(now, make_baseline(base), gate="specific")
+    assert specific.status == REGRESSION and _lines(specific)["effect"].verdict == "regression"
+
+
+def test_check_an_undecided_effect_line_names_the_loss_and_the_one_sided_prompt_count():
+    import re
+
+    from harness.baseline import make_baseline
+    from harness.check import check
+    from harness.power import prompts_needed
+    from tests.test_check import BASE, noisy, synthetic
+
+    line = _lines(check(synthetic(noisy(0.15, 0.6, 3), noisy(0.30, 0.05, 4)), make_baseline(BASE)))["effect"]
+    assert line.verdict == "inconclusive"
+    expected = BASE.headlines[0].estimate.point
+    assert f"losing the whole baseline effect ({-expected:+.3g})" in line.reason, line.reason
+    wanted = int(re.search(r"about (\d+) prompts would decide it", line.reason).group(1))
+    room = line.change.point + expected
+    sd = float(np.std(noisy(0.15, 0.6, 3) - noisy(0.30, 0.05, 1), ddof=1))
+    one_sided, two_sided = prompts_needed(sd, room, sides=1), prompts_needed(sd, room, sides=2)
+    assert one_sided != two_sided and wanted == one_sided
+
+
+# ----------------------------------------------------------------------------- baseline
+
+def test_read_baseline_messages_name_the_file_and_the_problem(tmp_path):
+    import json
+
+    from harness.baseline import make_baseline, read_baseline, write_baseline
+    from harness.errors import UserError
+    from harness.schema.results import SCHEMA_VERSION
+    from tests.test_check import BASE
+
+    path = tmp_path / "b.json"
+    for text, words in (("{not json", f"{path}: not a readable baseline ("),
+                        ("[1, 2]", f"{path}: not a readable baseline (not a JSON object)")):
+        path.write_text(text)
+        with pytest.raises(UserError) as err:
+            read_baseline(path)
+        assert str(err.value).startswith(words), err.value
+    data = json.loads(make_baseline(BASE).model_dump_json())
+    newer = SCHEMA_VERSION + 1
+    for version, words in ((None, "schema_version 1 was written by an older harness"),
+                           (newer, f"schema_version {newer} was written by another")):
+        changed = {k: v for k, v in data.items() if k != "schema_version"}
+        if version is not None:
+            changed["schema_version"] = version
+        path.write_text(json.dumps(changed))
+        with pytest.raises(UserError, match=words):
+            read_baseline(path)
+    path.write_text(json.dumps({**data, "headlines": 5, "floors": 7}))
+    with pytest.raises(UserError) as err:
+        read_baseline(path)
+    assert str(err.value) == (f"{path}: not a usable baseline (headlines: Input should be a valid list; "
+                              "floors: Input should be a valid dictionary)")
+    write_baseline(BASE, path)
+    assert read_baseline(path) == make_baseline(BASE)
+
+
+def test_write_baseline_refuses_a_wrong_way_effect_unless_asked_and_says_why_plainly(tmp_path):
+    import re
+
+    from harness.baseline import write_baseline
+    from harness.errors import UserError
+    from tests.test_check import noisy, synthetic
+
+    wrong = synthetic(noisy(-0.30, 0.05, 1), noisy(0.30, 0.05, 2))
+    with pytest.raises(UserError) as err:
+        write_baseline(wrong, tmp_path / "b.json")
+    assert re.match(r"the run: not a usable baseline \(t steered sentiment.p_positive: the effect -0\.\d+ "
+                    "is not in the expected direction", str(err.value)), err.value
+    assert write_baseline(wrong, tmp_path / "b.json", no_effect=True).no_effect == {"t": ["steered"]}
