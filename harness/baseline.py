@@ -67,7 +67,7 @@ def baseline_problems(b: Baseline) -> list[str]:
     if not b.headlines:
         return ["no headlines: nothing to check a run against"]
     problems = []
-    summarised = {(p.task, p.condition, p.metric) for p in b.per_prompt if p.reference == "unsteered"}
+    summarised = {(p.task, p.condition, p.metric): p for p in b.per_prompt if p.reference == "unsteered"}
     unprotected = {(t, c) for t, conditions in b.no_effect.items() for c in conditions}
     for h in b.headlines:
         name = f"{h.task} {h.condition} {h.metric}"
@@ -79,11 +79,33 @@ def baseline_problems(b: Baseline) -> list[str]:
                             "--no-effect to check only fluency, degenerate samples and the ledger")
         if (h.task, h.condition, h.metric) not in summarised:
             problems.append(f"{name}: no per-prompt summary to compare by prompt")
+        elif math.isfinite(h.estimate.point) and not _agrees(h.estimate.point,
+                                                             summarised[(h.task, h.condition, h.metric)]):
+            problems.append(f"{name}: the headline effect {h.estimate.point:+.6g} is not the mean of its "
+                            "per-prompt effects (edited by hand?)")
     keys = [(h.task, h.condition) for h in b.headlines]
     problems += [f"{t} {c}: more than one headline" for t, c in sorted(set(keys)) if keys.count((t, c)) > 1]
     unknown = unprotected - set(keys)
     problems += [f"no_effect lists {t} {c}, which has no headline" for t, c in sorted(unknown)]
+    problems += [f"{p.task} {p.condition} {p.metric}: an infinite per-prompt value" for p in b.per_prompt
+                 if any(math.isinf(v) for pair in p.prompts.values() for v in pair)]
+    problems += [f"{c.task} {c.condition}: counts must be ≥ 0 and flagged + empty + unscorable ≤ samples"
+                 for c in b.counts if min(c.samples, c.flagged, c.empty, c.unscorable) < 0
+                 or c.flagged + c.empty + c.unscorable > c.samples]
+    problems += [f"{r.task} {r.condition} {r.site} {r.kind}: the ledger needs samples, positions ≥ 0 and a "
+                 "finite norm ≥ 0, positive where positions changed" for r in b.ledger
+                 if min(r.samples, r.positions) < 0 or not 0 <= r.norm < math.inf
+                 or (r.positions > 0) != (r.norm > 0)]
+    problems += [f"floors of {task}: {key} is {v} (must be finite)" for task, fl in b.floors.items()
+                 for key, v in fl.items() if v is not None and not math.isfinite(v)]
     return problems
+
+
+def _agrees(point: float, summary: PromptSummary) -> bool:
+    """Whether a headline point is the mean of its finite per-prompt effects (condition − reference)."""
+    effects = [s - u for u, s in summary.prompts.values() if math.isfinite(u) and math.isfinite(s)]
+    mean = math.fsum(effects) / len(effects) if effects else math.nan
+    return math.isclose(point, mean, rel_tol=1e-6, abs_tol=1e-9)
 
 
 def _refused(source: str, err: ValidationError) -> UserError:

@@ -1,0 +1,46 @@
+"""Hand-edited baselines that used to be read and checked against as evidence (found by attacking
+the harness, issue 21): a headline point that is not its per-prompt effects' mean, infinite
+per-prompt values, impossible sample counts, a ledger that changed positions but added nothing,
+a NaN floor. Each is refused when read, and `check` exits 2 instead of saying "holds"."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from harness.baseline import make_baseline, read_baseline
+from harness.check import INCOMPARABLE, check
+from harness.cli import main
+from harness.errors import UserError
+from tests.test_check import BASE
+
+
+def _edit(data: dict) -> None:  # the per-prompt summary of the headline
+    return next(p for p in data["per_prompt"] if p["metric"] == data["headlines"][0]["metric"])
+
+
+@pytest.mark.parametrize(("change", "words"), [
+    # point 5.0 made "holds" trivial: the run only had to keep its effect above 0.3 − 5
+    (lambda d: d["headlines"][0]["estimate"].update(point=5.0), "not the mean of its per-prompt effects"),
+    (lambda d: _edit(d)["prompts"].update({k: [0.0, "Infinity"] for k in list(_edit(d)["prompts"])[:1]}),
+     "infinite per-prompt value"),
+    (lambda d: d["counts"][1].update(flagged=-5), "counts must be ≥ 0"),
+    (lambda d: d["counts"][1].update(empty=200), "flagged + empty + unscorable ≤ samples"),
+    (lambda d: d["ledger"][0].update(norm=0.0), "positive where positions changed"),
+    (lambda d: d["ledger"][0].update(positions=-3), "the ledger needs"),
+    (lambda d: d["floors"]["t"].update(min_effect="NaN"), "must be finite"),
+], ids=["point-not-mean", "inf-per-prompt", "negative-count", "more-degenerate-than-samples",
+        "ledger-zero-norm", "ledger-negative-positions", "nan-floor"])
+def test_hand_edited_baseline_is_refused_when_read_and_check_exits_2(tmp_path, change, words, capsys):
+    data = json.loads(make_baseline(BASE).model_dump_json())
+    assert check(BASE, make_baseline(BASE)).status != INCOMPARABLE  # the unedited baseline is usable
+    change(data)
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(UserError, match=re.escape(words)):
+        read_baseline(path)
+    (tmp_path / "run.json").write_text(BASE.model_dump_json())
+    assert main(["check", str(tmp_path / "run.json"), "--baseline", str(path)]) == INCOMPARABLE
+    assert words in capsys.readouterr().err
