@@ -71,7 +71,10 @@ def pooled_sd(x: Sequence[float], y: Sequence[float]) -> float:
 
 
 def _standardized(diff: float, scale: float, df: int) -> float:
-    """diff / scale times Hedges' J = 1 − 3 / (4 df − 1); zero scale gives 0 or ±inf by the sign."""
+    """diff / scale times Hedges' J = 1 − 3 / (4 df − 1); zero scale gives 0 or ±inf by the sign,
+    a non-finite one (values beyond float range) NaN, not 0."""
+    if not math.isfinite(scale) or not math.isfinite(diff):
+        return NAN
     if scale == 0:
         return 0.0 if diff == 0 else math.copysign(math.inf, diff)
     return diff / scale * (1 - 3 / (4 * df - 1))
