@@ -16,7 +16,7 @@ from harness.pipeline.analyse import DISRUPTION, TaskSamples, analyse
 from harness.schema.results import SampleRecord
 from harness.schema.spec import ALPHA, FLUENCY_METRIC
 from harness.schema.task import TaskSpec
-from harness.stats import bootstrap_ci, hedges_g_independent, pooled_sd, welch
+from harness.stats import bootstrap_ci, hedges_g_independent, line_fit, median_ci, pooled_sd, welch
 
 NAN = float("nan")
 
@@ -57,6 +57,28 @@ def test_bootstrap_ci_defaults_are_95_percent_2000_resamples_seed_0():
     ref = stats.bootstrap((x,), np.mean, n_resamples=2000, confidence_level=0.95, method="BCa",
                           rng=np.random.default_rng(0)).confidence_interval
     assert bootstrap_ci(x) == (ref.low, ref.high)
+
+
+def test_line_fit_is_the_least_squares_slope_and_its_standard_error_by_hand():
+    # x̄ = 1.5, ȳ = 2.75, Sxy = 5.5, Sxx = 5: slope 1.1; residuals −0.1, 0.8, −1.3, 0.6: SSR 2.7
+    slope, stderr = line_fit([0, 1, 2, 3], [1.0, 3.0, 2.0, 5.0])
+    assert slope == pytest.approx(1.1, rel=1e-12)
+    assert stderr == pytest.approx(math.sqrt(2.7 / 2 / 5), rel=1e-12)
+
+
+def test_median_ci_is_the_symmetric_order_statistic_interval_of_brute_force_binomial_coverage():
+    for n in range(1, 31):
+        x = np.random.default_rng(n).normal(size=n)
+        s = np.sort(x)
+        # the largest k whose interval [x_(k), x_(n+1−k)] covers the median with probability ≥ 95 %
+        cover = [sum(math.comb(n, i) for i in range(k, n - k + 1)) / 2**n for k in range(1, n // 2 + 1)]
+        ks = [k for k, c in enumerate(cover, start=1) if c >= 0.95]
+        low, high = median_ci(x)
+        if not ks:  # fewer than 6 values: no interval reaches 95 %
+            assert math.isnan(low) and math.isnan(high), n
+        else:
+            assert (low, high) == (s[max(ks) - 1], s[n - max(ks)]), n
+    assert all(math.isnan(v) for v in median_ci([]))
 
 
 # ---------------------------------------------------------------- pipeline/analyse
@@ -144,13 +166,18 @@ def _holm(p: list[float]) -> list[float]:
     return out
 
 
-@pytest.fixture(scope="module")
-def run():
+def analysed():  # noqa: ANN201
+    """The analysis of both tasks, and their samples."""
     a, b = _task_a(), _task_b()
     conditions_a = ["unsteered", "steered", "r1", "r2", "neg"]
     numbers = analyse([TaskSamples(SPEC_A, PROMPTS, conditions_a, CONTROLS_A, a),
                        TaskSamples(SPEC_B, PROMPTS, ["unsteered", "steered"], {}, b)])
     return numbers, a, b
+
+
+@pytest.fixture(scope="module")
+def run():  # noqa: ANN201
+    return analysed()
 
 
 def test_analyse_effects_are_the_seeded_paired_comparisons_of_every_task_condition_and_metric(run):
