@@ -222,6 +222,11 @@ def cmd_score(args: argparse.Namespace) -> int:
     for i, r in enumerate(rows, start=1):
         if not isinstance(r.get("completion"), str):
             raise UserError(f"{args.samples}:{i}: no string field 'completion' (fields: {', '.join(r)})")
+        try:
+            json.dumps(r, ensure_ascii=False).encode()
+        except UnicodeEncodeError as err:
+            raise UserError(f"{args.samples}:{i}: not valid Unicode ({err.reason}: a lone \\ud800-\\udfff "
+                            "escape?)") from None
     samples = [Sample(r.get("prompt", ""), r["completion"], r.get("condition", ""),
                       tuple(r["prompt_ids"]) if "prompt_ids" in r else None,
                       tuple(r["token_ids"]) if "token_ids" in r else None,
