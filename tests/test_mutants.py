@@ -81,6 +81,34 @@ def test_median_ci_is_the_symmetric_order_statistic_interval_of_brute_force_bino
     assert all(math.isnan(v) for v in median_ci([]))
 
 
+# ----------------------------------------------------------------------------- comparison
+
+def test_compare_values_and_margin_p_value_are_seeded_monte_carlo_with_seed_0_by_default():
+    from harness.comparison import compare_values, margin_p_value
+
+    d = np.random.default_rng(5).normal(0.3, 1.0, 16)  # 2**16 sign flips: Monte Carlo, 9999 resamples
+    c = compare_values({f"p{i:02d}": 0.0 for i in range(16)}, {f"p{i:02d}": float(v) for i, v in enumerate(d)})
+
+    def scipy_p(values: np.ndarray, seed: int, alternative: str = "two-sided") -> float:
+        return float(stats.permutation_test((values,), np.mean, permutation_type="samples", n_resamples=9999,
+                                            alternative=alternative, rng=np.random.default_rng(seed)).pvalue)
+
+    assert c.estimate.p_value == scipy_p(d, 0)
+    assert margin_p_value(c, 0.1, "greater") == scipy_p(d - 0.1, 0, "greater")
+    assert margin_p_value(c, 0.1, "greater", seed=3) == scipy_p(d - 0.1, 3, "greater")
+    assert scipy_p(d - 0.1, 3, "greater") != scipy_p(d - 0.1, 0, "greater")
+
+
+def test_margin_p_value_needs_two_paired_prompts_and_a_finite_margin():
+    from harness.comparison import compare_values, margin_p_value
+
+    two = compare_values({"a": 0.0, "b": 0.0}, {"a": 1.0, "b": 2.0})
+    # differences 1 and 2: the four sign flips give means 1.5, 0.5, −0.5, −1.5; one is ≥ 1.5
+    assert margin_p_value(two, 0.0, "greater") == 0.25
+    assert math.isnan(margin_p_value(two, math.inf, "greater"))
+    assert math.isnan(margin_p_value(compare_values({"a": 0.0}, {"a": 1.0}), 0.0, "greater"))
+
+
 # ---------------------------------------------------------------- pipeline/analyse
 
 PROMPTS = [f"p{i:02d}" for i in range(16)]  # 2**16 sign flips: the seeded Monte Carlo test is used
