@@ -87,7 +87,8 @@ def test_compare_values_and_margin_p_value_are_seeded_monte_carlo_with_seed_0_by
     from harness.comparison import compare_values, margin_p_value
 
     d = np.random.default_rng(5).normal(0.3, 1.0, 16)  # 2**16 sign flips: Monte Carlo, 9999 resamples
-    c = compare_values({f"p{i:02d}": 0.0 for i in range(16)}, {f"p{i:02d}": float(v) for i, v in enumerate(d)})
+    keys = [f"p{i:02d}" for i in range(16)]  # sorted in this order, as compare_values pairs them
+    c = compare_values(dict.fromkeys(keys, 0.0), {k: float(v) for k, v in zip(keys, d, strict=True)})
 
     def scipy_p(values: np.ndarray, seed: int, alternative: str = "two-sided") -> float:
         return float(stats.permutation_test((values,), np.mean, permutation_type="samples", n_resamples=9999,
