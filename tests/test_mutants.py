@@ -440,6 +440,19 @@ def test_check_a_run_without_the_headline_summary_is_a_regression_not_a_crash():
     assert line.coverage.excluded == {"unsteered NaN in the run": 24}
 
 
+def test_check_compares_effects_not_levels_when_the_unsteered_level_moves():
+    from harness.baseline import make_baseline
+    from harness.check import HOLDS, check
+    from tests.test_check import BASE, METRIC, noisy, synthetic
+
+    run = synthetic(noisy(0.30, 0.05, 3), noisy(0.30, 0.05, 4))
+    lower = [p.model_copy(update={"prompts": {k: [u - 1.0, s - 1.0] for k, (u, s) in p.prompts.items()}})
+             if p.metric == METRIC else p for p in run.per_prompt]  # both sides 1.0 lower, same effect
+    result = check(run.model_copy(update={"per_prompt": lower}), make_baseline(BASE))
+    assert result.status == HOLDS, result.lines
+    assert abs(_lines(result)["effect"].change.point) < 0.05
+
+
 def test_check_gate_specific_reads_the_summary_against_the_random_controls():
     from harness.baseline import make_baseline
     from harness.check import HOLDS, REGRESSION, check
@@ -505,6 +518,11 @@ def test_read_baseline_messages_name_the_file_and_the_problem(tmp_path):
         read_baseline(path)
     assert str(err.value) == (f"{path}: not a usable baseline (headlines: Input should be a valid list; "
                               "floors: Input should be a valid dictionary)")
+    nested = json.loads(json.dumps(data))
+    nested["headlines"][0]["task"] = 5
+    path.write_text(json.dumps(nested))
+    with pytest.raises(UserError, match=r"\(headlines\.0\.task: Input should be a valid string\)"):
+        read_baseline(path)
     write_baseline(BASE, path)
     assert read_baseline(path) == make_baseline(BASE)
 
