@@ -436,7 +436,8 @@ def test_check_a_run_without_the_headline_summary_is_a_regression_not_a_crash():
     run = run.model_copy(update={"per_prompt": [p for p in run.per_prompt if p.metric != METRIC]})
     result = check(run, make_baseline(BASE))
     line = _lines(result)["effect"]
-    assert result.status == REGRESSION and "no finite value" in line.reason
+    assert result.status == REGRESSION
+    assert line.reason == "no finite value of the headline metric in the run (all NaN, flagged or empty)"
     assert line.coverage.excluded == {"unsteered NaN in the run": 24}
 
 
@@ -459,12 +460,68 @@ def test_check_gate_specific_reads_the_summary_against_the_random_controls():
     from tests.test_check import noisy, synthetic
     from tests.test_check_evidence import _specific
 
-    base = _specific(synthetic(noisy(0.30, 0.05, 1), noisy(0.30, 0.05, 2)), noisy(0.25, 0.05, 7))
+    base_specific, now_specific = noisy(0.25, 0.05, 7), noisy(0.0, 0.05, 8)
+    base = make_baseline(_specific(synthetic(noisy(0.30, 0.05, 1), noisy(0.30, 0.05, 2)), base_specific))
     # the effect against unsteered is kept, the effect against the random controls is gone
-    now = _specific(synthetic(noisy(0.30, 0.05, 3), noisy(0.30, 0.05, 4)), noisy(0.0, 0.05, 8))
-    assert check(now, make_baseline(base)).status == HOLDS
-    specific = check(now, make_baseline(base), gate="specific")
-    assert specific.status == REGRESSION and _lines(specific)["effect"].verdict == "regression"
+    now = _specific(synthetic(noisy(0.30, 0.05, 3), noisy(0.30, 0.05, 4)), now_specific)
+    plain = check(now, base)
+    assert plain.status == HOLDS
+    assert _lines(plain)["effect"].baseline == base.headlines[0].estimate.point
+    specific = check(now, base, gate="specific")
+    line = _lines(specific)["effect"]
+    assert specific.status == REGRESSION and line.verdict == "regression"
+    assert line.baseline == pytest.approx(base_specific.mean(), abs=1e-9)
+    assert line.now == pytest.approx(now_specific.mean(), abs=1e-9)
+    # a prompt whose random controls have no value in the run is left out as such
+    (summary,) = [p for p in now.per_prompt if p.reference == "random controls"]
+    prompts = {**summary.prompts, "p05": [NAN, summary.prompts["p05"][1]]}
+    holed = summary.model_copy(update={"prompts": prompts})
+    now = now.model_copy(update={"per_prompt": [p for p in now.per_prompt if p is not summary] + [holed]})
+    line = _lines(check(now, base, gate="specific"))["effect"]
+    assert line.coverage.excluded == {"controls NaN in the run": 1} and line.coverage.compared == 23
+
+
+def test_check_a_headline_without_a_finite_point_is_a_regression_even_with_finite_prompts():
+    from harness.baseline import make_baseline
+    from harness.check import REGRESSION, check
+    from tests.test_check import BASE, noisy, synthetic
+
+    run = synthetic(noisy(0.30, 0.05, 3), noisy(0.30, 0.05, 4))
+    (h,) = run.headlines
+    broken = h.model_copy(update={"estimate": h.estimate.model_copy(update={"point": NAN})})
+    result = check(run.model_copy(update={"headlines": [broken]}), make_baseline(BASE))
+    line = _lines(result)["effect"]
+    assert result.status == REGRESSION
+    assert line.reason == "no finite value of the headline metric in the run (all NaN, flagged or empty)"
+
+
+def test_check_effect_change_uses_the_tolerance_confidence_and_a_one_sided_detectable_change():
+    from harness.baseline import make_baseline
+    from harness.check import Tolerance, check
+    from harness.power import minimum_detectable_effect
+    from tests.test_check import BASE, noisy, synthetic
+
+    now = noisy(0.30, 0.05, 3)
+    line = _lines(check(synthetic(now, noisy(0.30, 0.05, 4)), make_baseline(BASE), Tolerance(confidence=0.8)))
+    change = now - noisy(0.30, 0.05, 1)
+    ci = stats.ttest_1samp(change, 0.0).confidence_interval(0.8)
+    effect = line["effect"]
+    assert (effect.change.ci_low, effect.change.ci_high) == pytest.approx((ci.low, ci.high), abs=1e-9)
+    sd = float(np.std(change, ddof=1))
+    assert effect.detectable == pytest.approx(minimum_detectable_effect(sd, 24, sides=1), rel=1e-6)
+    assert effect.detectable < minimum_detectable_effect(sd, 24, sides=2)
+
+
+def test_check_a_no_effect_headline_is_never_a_regression_of_its_effect():
+    from harness.baseline import make_baseline
+    from harness.check import NO_EFFECT, check
+    from tests.test_check import noisy, synthetic
+
+    base = make_baseline(synthetic(noisy(-0.30, 0.05, 1), noisy(0.30, 0.05, 2)), no_effect=True)
+    # far further the wrong way: a significant "shrink", but there is nothing to protect
+    line = _lines(check(synthetic(noisy(-1.0, 0.05, 3), noisy(0.30, 0.05, 4)), base))["effect"]
+    assert line.verdict == NO_EFFECT
+    assert line.p_regression is None or math.isnan(line.p_regression)
 
 
 def test_check_an_undecided_effect_line_names_the_loss_and_the_one_sided_prompt_count():
