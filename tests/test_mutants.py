@@ -124,8 +124,8 @@ SPEC_B = TaskSpec(name="b", kind="topic", prompts=["x"], steering={"method": "m"
 SHIFTS_A = {
     "unsteered": {"m.value": 0.0, OTHER: 0.0, FLUENCY_METRIC: 0.0},
     "steered": {"m.value": 0.5, OTHER: 0.4, FLUENCY_METRIC: 1.0},
-    "r1": {"m.value": 0.1, OTHER: -0.2, FLUENCY_METRIC: 0.3},
-    "r2": {"m.value": -0.1, OTHER: 0.0, FLUENCY_METRIC: 0.5},
+    "r1": {"m.value": 0.1, OTHER: 0.5, FLUENCY_METRIC: 0.3},  # m.other: the randoms average the steered
+    "r2": {"m.value": -0.1, OTHER: 0.3, FLUENCY_METRIC: 0.5},
     "neg": {"m.value": 0.3, OTHER: -0.4, FLUENCY_METRIC: 0.0},  # moves the headline the same way
 }
 CONTROLS_A = {"r1": ("steered", "random"), "r2": ("steered", "random"), "neg": ("steered", "negated")}
@@ -151,6 +151,9 @@ def _task_a() -> list[SampleRecord]:
                 if condition == "neg":
                     scores[FLUENCY_METRIC] += 0.6 if i % 2 else -0.55
                 extra: dict = {}
+                if i == 15:  # m.other does not apply to the last prompt
+                    scores[OTHER] = NAN
+                    extra = {"reasons": {OTHER: "not applicable: other group"}}
                 if condition == "steered" and j == 1 and i < 3:
                     if i == 0:
                         extra = {"flagged": "non-finite logits"}
@@ -165,7 +168,8 @@ def _task_a() -> list[SampleRecord]:
 
 def _task_b() -> list[SampleRecord]:
     rng = np.random.default_rng(12)
-    return [_sample("b", condition, i, j, {"m.value": 0.1 * i - shift + rng.normal(0, 0.05)})
+    return [_sample("b", condition, i, j, {"m.value": 0.1 * i - shift + rng.normal(0, 0.05),
+                                          FLUENCY_METRIC: 3.0 + rng.normal(0, 0.5)})
             for condition, shift in (("unsteered", 0.0), ("steered", 0.3)) for i in range(len(PROMPTS))
             for j in range(2)]
 
@@ -224,12 +228,21 @@ def test_analyse_effects_are_the_seeded_paired_comparisons_of_every_task_conditi
     # steered p00 sample 1 flagged, p01 sample 1 NaN: two values dropped; the prompts keep one sample each
     assert got[("a", "steered", "m.value")].n_excluded == 2
     assert got[("a", "steered", "m.value")].estimate.n == 16
+    other = got[("a", "steered", OTHER)].estimate
+    assert (other.n, other.n_not_applicable, other.n_unscorable) == (15, 1, 0)
     fluency = {(f.task, f.condition): f for f in numbers.fluency}
-    assert set(fluency) == {("a", c) for c in ("steered", "r1", "r2", "neg")}
-    f = fluency[("a", "steered")]
-    d = _means(a, "steered", FLUENCY_METRIC) - _means(a, "unsteered", FLUENCY_METRIC)
-    assert f.judge == "judge-lm" and f.estimate.p_value == _sign_flip_p(d, 5)
-    assert f.ppl_ratio == pytest.approx(math.exp(d.mean()), rel=1e-12)
+    assert set(fluency) == {("a", c) for c in ("steered", "r1", "r2", "neg")} | {("b", "steered")}
+    for (task, condition), f in fluency.items():
+        samples, spec = (a, SPEC_A) if task == "a" else (b, SPEC_B)
+        d = _means(samples, condition, FLUENCY_METRIC) - _means(samples, "unsteered", FLUENCY_METRIC)
+        assert f.estimate.p_value == _sign_flip_p(d, spec.seed)  # some are far from the 1e-4 floor
+        assert f.ppl_ratio == pytest.approx(math.exp(d.mean()), rel=1e-12)
+        assert f.judge == ("judge-lm" if task == "a" else "generation model")
+    assert 0.2 < fluency[("a", "neg")].estimate.p_value < 1
+    # the per-prompt summaries against unsteered: the headline's and the fluency cost's, per condition
+    summaries = {(s.task, s.condition, s.metric) for s in numbers.summaries if s.reference == "unsteered"}
+    pairs = [("a", c) for c in ("steered", "r1", "r2", "neg")] + [("b", "steered")]
+    assert summaries == {(t, c, m) for t, c in pairs for m in ("m.value", FLUENCY_METRIC)}
 
 
 def test_analyse_adjusts_each_family_by_holm_on_its_own(run):
@@ -239,7 +252,7 @@ def test_analyse_adjusts_each_family_by_holm_on_its_own(run):
     controls = {(c.condition, c.kind, c.reference, c.metric): c for c in numbers.controls}
     families = {
         "confirmatory": [effects[("a", "steered", "m.value")], effects[("b", "steered", "m.value")],
-                         fluency[("a", "steered")]],
+                         fluency[("a", "steered")], fluency[("b", "steered")]],
         "exploratory": [effects[("a", "steered", OTHER)]],
         "control conditions": [r for k, r in effects.items() if k[1] != "steered"]
         + [r for k, r in fluency.items() if k[1] != "steered"],
@@ -260,6 +273,7 @@ def test_analyse_control_records_are_steered_minus_the_mean_of_the_randoms_and_m
     controls = {(c.kind, c.metric): c for c in numbers.controls}
     metrics = ("m.value", OTHER, FLUENCY_METRIC)
     assert set(controls) == {(k, m) for k in ("specific", "direction") for m in metrics}
+    assert len(numbers.controls) == 6  # one specific and one direction record per metric, nothing else
     for (kind, metric), c in controls.items():
         steered = _means(a, "steered", metric)
         if kind == "specific":
@@ -269,11 +283,14 @@ def test_analyse_control_records_are_steered_minus_the_mean_of_the_randoms_and_m
             reference = _means(a, "neg", metric)
             assert c.reference == "neg"
         d = steered - reference
+        d = d[np.isfinite(d)]
         assert (c.task, c.condition, c.headline) == ("a", "steered", metric == "m.value")
         assert c.expected_direction == SPEC_A.metrics.get(metric)
         assert c.estimate.point == pytest.approx(d.mean(), abs=1e-12)
         assert c.estimate.p_value == _sign_flip_p(d, 5)
-        assert (c.estimate.n, c.estimate.n_unscorable, c.estimate.n_not_applicable) == (16, 0, 0)
+        applies = (15, 0, 1) if metric == OTHER else (16, 0, 0)
+        assert (c.estimate.n, c.estimate.n_unscorable, c.estimate.n_not_applicable) == applies
+    assert controls[("specific", OTHER)].estimate.p_value > 0.01  # far from the 1e-4 floor: the seed matters
     (summary,) = [s for s in numbers.summaries if s.reference == "random controls"]
     reference = np.nanmean([_means(a, "r1", "m.value"), _means(a, "r2", "m.value")], axis=0)
     assert (summary.task, summary.condition, summary.metric) == ("a", "steered", "m.value")
@@ -303,7 +320,7 @@ def test_analyse_headlines_carry_their_own_records_and_judge_the_expected_direct
     assert len(numbers.headlines) == 2  # one per task's steered condition, none for the controls
     effect = {(e.task, e.condition, e.metric): e for e in numbers.effects}
     controls = {(c.kind, c.metric): c for c in numbers.controls}
-    fluency = next(f for f in numbers.fluency if f.condition == "steered")
+    fluency = next(f for f in numbers.fluency if (f.task, f.condition) == ("a", "steered"))
     h = by_task["a"]
     e = effect[("a", "steered", "m.value")]
     assert (h.condition, h.metric, h.expected_direction) == ("steered", "m.value", "increase")
@@ -313,7 +330,7 @@ def test_analyse_headlines_carry_their_own_records_and_judge_the_expected_direct
     assert h.moved_as_expected is True
     hb = by_task["b"]  # decreases as declared: moved as expected with a negative point
     assert hb.estimate.point < 0 and hb.significant and hb.moved_as_expected is True
-    assert hb.fluency is None and hb.ppl_ratio is None and hb.specific is None and hb.label is None
+    assert hb.specific is None and hb.label is None
 
 
 def test_analyse_counts_and_ledger_are_per_task_and_condition(run):
