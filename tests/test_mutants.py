@@ -100,6 +100,30 @@ def test_compare_values_and_margin_p_value_are_seeded_monte_carlo_with_seed_0_by
     assert scipy_p(d - 0.1, 3, "greater") != scipy_p(d - 0.1, 0, "greater")
 
 
+def test_compare_values_names_its_interval_and_test_only_where_there_are_enough_prompts():
+    from harness.comparison import compare_values
+    from harness.stats import CI_NONE, CI_T, CI_WELCH, TEST_NONE, TEST_SIGN_FLIP, TEST_WELCH
+
+    one = compare_values({"a": 0.0}, {"a": 1.0}, confidence=0.9).estimate
+    assert (one.ci_method, one.test, one.confidence) == (CI_NONE, TEST_NONE, 0.9)
+    two = compare_values({"a": 0.0, "b": 0.0}, {"a": 1.0, "b": 2.0}, confidence=0.9).estimate
+    assert (two.ci_method, two.test, two.confidence) == (CI_T, TEST_SIGN_FLIP, 0.9)
+    x = {"a0": 1.0, "a1": 2.0, "a2": 4.0, "a3": NAN}
+    y = {"b0": 3.0, "b1": 5.0, "b2": 6.0, "b3": 10.0, "b4": NAN}
+    ind = compare_values(x, y, confidence=0.8).estimate
+    res = stats.ttest_ind([3.0, 5.0, 6.0, 10.0], [1.0, 2.0, 4.0], equal_var=False)
+    ci = res.confidence_interval(0.8)
+    assert (ind.ci_method, ind.test, ind.confidence, ind.paired) == (CI_WELCH, TEST_WELCH, 0.8, False)
+    assert (ind.ci_low, ind.ci_high, ind.p_value) == pytest.approx((ci.low, ci.high, res.pvalue), rel=1e-12)
+    assert (ind.n_planned, ind.n, ind.n_unscorable) == (9, 7, 2)
+    assert ind.sd == pytest.approx(math.sqrt(92 / 15), rel=1e-12)  # pooled, as worked out above
+    assert ind.effect_size == pytest.approx((11 / 3) / math.sqrt(92 / 15) * 16 / 19, rel=1e-12)
+    small = compare_values({"a0": 1.0}, {"b0": 3.0, "b1": 5.0}).estimate
+    assert (small.ci_method, small.test) == (CI_NONE, TEST_NONE)
+    pair = compare_values({"a0": 1.0, "a1": 2.0}, {"b0": 3.0, "b1": 5.0}).estimate
+    assert (pair.ci_method, pair.test) == (CI_WELCH, TEST_WELCH)
+
+
 def test_margin_p_value_needs_two_paired_prompts_and_a_finite_margin():
     from harness.comparison import compare_values, margin_p_value
 
