@@ -92,10 +92,12 @@ def baseline_problems(b: Baseline) -> list[str]:
     problems += [f"{c.task} {c.condition}: counts must be ≥ 0 and flagged + empty + unscorable ≤ samples"
                  for c in b.counts if min(c.samples, c.flagged, c.empty, c.unscorable) < 0
                  or c.flagged + c.empty + c.unscorable > c.samples]
+    # positions changed at norm 0 is real (a prompting instruction's ledger entry, an ablation of a
+    # direction the state does not have); norm added at no position is not
     problems += [f"{r.task} {r.condition} {r.site} {r.kind}: the ledger needs samples, positions ≥ 0 and a "
-                 "finite norm ≥ 0, positive where positions changed" for r in b.ledger
+                 "finite norm ≥ 0, zero where no position changed" for r in b.ledger
                  if min(r.samples, r.positions) < 0 or not 0 <= r.norm < math.inf
-                 or (r.positions > 0) != (r.norm > 0)]
+                 or (r.positions == 0 and r.norm > 0)]
     problems += [f"floors of {task}: {key} is {v} (must be finite)" for task, fl in b.floors.items()
                  for key, v in fl.items() if v is not None and not math.isfinite(v)]
     return problems

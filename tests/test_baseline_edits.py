@@ -1,6 +1,6 @@
 """Hand-edited baselines that used to be read and checked against as evidence (found by attacking
 the harness, issue 21): a headline point that is not its per-prompt effects' mean, infinite
-per-prompt values, impossible sample counts, a ledger that changed positions but added nothing,
+per-prompt values, impossible sample counts, a ledger that added a norm at no position,
 a NaN floor. Each is refused when read, and `check` exits 2 instead of saying "holds"."""
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ def _edit(data: dict) -> None:  # the per-prompt summary of the headline
      "infinite per-prompt value"),
     (lambda d: d["counts"][1].update(flagged=-5), "counts must be ≥ 0"),
     (lambda d: d["counts"][1].update(empty=200), "flagged + empty + unscorable ≤ samples"),
-    (lambda d: d["ledger"][0].update(norm=0.0), "positive where positions changed"),
+    (lambda d: d["ledger"][0].update(positions=0), "zero where no position changed"),
     (lambda d: d["ledger"][0].update(positions=-3), "the ledger needs"),
     (lambda d: d["floors"]["t"].update(min_effect="NaN"), "must be finite"),
 ], ids=["point-not-mean", "inf-per-prompt", "negative-count", "more-degenerate-than-samples",
-        "ledger-zero-norm", "ledger-negative-positions", "nan-floor"])
+        "ledger-norm-at-no-position", "ledger-negative-positions", "nan-floor"])
 def test_hand_edited_baseline_is_refused_when_read_and_check_exits_2(tmp_path, change, words, capsys):
     data = json.loads(make_baseline(BASE).model_dump_json())
     assert check(BASE, make_baseline(BASE)).status != INCOMPARABLE  # the unedited baseline is usable
@@ -44,3 +44,12 @@ def test_hand_edited_baseline_is_refused_when_read_and_check_exits_2(tmp_path, c
     (tmp_path / "run.json").write_text(BASE.model_dump_json())
     assert main(["check", str(tmp_path / "run.json"), "--baseline", str(path)]) == INCOMPARABLE
     assert words in capsys.readouterr().err
+
+
+def test_a_prompting_ledger_entry_positions_at_norm_0_is_a_valid_baseline(tmp_path):
+    """A prompting condition's ledger entry changes its instruction's positions and adds no norm."""
+    data = json.loads(make_baseline(BASE).model_dump_json())
+    data["ledger"][0].update(site="prompt.instruction", kind="prompt", positions=22, norm=0.0)
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps(data))
+    assert read_baseline(path).ledger[0].norm == 0.0
