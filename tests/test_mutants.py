@@ -81,6 +81,15 @@ def test_median_ci_is_the_symmetric_order_statistic_interval_of_brute_force_bino
     assert all(math.isnan(v) for v in median_ci([]))
 
 
+def test_proportion_upper_bound_by_hand_at_one_trial_and_nan_without_trials():
+    from harness.stats import proportion_upper_bound
+
+    # no success in n trials: the exact one-sided bound solves (1 − p)^n = α, p = 1 − α^(1/n)
+    assert proportion_upper_bound(0, 1, 0.05) == pytest.approx(0.95, rel=1e-12)
+    assert proportion_upper_bound(0, 3, 0.05) == pytest.approx(1 - 0.05 ** (1 / 3), rel=1e-12)
+    assert math.isnan(proportion_upper_bound(0, 0, 0.05))
+
+
 # ----------------------------------------------------------------------------- comparison
 
 def test_compare_values_and_margin_p_value_are_seeded_monte_carlo_with_seed_0_by_default():
