@@ -647,3 +647,14 @@ def test_write_baseline_refuses_a_wrong_way_effect_unless_asked_and_says_why_pla
     assert re.match(r"the run: not a usable baseline \(t steered sentiment.p_positive: the effect -0\.\d+ "
                     "is not in the expected direction", str(err.value)), err.value
     assert write_baseline(wrong, tmp_path / "b.json", no_effect=True).no_effect == {"t": ["steered"]}
+
+
+def test_check_an_effect_whose_observed_change_exceeds_the_baseline_effect_says_it_may_be_lost():
+    from harness.baseline import make_baseline
+    from harness.check import check
+    from tests.test_check import BASE, noisy, synthetic
+
+    # very noisy: the observed change (−0.49) is past losing the whole +0.30, but not significantly
+    line = _lines(check(synthetic(noisy(-0.1, 2.0, 3), noisy(0.30, 0.05, 4)), make_baseline(BASE)))["effect"]
+    assert line.change.point < -BASE.headlines[0].estimate.point and line.verdict == "inconclusive"
+    assert line.reason == "the run may have lost the whole baseline effect (observed change ≥ the effect)"
