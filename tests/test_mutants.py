@@ -658,3 +658,16 @@ def test_check_an_effect_whose_observed_change_exceeds_the_baseline_effect_says_
     line = _lines(check(synthetic(noisy(-0.1, 2.0, 3), noisy(0.30, 0.05, 4)), make_baseline(BASE)))["effect"]
     assert line.change.point < -BASE.headlines[0].estimate.point and line.verdict == "inconclusive"
     assert line.reason == "the run may have lost the whole baseline effect (observed change ≥ the effect)"
+
+
+def test_headlines_move_as_expected_only_when_significant_and_in_the_declared_direction(run):
+    from harness.pipeline.analyse import headlines
+
+    numbers, _, _ = run
+    (e,) = [e for e in numbers.effects if (e.task, e.condition, e.metric) == ("a", "steered", "m.value")]
+    flipped = e.estimate.model_copy(update={"point": -e.estimate.point})
+    for significant, estimate, moved in ((True, e.estimate, True), (False, e.estimate, False),
+                                         (True, flipped, False), (False, flipped, False)):
+        effect = e.model_copy(update={"significant": significant, "estimate": estimate})
+        (h,) = headlines([SPEC_A], [effect], [])
+        assert (h.significant, h.moved_as_expected) == (significant, moved)
