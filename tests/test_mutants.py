@@ -187,6 +187,9 @@ def _task_a() -> list[SampleRecord]:
                 if i == 15:  # m.other does not apply to the last prompt
                     scores[OTHER] = NAN
                     extra = {"reasons": {OTHER: "not applicable: other group"}}
+                if (condition, i) in (("r2", 7), ("r1", 8), ("r2", 8)):  # a random control without a value
+                    scores["m.value"] = NAN
+                    extra = {"reasons": {"m.value": "no words to score"}}
                 if condition == "steered" and j == 1 and i < 3:
                     if i == 0:
                         extra = {"flagged": "non-finite logits"}
@@ -321,7 +324,8 @@ def test_analyse_control_records_are_steered_minus_the_mean_of_the_randoms_and_m
         assert c.expected_direction == SPEC_A.metrics.get(metric)
         assert c.estimate.point == pytest.approx(d.mean(), abs=1e-12)
         assert c.estimate.p_value == _sign_flip_p(d, 5)
-        applies = (15, 0, 1) if metric == OTHER else (16, 0, 0)
+        applies = (15, 0, 1) if metric == OTHER else (15, 1, 0) if (kind, metric) == ("specific", "m.value") \
+            else (16, 0, 0)
         assert (c.estimate.n, c.estimate.n_unscorable, c.estimate.n_not_applicable) == applies
     assert controls[("specific", OTHER)].estimate.p_value > 0.01  # far from the 1e-4 floor: the seed matters
     (summary,) = [s for s in numbers.summaries if s.reference == "random controls"]
@@ -330,7 +334,7 @@ def test_analyse_control_records_are_steered_minus_the_mean_of_the_randoms_and_m
     steered = _means(a, "steered", "m.value")
     assert list(summary.prompts) == PROMPTS
     for p, r, s in zip(PROMPTS, reference, steered, strict=True):
-        assert summary.prompts[p] == pytest.approx([r, s], abs=1e-12)
+        assert summary.prompts[p] == pytest.approx([r, s], abs=1e-12, nan_ok=True)
 
 
 def test_analyse_labels_disruption_only_where_the_negation_significantly_moves_the_metric_the_same_way(run):
@@ -372,7 +376,8 @@ def test_analyse_counts_and_ledger_are_per_task_and_condition(run):
     assert set(counts) == {("a", c) for c in SHIFTS_A} | {("b", "unsteered"), ("b", "steered")}
     steered = counts[("a", "steered")]
     assert (steered.samples, steered.flagged, steered.empty, steered.unscorable) == (32, 1, 1, 1)
-    others = [c for k, c in counts.items() if k != ("a", "steered")]
+    assert (counts[("a", "r1")].unscorable, counts[("a", "r2")].unscorable) == (2, 4)
+    others = [c for k, c in counts.items() if k not in (("a", "steered"), ("a", "r1"), ("a", "r2"))]
     assert all((c.flagged, c.empty, c.unscorable) == (0, 0, 0) for c in others)
     ledger = {(r.task, r.condition, r.site, r.kind): r for r in numbers.ledger}
     conditions = [("a", c) for c in ("steered", "r1", "r2", "neg")] + [("b", "steered")]
