@@ -676,3 +676,17 @@ def test_headlines_move_as_expected_only_when_significant_and_in_the_declared_di
         effect = e.model_copy(update={"significant": significant, "estimate": estimate})
         (h,) = headlines([SPEC_A], [effect], [])
         assert (h.significant, h.moved_as_expected) == (significant, moved)
+
+
+def test_make_baseline_keeps_floors_counts_and_ledger_and_refuses_a_zero_effect():
+    from harness.baseline import make_baseline
+    from harness.errors import UserError
+    from tests.test_check import BASE, TASK, synthetic
+
+    config = {**BASE.config, "tasks": {TASK: {**BASE.config["tasks"][TASK], "min_effect": 0.1,
+                                               "max_fluency_cost": 2.0}}}
+    base = make_baseline(BASE.model_copy(update={"config": config}))
+    assert base.floors == {TASK: {"min_effect": 0.1, "max_fluency_cost": 2.0}}
+    assert base.counts == BASE.counts and base.ledger == BASE.ledger
+    with pytest.raises(UserError, match="not in the expected direction"):  # exactly 0 protects nothing
+        make_baseline(synthetic(np.zeros(24), np.full(24, 0.3)))
