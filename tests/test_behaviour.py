@@ -66,6 +66,6 @@ def test_coefficient_zero_is_not_reported_significant(smollm, tmp_path):
     result = run("love_hate", tmp_path / "null", model=smollm, options=options)
     assert result.effects and not any(e.significant for e in result.effects)
     for e in result.effects:
-        assert e.diff == 0 or math.isnan(e.diff)
+        assert e.estimate.point == 0 or math.isnan(e.estimate.point)
     (cost,) = result.fluency_cost
-    assert cost.ci_low <= 0 <= cost.ci_high and cost.ppl_ratio == 1.0
+    assert cost.estimate.ci_low <= 0 <= cost.estimate.ci_high and cost.ppl_ratio == 1.0

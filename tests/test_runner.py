@@ -221,4 +221,4 @@ def test_flagged_samples_are_excluded_and_noted(tiny_llama, tmp_path, monkeypatc
     result = run(str(write_task(tmp_path)), tmp_path / "out", model=tiny_llama, options=QUIET)
     assert result.flagged_samples == 2 and "2 samples flagged" in result.notes[0]
     rate = next(e for e in result.effects if e.metric == "keywords.rate")
-    assert rate.n == len(PROMPTS) - 1 and rate.n_excluded >= 2  # + empty completions
+    assert rate.estimate.n == len(PROMPTS) - 1 and rate.n_excluded >= 2  # + empty completions
