@@ -81,6 +81,32 @@ def test_median_ci_is_the_symmetric_order_statistic_interval_of_brute_force_bino
     assert all(math.isnan(v) for v in median_ci([]))
 
 
+def test_t_ci_sd_and_the_sign_flip_test_at_the_smallest_sizes_by_hand_and_scipy():
+    from harness.stats import paired_p_value, sd, t_ci
+
+    ci = stats.ttest_1samp([1.0, 3.0], 0.0).confidence_interval(0.95)
+    assert t_ci([1.0, 3.0]) == pytest.approx((ci.low, ci.high), rel=1e-12)  # 2 values, 95 % by default
+    assert t_ci([2.0, 2.0, 2.0]) == (2.0, 2.0) and all(math.isnan(v) for v in t_ci([2.0]))
+    assert sd([1.0, 3.0]) == pytest.approx(math.sqrt(2.0)) and math.isnan(sd([5.0]))
+    # two prompts: the four sign flips have means ±1.5, ±0.5, two of them as extreme as 1.5
+    assert paired_p_value([1.0, 2.0]) == 0.5
+    assert paired_p_value([1.0, 1.0, 1.0]) == 0.25  # all equal but not zero: 2 of 8 flips
+    d = np.random.default_rng(2).normal(0.5, 1.0, 16)
+    ref = stats.permutation_test((d,), np.mean, permutation_type="samples", n_resamples=9999,
+                                 rng=np.random.default_rng(0)).pvalue
+    assert paired_p_value(d) == ref  # Monte Carlo with seed 0 by default
+
+
+def test_smallest_p_is_the_p_of_the_most_extreme_data_exact_and_monte_carlo():
+    from harness.stats import paired_p_value, smallest_p
+
+    for n in range(2, 17):  # exact up to 13 prompts (2**13 <= 9999), Monte Carlo from 14
+        assert smallest_p(n) == paired_p_value(np.arange(1.0, n + 1)), n
+        assert smallest_p(n, sides=1) == paired_p_value(np.arange(1.0, n + 1), alternative="greater"), n
+    assert smallest_p(4, n_resamples=16) == 2 / 16  # 2**n == n_resamples is still exact
+    assert math.isnan(smallest_p(1))
+
+
 def test_proportion_upper_bound_by_hand_at_one_trial_and_nan_without_trials():
     from harness.stats import proportion_upper_bound
 
