@@ -17,7 +17,7 @@ from tests.conftest import save_tiny_model
 
 PYPROJECT = """\
 [build-system]
-requires = ["setuptools>=68"]
+requires = ["setuptools>=61"]  # PEP 621 metadata; built without isolation
 build-backend = "setuptools.build_meta"
 
 [project]
