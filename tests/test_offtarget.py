@@ -109,8 +109,8 @@ def test_every_capability_item_is_right_unsteered_and_zero_steering_changes_noth
     result = capability(lm, love_hate.scaled(0), items)
     assert result.unsteered_accuracy == 1.0, "some bundled items are answered wrong unsteered"
     assert result.accuracy == 1.0 and result.broken == ()
-    assert result.accuracy_change.diff == 0.0 and result.logprob_change.diff == 0.0
-    assert set(result.logprob_change.deltas) == {0.0}
+    assert result.accuracy_change.point == 0.0 and result.logprob_change.point == 0.0
+    assert result.logprob_change.sd == 0.0  # every item unchanged
     assert result.logprob == result.unsteered_logprob < 0
 
 
