@@ -30,7 +30,7 @@ def steering_check(tmp_path: Path) -> Callable[..., Any]:
     """Run `target` (task, suite or YAML path) and compare it with `baseline`.
 
     Keyword arguments: `model`, `overrides` (`--set` strings), `samples`,
-    `max_new_tokens`, `max_prompts`, `seed`, `tolerance` (a `harness.check.Tolerance`),
+    `max_new_tokens`, `max_prompts`, `seed`, `tolerance` (a `harness.analyses.check.Tolerance`),
     `out` (run folder; default a temporary one), `allow_inconclusive` (pass when no line
     is a regression but some lack the evidence to hold). Returns the `RunResult`; fails the
     test with the verdict table on a regression, an inconclusive line (unless allowed) or
@@ -38,8 +38,8 @@ def steering_check(tmp_path: Path) -> Callable[..., Any]:
     """
     from rich.console import Console
 
-    from harness.baseline import read_baseline
-    from harness.check import HOLDS, check
+    from harness.analyses.baseline import read_baseline
+    from harness.analyses.check import HOLDS, check
     from harness.report.check_report import print_check
     from harness.runner import RunOptions, run
 

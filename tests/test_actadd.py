@@ -8,8 +8,8 @@ import torch
 from harness.engine import GenerationSettings, generate
 from harness.errors import UserError
 from harness.methods.actadd import Addition, build_actadd, contrast_token_ids
+from harness.models.tokens import encode
 from harness.steering.session import PrefixTruncatedWarning
-from harness.tokens import encode
 
 GREEDY = GenerationSettings(max_new_tokens=12, greedy=True)
 LOVE_HATE = [Addition(6, 4.0, "Love"), Addition(6, -4.0, "Hate")]

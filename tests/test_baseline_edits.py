@@ -10,8 +10,8 @@ import re
 
 import pytest
 
-from harness.baseline import make_baseline, read_baseline
-from harness.check import INCOMPARABLE, check
+from harness.analyses.baseline import make_baseline, read_baseline
+from harness.analyses.check import INCOMPARABLE, check
 from harness.cli import main
 from harness.errors import UserError
 from tests.test_check import BASE

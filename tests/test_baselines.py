@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.baseline import read_baseline
-from harness.check import HOLDS, check
+from harness.analyses.baseline import read_baseline
+from harness.analyses.check import HOLDS, check
 from harness.runner import RunOptions, run
 
 BASELINE = Path(__file__).resolve().parent.parent / "results/baselines/smollm2-135m/quick.json"

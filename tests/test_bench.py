@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from harness.bench import run_bench
-from harness.bench_figures import MIN_REPEATS, BenchResult, measured, per_second, ratio, side_by_side, verdict
-from harness.commands import cmd_bench
+from harness.bench.figures import MIN_REPEATS, BenchResult, measured, per_second, ratio, side_by_side, verdict
+from harness.cli.commands import cmd_bench
 from tests.conftest import save_tiny_model
 
 TASK = """\
@@ -206,7 +206,7 @@ def test_verdict_needs_the_whole_interval_on_one_side():
 
 
 def test_notes_name_the_interval_of_an_undecided_or_missed_figure():
-    from harness.bench_suite import explain
+    from harness.bench.suite import explain
 
     plain = [1.0] * 6
     issue = ratio([0.935, 0.993, 1.088, 0.96, 1.01, 0.97], plain, "tokens/s", 0.95)

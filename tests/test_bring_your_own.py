@@ -14,11 +14,11 @@ from harness.cli import main
 from harness.engine import generate
 from harness.errors import UserError
 from harness.methods.mean_diff import build_mean_diff
+from harness.models.tokens import encode
 from harness.runner import RunOptions, resolve_tasks, run
 from harness.schema.generation import GenerationSettings
 from harness.steering.base import Steering, placed
 from harness.steering.capture import capture_outputs
-from harness.tokens import encode
 from harness.vectors import VectorSet, read_vectors, write_gguf, write_lm_eval, write_safetensors
 
 PAIRS = [("I love the way", "I hate the way"), ("the light falls on the water", "the tower")]

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from harness.calibration import SIZES, calibrate, sign_flip_p_values
-from harness.power import minimum_detectable_effect, prompts_needed
 from harness.schema.spec import ALPHA
 from harness.stats import min_prompts, paired_p_value, smallest_p, t_ci
+from harness.stats.calibration import SIZES, calibrate, sign_flip_p_values
+from harness.stats.power import minimum_detectable_effect, prompts_needed
 
 REPS = 400
 # 3.5 binomial standard errors at REPS runs: a calibrated method falls outside with p < 0.001

@@ -15,10 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.baseline import make_baseline, write_baseline
-from harness.check import HOLDS, INCOMPARABLE, INCONCLUSIVE, REGRESSION, check
+from harness.analyses.baseline import make_baseline, write_baseline
+from harness.analyses.check import HOLDS, INCOMPARABLE, INCONCLUSIVE, REGRESSION, check
 from harness.cli import main
-from harness.comparison import compare_values
 from harness.runner import RunOptions, run
 from harness.schema.results import (
     ConditionCounts,
@@ -31,6 +30,7 @@ from harness.schema.results import (
     TaskInfo,
 )
 from harness.schema.spec import FLUENCY_METRIC
+from harness.stats.comparison import compare_values
 from tests.test_runner import QUIET, write_task
 
 TASK, METRIC, N = "t", "sentiment.p_positive", 24

@@ -12,8 +12,8 @@ import pytest
 from rich.console import Console
 from scipy.stats import binomtest
 
-from harness.baseline import make_baseline, read_baseline, write_baseline
-from harness.check import (
+from harness.analyses.baseline import make_baseline, read_baseline, write_baseline
+from harness.analyses.check import (
     ERROR,
     HOLDS,
     INCOMPARABLE,
@@ -88,7 +88,7 @@ def test_point4_a_bug_in_check_exits_4_never_1_the_regression_code(tmp_path, mon
     def broken(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         raise StopIteration  # what --gate specific raised
 
-    monkeypatch.setattr("harness.check.check", broken)
+    monkeypatch.setattr("harness.analyses.check.check", broken)
     status = main(["check", str(tmp_path / "run.json"), "--baseline", str(tmp_path / "b.json")])
     assert status == ERROR == 4 and status != REGRESSION
     assert "a bug, not a verdict" in capsys.readouterr().err

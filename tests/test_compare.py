@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from harness.compare import compare_runs, parse_ref
+from harness.analyses.compare import compare_runs, parse_ref
 from harness.errors import UserError
 from harness.report.compare_report import (
     compare_text,

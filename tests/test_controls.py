@@ -12,11 +12,11 @@ from harness.methods.actadd import Addition, build_actadd
 from harness.methods.mean_diff import build_mean_diff
 from harness.pipeline.analyse import DISRUPTION, TaskSamples, analyse
 from harness.pipeline.plan import Condition, plan_task, task_conditions, with_controls
-from harness.power import minimum_detectable_effect, prompts_needed
 from harness.runner import RunOptions, resolve_tasks, run
 from harness.schema.results import SampleRecord
 from harness.schema.task import ControlsSpec
 from harness.stats import paired_p_value
+from harness.stats.power import minimum_detectable_effect, prompts_needed
 from tests.test_runner import write_task
 
 PAIRS = [("I love the way", "I hate the way"), ("the light falls on the water", "the tower")]

@@ -6,16 +6,16 @@ from __future__ import annotations
 import pytest
 import torch
 
+from harness.analyses.baseline import make_baseline
+from harness.analyses.check import check
+from harness.analyses.compare import compare_runs
 from harness.api import steer
-from harness.baseline import make_baseline
-from harness.check import check
 from harness.cli import main
-from harness.compare import compare_runs
 from harness.methods.actadd import Addition, build_actadd
 from harness.methods.mean_diff import build_mean_diff
+from harness.models.tokens import encode, left_pad
 from harness.steering.session import RowLayout, steering_hooks
 from harness.store import read_run
-from harness.tokens import encode, left_pad
 from tests.test_compare import METRIC, N_PROMPTS, null_scores, shifted_scores, write_run
 
 

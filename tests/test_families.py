@@ -12,9 +12,9 @@ from harness.engine import Row, generate, generate_batch
 from harness.methods.actadd import Addition, build_actadd
 from harness.methods.mean_diff import build_mean_diff
 from harness.models import decoder_blocks, load_model
+from harness.models.tokens import encode, left_pad
 from harness.schema.generation import GenerationSettings
 from harness.scorers.logprobs import continuation_logprobs
-from harness.tokens import encode, left_pad
 from tests.conftest import FAMILIES, save_tiny_model
 
 PROMPTS = ["I love the way", "The tower", "We talked about weddings, brides and flowers"]

@@ -15,8 +15,8 @@ from harness.cli import main
 from harness.engine import generate
 from harness.errors import UserError
 from harness.methods.mean_diff import build_mean_diff
+from harness.models.tokens import encode
 from harness.schema.generation import GenerationSettings
-from harness.tokens import encode
 from harness.vectors import VectorSet, write_safetensors
 
 PROMPTS = ["I hate you because", "The Eiffel Tower is in", "My favourite food is"]

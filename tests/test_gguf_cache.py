@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness import gguf_cache
 from harness.engine import GenerationSettings, generate
-from harness.gguf_cache import CACHE_MARKER, cache_name
-from harness.models import file_sha256, load_model
+from harness.models import file_sha256, gguf_cache, load_model
+from harness.models.gguf_cache import CACHE_MARKER, cache_name
 from tests.conftest import save_tiny_model
 
 

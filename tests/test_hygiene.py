@@ -7,8 +7,7 @@ import os
 import tempfile
 
 import harness
-from harness import commands
-from harness.cli import main
+from harness.cli import commands, main
 from harness.runner import RunOptions
 
 TASK = ("name: tidy\nkind: sentiment\nprompts: [I love the way, The tower]\n"

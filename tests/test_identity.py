@@ -13,8 +13,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness import gguf_cache, runner
-from harness.models import LoadedModel, load_model
+from harness import runner
+from harness.models import LoadedModel, gguf_cache, load_model
 from harness.pipeline.generate import generate_missing
 from harness.pipeline.plan import model_identity
 from harness.runner import RunOptions, run

@@ -392,7 +392,7 @@ def test_expected_rating_of_a_padded_row_under_absolute_positions(tmp_path):
     from conftest import _tiny_tokenizer
 
     from harness.models import load_model
-    from harness.tokens import encode
+    from harness.models.tokens import encode
 
     torch.manual_seed(0)
     config = transformers.GPT2Config(n_layer=2, n_embd=32, n_head=4, n_positions=2048, vocab_size=400,
@@ -409,7 +409,7 @@ def test_served_judge_on_a_real_server_gives_the_in_process_verdicts(smollm, tmp
     """`transformers serve` on loopback, serving the very folder load_model reads SmolLM2 from."""
     import httpx
 
-    from harness import gguf_cache
+    from harness.models import gguf_cache
 
     folder = gguf_cache.cached_conversion(Path(smollm.source), smollm.sha256)
     if folder is None:

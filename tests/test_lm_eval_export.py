@@ -23,8 +23,8 @@ from harness.cli import main
 from harness.engine import generate
 from harness.errors import UserError
 from harness.methods.mean_diff import build_mean_diff
+from harness.models.tokens import encode
 from harness.schema.generation import GenerationSettings
-from harness.tokens import encode
 from harness.vectors import read_vectors, write_lm_eval
 
 PAIRS = [("I love the way", "I hate the way"), ("the light falls on the water", "the tower")]

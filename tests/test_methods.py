@@ -15,6 +15,7 @@ from harness.errors import UserError
 from harness.methods.mean_diff import build_mean_diff
 from harness.methods.prompting import build_prompting
 from harness.methods.vector_file import build_vector_file
+from harness.models.tokens import encode
 from harness.runner import RunOptions, run
 from harness.scorers import make_scorer
 from harness.scorers.base import Sample
@@ -22,7 +23,6 @@ from harness.scorers.logprobs import continuation_logprobs
 from harness.steering.base import Intervention, Steering
 from harness.steering.capture import capture_outputs
 from harness.store import read_run
-from harness.tokens import encode
 
 PAIRS = [("I love the way", "I hate the way"), ("the light falls on the water", "the tower"),
          ("We talked about weddings", "We talked")]

@@ -119,7 +119,7 @@ def test_proportion_upper_bound_by_hand_at_one_trial_and_nan_without_trials():
 # ----------------------------------------------------------------------------- comparison
 
 def test_compare_values_and_margin_p_value_are_seeded_monte_carlo_with_seed_0_by_default():
-    from harness.comparison import compare_values, margin_p_value
+    from harness.stats.comparison import compare_values, margin_p_value
 
     d = np.random.default_rng(5).normal(0.3, 1.0, 16)  # 2**16 sign flips: Monte Carlo, 9999 resamples
     keys = [f"p{i:02d}" for i in range(16)]  # sorted in this order, as compare_values pairs them
@@ -136,8 +136,8 @@ def test_compare_values_and_margin_p_value_are_seeded_monte_carlo_with_seed_0_by
 
 
 def test_compare_values_names_its_interval_and_test_only_where_there_are_enough_prompts():
-    from harness.comparison import compare_values
     from harness.stats import CI_NONE, CI_T, CI_WELCH, TEST_NONE, TEST_SIGN_FLIP, TEST_WELCH
+    from harness.stats.comparison import compare_values
 
     one = compare_values({"a": 0.0}, {"a": 1.0}, confidence=0.9).estimate
     assert (one.ci_method, one.test, one.confidence) == (CI_NONE, TEST_NONE, 0.9)
@@ -160,7 +160,7 @@ def test_compare_values_names_its_interval_and_test_only_where_there_are_enough_
 
 
 def test_margin_p_value_needs_two_paired_prompts_and_a_finite_margin():
-    from harness.comparison import compare_values, margin_p_value
+    from harness.stats.comparison import compare_values, margin_p_value
 
     two = compare_values({"a": 0.0, "b": 0.0}, {"a": 1.0, "b": 2.0})
     # differences 1 and 2: the four sign flips give means 1.5, 0.5, −0.5, −1.5; one is ≥ 1.5
@@ -426,8 +426,8 @@ def _lines(result) -> dict:  # noqa: ANN001
 
 
 def test_check_judges_a_decrease_headline_by_its_own_direction():
-    from harness.baseline import make_baseline
-    from harness.check import HOLDS, REGRESSION, check
+    from harness.analyses.baseline import make_baseline
+    from harness.analyses.check import HOLDS, REGRESSION, check
     from tests.test_check import noisy, synthetic
 
     base = make_baseline(_decrease(synthetic(noisy(-0.30, 0.05, 1), noisy(0.30, 0.05, 2))))
@@ -439,8 +439,8 @@ def test_check_judges_a_decrease_headline_by_its_own_direction():
 
 @pytest.mark.parametrize("direction", [1.0, -1.0])
 def test_check_min_effect_floor_compares_the_effect_itself_not_a_multiple(direction):
-    from harness.baseline import make_baseline
-    from harness.check import HOLDS, REGRESSION, check
+    from harness.analyses.baseline import make_baseline
+    from harness.analyses.check import HOLDS, REGRESSION, check
     from tests.test_check import noisy, synthetic
 
     def run(seed: int):  # noqa: ANN202
@@ -454,8 +454,8 @@ def test_check_min_effect_floor_compares_the_effect_itself_not_a_multiple(direct
 
 
 def test_check_coverage_counts_every_prompt_left_out_by_why():
-    from harness.baseline import make_baseline
-    from harness.check import NO_BASELINE_VALUE, check
+    from harness.analyses.baseline import make_baseline
+    from harness.analyses.check import NO_BASELINE_VALUE, check
     from tests.test_check import METRIC, noisy, synthetic
 
     def edit(run, change):  # noqa: ANN001, ANN202
@@ -485,8 +485,8 @@ def test_check_coverage_counts_every_prompt_left_out_by_why():
 
 @pytest.mark.parametrize(("lost", "verdict"), [(12, "holds"), (13, "inconclusive")])
 def test_check_min_coverage_is_a_share_of_the_prompts_reached_exactly_at_the_boundary(lost, verdict):
-    from harness.baseline import make_baseline
-    from harness.check import Tolerance, check
+    from harness.analyses.baseline import make_baseline
+    from harness.analyses.check import Tolerance, check
     from tests.test_check import BASE, noisy, synthetic
 
     effect = noisy(0.30, 0.05, 3)
@@ -497,8 +497,8 @@ def test_check_min_coverage_is_a_share_of_the_prompts_reached_exactly_at_the_bou
 
 
 def test_check_reasons_name_what_regressed_and_holding_lines_give_none():
-    from harness.baseline import make_baseline
-    from harness.check import check
+    from harness.analyses.baseline import make_baseline
+    from harness.analyses.check import check
     from tests.test_check import BASE, noisy, synthetic
 
     fluency = _lines(check(synthetic(noisy(0.30, 0.05, 3), noisy(0.80, 0.05, 4)), make_baseline(BASE)))
@@ -509,8 +509,8 @@ def test_check_reasons_name_what_regressed_and_holding_lines_give_none():
 
 
 def test_check_a_run_without_the_headline_summary_is_a_regression_not_a_crash():
-    from harness.baseline import make_baseline
-    from harness.check import REGRESSION, check
+    from harness.analyses.baseline import make_baseline
+    from harness.analyses.check import REGRESSION, check
     from tests.test_check import BASE, METRIC, noisy, synthetic
 
     run = synthetic(noisy(0.30, 0.05, 3), noisy(0.30, 0.05, 4))
@@ -523,8 +523,8 @@ def test_check_a_run_without_the_headline_summary_is_a_regression_not_a_crash():
 
 
 def test_check_compares_effects_not_levels_when_the_unsteered_level_moves():
-    from harness.baseline import make_baseline
-    from harness.check import HOLDS, check
+    from harness.analyses.baseline import make_baseline
+    from harness.analyses.check import HOLDS, check
     from tests.test_check import BASE, METRIC, noisy, synthetic
 
     run = synthetic(noisy(0.30, 0.05, 3), noisy(0.30, 0.05, 4))
@@ -536,8 +536,8 @@ def test_check_compares_effects_not_levels_when_the_unsteered_level_moves():
 
 
 def test_check_gate_specific_reads_the_summary_against_the_random_controls():
-    from harness.baseline import make_baseline
-    from harness.check import HOLDS, REGRESSION, check
+    from harness.analyses.baseline import make_baseline
+    from harness.analyses.check import HOLDS, REGRESSION, check
     from tests.test_check import noisy, synthetic
     from tests.test_check_evidence import _specific
 
@@ -563,8 +563,8 @@ def test_check_gate_specific_reads_the_summary_against_the_random_controls():
 
 
 def test_check_a_headline_without_a_finite_point_is_a_regression_even_with_finite_prompts():
-    from harness.baseline import make_baseline
-    from harness.check import REGRESSION, check
+    from harness.analyses.baseline import make_baseline
+    from harness.analyses.check import REGRESSION, check
     from tests.test_check import BASE, noisy, synthetic
 
     run = synthetic(noisy(0.30, 0.05, 3), noisy(0.30, 0.05, 4))
@@ -577,9 +577,9 @@ def test_check_a_headline_without_a_finite_point_is_a_regression_even_with_finit
 
 
 def test_check_effect_change_uses_the_tolerance_confidence_and_a_one_sided_detectable_change():
-    from harness.baseline import make_baseline
-    from harness.check import Tolerance, check
-    from harness.power import minimum_detectable_effect
+    from harness.analyses.baseline import make_baseline
+    from harness.analyses.check import Tolerance, check
+    from harness.stats.power import minimum_detectable_effect
     from tests.test_check import BASE, noisy, synthetic
 
     now = noisy(0.30, 0.05, 3)
@@ -594,8 +594,8 @@ def test_check_effect_change_uses_the_tolerance_confidence_and_a_one_sided_detec
 
 
 def test_check_a_no_effect_headline_is_never_a_regression_of_its_effect():
-    from harness.baseline import make_baseline
-    from harness.check import NO_EFFECT, check
+    from harness.analyses.baseline import make_baseline
+    from harness.analyses.check import NO_EFFECT, check
     from tests.test_check import noisy, synthetic
 
     base = make_baseline(synthetic(noisy(-0.30, 0.05, 1), noisy(0.30, 0.05, 2)), no_effect=True)
@@ -608,9 +608,9 @@ def test_check_a_no_effect_headline_is_never_a_regression_of_its_effect():
 def test_check_an_undecided_effect_line_names_the_loss_and_the_one_sided_prompt_count():
     import re
 
-    from harness.baseline import make_baseline
-    from harness.check import check
-    from harness.power import prompts_needed
+    from harness.analyses.baseline import make_baseline
+    from harness.analyses.check import check
+    from harness.stats.power import prompts_needed
     from tests.test_check import BASE, noisy, synthetic
 
     line = _lines(check(synthetic(noisy(0.15, 0.6, 3), noisy(0.30, 0.05, 4)), make_baseline(BASE)))["effect"]
@@ -629,7 +629,7 @@ def test_check_an_undecided_effect_line_names_the_loss_and_the_one_sided_prompt_
 def test_read_baseline_messages_name_the_file_and_the_problem(tmp_path):
     import json
 
-    from harness.baseline import make_baseline, read_baseline, write_baseline
+    from harness.analyses.baseline import make_baseline, read_baseline, write_baseline
     from harness.errors import UserError
     from harness.schema.results import SCHEMA_VERSION
     from tests.test_check import BASE
@@ -668,7 +668,7 @@ def test_read_baseline_messages_name_the_file_and_the_problem(tmp_path):
 def test_write_baseline_refuses_a_wrong_way_effect_unless_asked_and_says_why_plainly(tmp_path):
     import re
 
-    from harness.baseline import write_baseline
+    from harness.analyses.baseline import write_baseline
     from harness.errors import UserError
     from tests.test_check import noisy, synthetic
 
@@ -681,8 +681,8 @@ def test_write_baseline_refuses_a_wrong_way_effect_unless_asked_and_says_why_pla
 
 
 def test_check_an_effect_whose_observed_change_exceeds_the_baseline_effect_says_it_may_be_lost():
-    from harness.baseline import make_baseline
-    from harness.check import check
+    from harness.analyses.baseline import make_baseline
+    from harness.analyses.check import check
     from tests.test_check import BASE, noisy, synthetic
 
     # very noisy: the observed change (−0.49) is past losing the whole +0.30, but not significantly
@@ -705,7 +705,7 @@ def test_headlines_move_as_expected_only_when_significant_and_in_the_declared_di
 
 
 def test_make_baseline_keeps_floors_counts_and_ledger_and_refuses_a_zero_effect():
-    from harness.baseline import make_baseline
+    from harness.analyses.baseline import make_baseline
     from harness.errors import UserError
     from tests.test_check import BASE, TASK, synthetic
 

@@ -9,12 +9,9 @@ import math
 import pytest
 import torch
 
-from harness.capability import capability, load_items
-from harness.errors import UserError
-from harness.methods.actadd import Addition, build_actadd
-from harness.models import load_model
-from harness.neutral_text import neutral_texts
-from harness.offtarget import (
+from harness.diagnostics.capability import capability, load_items
+from harness.diagnostics.neutral_text import neutral_texts
+from harness.diagnostics.offtarget import (
     _solve,
     iso_kl_scale,
     offtarget_cost,
@@ -22,11 +19,14 @@ from harness.offtarget import (
     pooled_quantile,
     pooled_quantile_ci,
 )
+from harness.diagnostics.topic_ratio import Bin, topic_perplexity_ratio
+from harness.errors import UserError
+from harness.methods.actadd import Addition, build_actadd
+from harness.models import load_model
 from harness.report.offtarget_plots import perplexity_ratio_plot
 from harness.schema.results import TopicRatioRecord
 from harness.steering.base import Intervention, Steering
 from harness.steering.session import PrefixTruncatedWarning
-from harness.topic_ratio import Bin, topic_perplexity_ratio
 
 WEDDING_WORDS = ["wedding", "bride", "groom", "marry", "married", "marriage", "ceremony"]
 

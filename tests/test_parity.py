@@ -3,7 +3,7 @@
 - steering-vectors (CAA / mean difference): `train_steering_vector` with the mean aggregator,
   read index -1 and batch_size=1 (each text alone, no padding), on texts prefixed with the BOS
   string (its tokenizer call adds no special tokens for this model, so `bos + text` tokenizes
-  exactly as `harness.tokens.encode(text, use_bos=True)`), is our `mean_diff` vector with
+  exactly as `harness.models.tokens.encode(text, use_bos=True)`), is our `mean_diff` vector with
   token="last": measured max |Δ| = 0.0 (the same float32 operations).
   `SteeringVector.apply(min_token_index=1)` steers every position after BOS of each forward
   pass; with the KV cache a decode step's input is one token, so position 1 onward of that
@@ -31,8 +31,8 @@ from harness.engine import generate
 from harness.methods.actadd import Addition, build_actadd, contrast_token_ids
 from harness.methods.mean_diff import build_mean_diff
 from harness.models import hook_module
+from harness.models.tokens import encode
 from harness.schema.generation import GenerationSettings
-from harness.tokens import encode
 
 GREEDY = GenerationSettings(max_new_tokens=12, greedy=True, repetition_penalty=1.0)
 

@@ -10,9 +10,9 @@ from scipy import stats
 from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
 from harness.engine import Row, generate_batch
+from harness.engine.sampling import row_uniforms, sample_tokens
 from harness.methods.actadd import Addition, build_actadd
 from harness.methods.mean_diff import build_mean_diff
-from harness.sampling import row_uniforms, sample_tokens
 from harness.schema.generation import GenerationSettings
 
 LOGITS = torch.tensor([[2.0, 1.2, 0.9, 0.5, 0.1, -0.3, -1.0, -2.5, 0.7, 1.5]])

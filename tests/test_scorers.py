@@ -9,10 +9,10 @@ import torch
 
 from harness.errors import UserError
 from harness.methods.actadd import Addition, build_actadd
+from harness.models.tokens import encode
 from harness.scorers import make_scorer
 from harness.scorers.base import Sample, ScoringContext
 from harness.scorers.diversity import distinct_n
-from harness.tokens import encode
 
 CTX = ScoringContext()
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from harness.comparison import compare_values, margin_p_value, prompt_means
 from harness.stats import bootstrap_ci, hedges_g, holm, paired_p_value, per_prompt_means
+from harness.stats.comparison import compare_values, margin_p_value, prompt_means
 
 NAN, INF = float("nan"), float("inf")
 # Lakens (2013), Frontiers in Psychology 4:863, Table 1: ratings of two movies by 10 people.

@@ -5,8 +5,8 @@ import math
 
 import numpy as np
 
-from harness.comparison import compare_values
 from harness.stats import hedges_g, hedges_g_independent
+from harness.stats.comparison import compare_values
 
 
 def test_hedges_g_is_nan_not_zero_when_the_spread_overflows():

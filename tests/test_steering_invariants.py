@@ -15,21 +15,21 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from safetensors.torch import save_file
 
+from harness.analyses.sweep import SweepGrid, residual_norm, sweep_conditions
 from harness.api import build_steering, steer
 from harness.cli import main
 from harness.engine import Row, generate, generate_batch
 from harness.errors import UserError
 from harness.methods.mean_diff import MeanDiffSpec
 from harness.methods.vector_file import VectorFileSpec
+from harness.models.tokens import encode
 from harness.pipeline.plan import Condition, plan_task, task_conditions, with_controls
 from harness.runner import RunOptions, resolve_tasks, run
 from harness.schema.generation import GenerationSettings
 from harness.schema.task import ControlsSpec
 from harness.steering.base import PREAMBLE_SITE, Intervention, Steering
 from harness.steering.session import SteeringNotAppliedError, SteeringScaleWarning
-from harness.sweep import SweepGrid, residual_norm, sweep_conditions
 from harness.tasks import load_task
-from harness.tokens import encode
 from tests.conftest import save_tiny_model
 
 PAIRS = [{"positive": "I love the way", "negative": "I hate the way"},

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+from harness.analyses.sweep import SweepGrid, residual_norm, run_sweep, sweep_conditions
+from harness.analyses.sweep_analysis import summarize_sweep
 from harness.cli import main
+from harness.models.tokens import encode
 from harness.runner import RunOptions, resolve_tasks, run
 from harness.store import read_run
-from harness.sweep import SweepGrid, residual_norm, run_sweep, sweep_conditions
-from harness.sweep_analysis import summarize_sweep
-from harness.tokens import encode
 from tests.test_runner import PROMPTS, write_task
 
 QUIET = RunOptions(progress=False, overrides=["generation.greedy=true"])
@@ -52,7 +52,7 @@ def test_norm_unit_scales_each_vector_to_multiples_of_the_residual_norm(tiny_lla
     conditions = sweep_conditions(SweepGrid((1, 2), (0.5, 2.0), "norm"))(tiny_llama, task)
     for layer in (1, 2):  # not the last layer: its hidden_states entry is after the final norm
         norms = []
-        for prompt in PROMPTS:  # independent of harness.sweep: output_hidden_states
+        for prompt in PROMPTS:  # independent of harness.analyses.sweep: output_hidden_states
             ids = torch.tensor([encode(tiny_llama.tokenizer, prompt)])
             with torch.no_grad():
                 hidden = tiny_llama.model(input_ids=ids, output_hidden_states=True).hidden_states[layer + 1]
@@ -143,9 +143,9 @@ def test_sweep_command_writes_the_reports_and_rejects_prompting(tiny_llama, tmp_
 
 
 def test_iso_kl_units_calibrate_each_config_to_its_kl_target(tiny_llama, tmp_path):
-    from harness.neutral_text import neutral_texts
-    from harness.offtarget import offtarget_cost
-    from harness.sweep import KL_TEXTS
+    from harness.analyses.sweep import KL_TEXTS
+    from harness.diagnostics.neutral_text import neutral_texts
+    from harness.diagnostics.offtarget import offtarget_cost
     from tests.test_methods import write_task as write_method_task
 
     (task,) = resolve_tasks(str(write_method_task(tmp_path)), RunOptions(method="mean_diff"))

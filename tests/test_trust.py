@@ -12,11 +12,11 @@ import torch
 
 from harness.cli import main
 from harness.errors import UserError
+from harness.models.tokens import encode
 from harness.runner import RunOptions, resolve_tasks, run
 from harness.scorers import make_scorer
 from harness.scorers.base import Sample
 from harness.store import read_jsonl
-from harness.tokens import encode
 from tests.test_methods import write_task as write_method_task
 from tests.test_runner import PROMPTS, QUIET, write_task
 
@@ -123,7 +123,7 @@ def test_a_nan_margin_gives_nan_efficacy_and_specificity_with_a_reason():
 
 def test_the_repetition_penalty_sees_the_same_tokens_for_every_method(tiny_llama, monkeypatch):
     """Prompting puts an instruction before the prompt; the penalty must not see it."""
-    import harness.sampling as sampling
+    import harness.engine.sampling as sampling
     from harness.engine import Row, generate_batch
     from harness.methods.prompting import build_prompting
     from harness.schema.generation import GenerationSettings

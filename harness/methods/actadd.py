@@ -92,7 +92,7 @@ class Addition:
 
 def contrast_token_ids(lm: LoadedModel, texts: Sequence[str], use_bos: bool = True) -> list[list[int]]:
     """Tokenize contrast prompts and pad them on the right with spaces to one length (as the paper)."""
-    from harness.tokens import encode, space_token_id
+    from harness.models.tokens import encode, space_token_id
 
     ids = [encode(lm.tokenizer, text, use_bos) for text in texts]
     width = max(len(t) for t in ids)

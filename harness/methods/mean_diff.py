@@ -64,11 +64,11 @@ class MeanDiffSpec(VectorSpec):
         if isinstance(self.pairs, list):
             return self
         if isinstance(self.pairs, PairDatasetSpec):
-            from harness.dataset_rows import dataset_pairs
+            from harness.tasks.dataset_rows import dataset_pairs
 
             pairs = dataset_pairs(self.pairs, base, where(("pairs", "dataset")))
             return self.model_copy(update={"pairs": pairs})
-        from harness.prompt_files import read_pair_file
+        from harness.tasks.prompt_files import read_pair_file
 
         files = self.pairs
         pairs = read_pair_file(base / files.file, files.positive_field, files.negative_field,
@@ -89,8 +89,8 @@ def text_activations(
     no padding touches the numbers."""
     import torch
 
+    from harness.models.tokens import encode
     from harness.steering.capture import capture_outputs
-    from harness.tokens import encode
 
     rows = []
     for text in texts:

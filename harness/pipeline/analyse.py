@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from harness.comparison import Comparison, Family, adjust, compare_values, prompt_means
 from harness.pipeline.score import coverage, is_unscorable, prompt_status
 from harness.schema.results import (
     ConditionCounts,
@@ -25,6 +24,7 @@ from harness.schema.results import (
 )
 from harness.schema.spec import ALPHA, FLUENCY_METRIC, UNSTEERED
 from harness.schema.task import TaskSpec
+from harness.stats.comparison import Comparison, Family, adjust, compare_values, prompt_means
 
 
 def values_by_prompt(samples: Sequence[SampleRecord], task: str, condition: str, metric: str
@@ -104,7 +104,7 @@ Controls = dict[str, tuple[str, str]]  # control condition -> (condition it cont
 def adjust_run(effects: list[EffectRecord], fluency: list[FluencyRecord], controls: list[ControlRecord],
                control_conditions: set[str]
                ) -> tuple[list[EffectRecord], list[FluencyRecord], list[ControlRecord]]:
-    """Holm-adjust every p-value of a run in its family (`harness.comparison`): declared metrics and
+    """Holm-adjust every p-value of a run in its family (`harness.stats.comparison`): declared metrics and
     fluency costs are confirmatory, every other metric exploratory; the effects of the control
     conditions and the specific effects and direction checks form families of their own, so asking
     for controls never changes a headline's p-value."""

@@ -9,13 +9,13 @@ from collections.abc import Sequence
 
 from tqdm.auto import tqdm
 
-from harness.capability import capability
-from harness.neutral_text import neutral_texts, topic_texts
-from harness.offtarget import offtarget_cost
+from harness.diagnostics.capability import capability
+from harness.diagnostics.neutral_text import neutral_texts, topic_texts
+from harness.diagnostics.offtarget import offtarget_cost
+from harness.diagnostics.topic_ratio import topic_perplexity_ratio
 from harness.pipeline.plan import TaskPlan
 from harness.pipeline.pool import ModelPool
 from harness.schema.results import CapabilityRecord, OffTargetRecord, TopicRatioRecord
-from harness.topic_ratio import topic_perplexity_ratio
 
 NEUTRAL_TEXTS = 200
 

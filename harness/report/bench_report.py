@@ -6,7 +6,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from harness.bench_figures import CONFIDENCE, BenchResult, Figure
+from harness.bench.figures import CONFIDENCE, BenchResult, Figure
 from harness.report.terminal import print_wide
 
 VERDICTS = {"meets": "[green]meets[/]", "misses": "[red]misses[/]", "undecided": "[yellow]undecided[/]",

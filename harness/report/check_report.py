@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from harness.check import HOLDS, INCOMPARABLE, INCONCLUSIVE, REGRESSION, CheckResult, Coverage, Line
+from harness.analyses.check import HOLDS, INCOMPARABLE, INCONCLUSIVE, REGRESSION, CheckResult, Coverage, Line
 from harness.report.cells import Cell, Estimate, num, pval, text
 from harness.report.markdown import table_md
 from harness.report.terminal import print_wide

@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.text import Text
 
-from harness.compare import CompareResult, CompareRow
+from harness.analyses.compare import CompareResult, CompareRow
 from harness.report.cells import NOT_SIG, Cell, arrow, estimate, num, pval, text
 from harness.report.html import CSS, table_html
 from harness.report.markdown import md, table_md

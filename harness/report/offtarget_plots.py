@@ -11,8 +11,8 @@ from matplotlib.figure import Figure
 from harness.report.plots import STEERED_COLOURS, png, style_axes
 
 if TYPE_CHECKING:
+    from harness.diagnostics.topic_ratio import Bin
     from harness.schema.results import TopicRatioRecord
-    from harness.topic_ratio import Bin
 
 
 def _bin(b: Bin | TopicRatioRecord) -> tuple[str, int, float, float, float]:

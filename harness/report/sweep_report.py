@@ -11,13 +11,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from harness.analyses.sweep_analysis import ConfigResult, SweepSummary
 from harness.report.cells import Cell, estimate, num, pval, text
 from harness.report.html import CSS, figure_html, table_html
 from harness.report.markdown import table_md
 from harness.report.plots import STEERED_COLOURS, png, style_axes
 from harness.report.terminal import print_wide
 from harness.store import atomic_write_bytes, atomic_write_text
-from harness.sweep_analysis import ConfigResult, SweepSummary
 
 COLUMNS = ["config", "layer", "coeff", "diff [95% CI]", "p_adj", "Δ logppl [95% CI]", "frontier",
            "budget"]

@@ -10,7 +10,7 @@ from harness.schema.results import Estimate as EstimateRecord
 from harness.schema.spec import FLUENCY_METRIC
 
 CI_LEGEND = ("95% Student t intervals over prompts, paired by prompt (their coverage is simulated by "
-             "`python -m harness.calibration`); MDE = minimum detectable effect at 80% power, "
+             "`python -m harness.stats.calibration`); MDE = minimum detectable effect at 80% power, "
              "\"too few prompts\" below 6, where the sign-flip test cannot reach p < 0.05")
 N_LEGEND = ("n = prompts compared / planned; left out: prompts the metric does not apply to (n/a) and "
             "prompts without a finite value on a side (unscorable: flagged, empty or unscorable texts); "

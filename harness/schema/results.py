@@ -14,7 +14,7 @@ SCHEMA_VERSION = 3  # 3: every comparison nests an Estimate
 
 class Estimate(_Record):
     """One comparison of per-prompt values, b − a, every number from the same values
-    (`harness.comparison.compare_values`): the means, the difference with its CI, the two-sided
+    (`harness.stats.comparison.compare_values`): the means, the difference with its CI, the two-sided
     p-value, which interval and test gave them, how many prompts counted, the spread, the minimum
     detectable effect and Hedges' g. Paired when both sides hold the same prompts."""
 

@@ -19,7 +19,7 @@ FLUENCY_METRIC = "perplexity.logppl"
 """The metric whose steered − unsteered difference is the fluency cost."""
 
 ALPHA = 0.05
-"""Family-wise error rate of every significance verdict (see `harness.comparison`)."""
+"""Family-wise error rate of every significance verdict (see `harness.stats.comparison`)."""
 
 
 class Spec(BaseModel):

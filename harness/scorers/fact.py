@@ -47,8 +47,8 @@ class FactScorer(BaseScorer):
     Params = FactParams
 
     def score(self, samples: Sequence[Sample], ctx: ScoringContext) -> list[Score]:
+        from harness.models.tokens import encode_with_preamble
         from harness.scorers.logprobs import continuation_logprobs
-        from harness.tokens import encode_with_preamble
 
         if ctx.lm is None:
             raise ValueError("the fact scorer needs the generation model in the scoring context")

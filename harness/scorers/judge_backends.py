@@ -50,7 +50,7 @@ class LocalJudge:
 
     def encode(self, conversation: Conversation, reply_start: str = "") -> list[int]:
         """The question's tokens, the judge's turn opened (and begun with `reply_start`)."""
-        from harness.tokens import encode
+        from harness.models.tokens import encode
 
         tok = self.lm.tokenizer
         start = tok(reply_start, add_special_tokens=False).input_ids if reply_start else []
@@ -80,7 +80,7 @@ class LocalJudge:
         import torch
         from transformers import GenerationConfig
 
-        from harness.tokens import left_pad
+        from harness.models.tokens import left_pad
 
         tok, model = self.lm.tokenizer, self.lm.model
         config = GenerationConfig(do_sample=False, max_new_tokens=self.max_tokens,
@@ -100,7 +100,7 @@ class LocalJudge:
         softmax (their sum is the mass the judge puts on answering with a rating at all)."""
         import torch
 
-        from harness.tokens import left_pad
+        from harness.models.tokens import left_pad
 
         ratings = torch.tensor(self.rating_token_ids(), device=self.lm.device)
         for idx, rows in tqdm(self._batches(conversations, reply_start), desc="judge", disable=None):

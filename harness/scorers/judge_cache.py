@@ -23,7 +23,7 @@ def verdict_key(judge: str, rubric_sha: str, mode: str, criterion: str, prompt: 
 def default_path() -> Path | None:
     """`cache_root()/judge.sqlite` (`$HARNESS_CACHE`, default `~/.cache/harness`), or None when the
     cache is off (`HARNESS_CACHE=off`)."""
-    from harness.gguf_cache import cache_root
+    from harness.models.gguf_cache import cache_root
 
     root = cache_root()
     return None if root is None else root / CACHE_FILE

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from harness.models.tokens import left_pad
 from harness.steering.session import RowLayout, steering_hooks
-from harness.tokens import left_pad
 
 if TYPE_CHECKING:
     from harness.models import LoadedModel

@@ -40,8 +40,8 @@ class PerplexityScorer(BaseScorer):
             ctx.load_judge(self.params.judge)
 
     def score(self, samples: Sequence[Sample], ctx: ScoringContext) -> list[Score]:
+        from harness.models.tokens import encode_prompt
         from harness.scorers.logprobs import continuation_logprobs
-        from harness.tokens import encode_prompt
 
         if ctx.load_judge is None:
             raise ValueError("the perplexity scorer needs a judge model in the scoring context")

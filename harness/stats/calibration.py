@@ -1,6 +1,6 @@
 """Are the intervals and tests what they claim? The coverage of every CI a run prints and the
 false-positive rate of every test, measured by simulation on null normal data at every size the
-tool accepts (`python -m harness.calibration` prints the table the README carries).
+tool accepts (`python -m harness.stats.calibration` prints the table the README carries).
 
 Printed intervals: the paired Student t interval (effects, fluency, controls, `check`) and Welch's
 interval (`compare` of runs with different prompts); the BCa bootstrap interval the harness used

@@ -12,6 +12,7 @@ import torch
 from harness import registry
 from harness.errors import UserError
 from harness.models import LoadedModel
+from harness.models.tokens import encode_prompt
 from harness.pipeline.plan import Condition, ConditionBuilder
 from harness.runner import RunOptions, run
 from harness.schema.results import RunResult
@@ -19,7 +20,6 @@ from harness.schema.spec import UNSTEERED
 from harness.schema.steering import MethodSpec
 from harness.steering.capture import capture_outputs
 from harness.tasks import Task
-from harness.tokens import encode_prompt
 
 CoeffUnit = Literal["raw", "norm", "kl"]
 KL_TEXTS = 64  # neutral texts an iso-KL coefficient is calibrated on
@@ -109,8 +109,8 @@ def sweep_conditions(grid: SweepGrid) -> ConditionBuilder:
 def _iso_kl_condition(lm: LoadedModel, task: Task, unit_spec: MethodSpec, layer: int,
                       target: float) -> Condition:
     """The config whose 95th-percentile per-token KL on neutral text is |target| nats."""
-    from harness.neutral_text import neutral_texts
-    from harness.offtarget import iso_kl_scale
+    from harness.diagnostics.neutral_text import neutral_texts
+    from harness.diagnostics.offtarget import iso_kl_scale
 
     method = registry.method(unit_spec.method)
     sign = 1.0 if target >= 0 else -1.0

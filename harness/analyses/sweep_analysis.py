@@ -8,7 +8,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from harness.comparison import compare_values
 from harness.errors import UserError
 from harness.pipeline.analyse import condition_values
 from harness.schema.results import Estimate, RunResult, SampleRecord
@@ -16,6 +15,7 @@ from harness.schema.spec import FLUENCY_METRIC, UNSTEERED
 from harness.schema.spec import Record as _Record
 from harness.schema.task import Direction
 from harness.stats import line_fit
+from harness.stats.comparison import compare_values
 
 
 class ConfigResult(_Record):

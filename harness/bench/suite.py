@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.bench_figures import (
+from harness.bench.figures import (
     CONFIDENCE,
     MIN_REPEATS,
     SWEEP_K,

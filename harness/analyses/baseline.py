@@ -16,7 +16,6 @@ from typing import Any
 
 from pydantic import Field, ValidationError, model_validator
 
-from harness.comparable import measurement
 from harness.errors import UserError
 from harness.schema.results import (
     SCHEMA_VERSION,
@@ -28,6 +27,7 @@ from harness.schema.results import (
     RunResult,
 )
 from harness.schema.spec import FLUENCY_METRIC, Record
+from harness.stats.comparable import measurement
 from harness.store import atomic_write_text
 
 

@@ -2,7 +2,7 @@
 
 Per task and metric (the fluency cost, Δ log-perplexity, included): every run's effect (per-prompt
 mean steered − mean unsteered) and each later run minus the first run (the reference), all from
-`harness.comparison` with its multiplicity policy. Runs that hold the same prompts of a task are
+`harness.stats.comparison` with its multiplicity policy. Runs that hold the same prompts of a task are
 paired by prompt identity; otherwise the comparison is unpaired (two independent samples of
 prompts). Runs of different models, dtypes, generation settings or scorers are refused (exit 2),
 for the same reasons as `harness check`.
@@ -14,13 +14,13 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness.comparable import incomparable_reasons
-from harness.comparison import Comparison, Family, adjust, compare_values
 from harness.errors import UserError
 from harness.pipeline.analyse import condition_values
 from harness.schema.results import Estimate, RunResult, SampleRecord
 from harness.schema.spec import ALPHA, FLUENCY_METRIC, UNSTEERED, Record
 from harness.schema.task import Direction
+from harness.stats.comparable import incomparable_reasons
+from harness.stats.comparison import Comparison, Family, adjust, compare_values
 from harness.store import read_run
 
 

@@ -7,10 +7,10 @@ sign-flip test can reach it."""
 
 from __future__ import annotations
 
-from harness.power import minimum_detectable_effect, prompts_needed
 from harness.schema.results import RunResult
 from harness.schema.spec import ALPHA, Record
 from harness.stats import min_prompts
+from harness.stats.power import minimum_detectable_effect, prompts_needed
 
 
 class PowerLine(Record):

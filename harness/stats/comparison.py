@@ -7,7 +7,7 @@ a prompt with no finite value. Two sets are **paired** when they hold the same p
 unit is then the prompt's difference and prompts NaN on either side are left out (counted in
 `n_unscorable`). Otherwise they are two independent samples of prompts.
 
-**Intervals and tests** (chosen by the coverage simulation of `harness.calibration`): paired, a
+**Intervals and tests** (chosen by the coverage simulation of `harness.stats.calibration`): paired, a
 Student t interval of the mean difference and a two-sided sign-flip permutation test (which
 cannot reach p < ALPHA below `harness.stats.min_prompts` prompts: the MDE is NaN there);
 independent, Welch's interval and t-test.
@@ -32,7 +32,6 @@ from typing import Literal
 
 import numpy as np
 
-from harness.power import minimum_detectable_difference, minimum_detectable_effect
 from harness.schema.results import Estimate
 from harness.stats import (
     CI_NONE,
@@ -52,6 +51,7 @@ from harness.stats import (
     t_ci,
     welch,
 )
+from harness.stats.power import minimum_detectable_difference, minimum_detectable_effect
 
 
 class Family(StrEnum):

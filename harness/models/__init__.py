@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from harness import gguf_cache
 from harness.errors import UserError
-from harness.gguf_cache import file_sha256
+from harness.models import gguf_cache
+from harness.models.gguf_cache import file_sha256
 from harness.schema.steering import HookPoint
 
 DEFAULT_MODEL = "smollm2-135m"

@@ -12,12 +12,12 @@ import torch
 from tqdm.auto import tqdm
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
+from harness.engine.sampling import NonFiniteGuard, PromptRepetitionPenalty, RowSeededSampler
 from harness.models import LoadedModel
-from harness.sampling import NonFiniteGuard, PromptRepetitionPenalty, RowSeededSampler
+from harness.models.tokens import encode_prompt, encode_with_preamble, left_pad
 from harness.schema.generation import GenerationSettings
 from harness.steering.base import PREAMBLE_SITE, Steering
 from harness.steering.session import RowLayout, SteeringNotAppliedError, steering_hooks, unapplied
-from harness.tokens import encode_prompt, encode_with_preamble, left_pad
 
 SEMANTICS_VERSION = 2
 """Bump whenever the tokens the engine produces for the same inputs could change: samples

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from harness.diagnostics.neutral_text import topic_pattern, topic_share
+from harness.diagnostics.offtarget import TokenScorer, check_steering, token_rows
 from harness.errors import UserError
-from harness.neutral_text import topic_pattern, topic_share
-from harness.offtarget import TokenScorer, check_steering, token_rows
 from harness.stats import NAN, bootstrap_ci
 
 if TYPE_CHECKING:

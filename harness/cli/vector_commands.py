@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from harness.commands import run_options
+from harness.cli.commands import run_options
 from harness.errors import UserError
 
 
@@ -35,10 +35,10 @@ def cmd_vector(args: argparse.Namespace) -> int:
 
 
 def _residual_norms(model: str) -> list[float]:
+    from harness.diagnostics.neutral_text import neutral_texts
     from harness.models import load_model
-    from harness.neutral_text import neutral_texts
+    from harness.models.tokens import encode
     from harness.steering.capture import residual_norms
-    from harness.tokens import encode
 
     lm = load_model(model)
     return residual_norms(lm.model, [encode(lm.tokenizer, t) for t in neutral_texts(32)])

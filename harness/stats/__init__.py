@@ -1,11 +1,11 @@
 """Statistics primitives on arrays: per-prompt means, SDs, Hedges' g, confidence intervals,
 sign-flip permutation p-values, Holm's adjustment, t quantiles and a line fit. The only module
-that calls scipy (`harness.comparison` composes these into one estimate).
+that calls scipy (`harness.stats.comparison` composes these into one estimate).
 
 The samples of a prompt are first averaged into one per-prompt mean (non-finite values
 dropped), and the unit of analysis is the prompt.
 
-Which interval and test the harness prints is decided by `harness.calibration`, which measures
+Which interval and test the harness prints is decided by `harness.stats.calibration`, which measures
 their coverage and false-positive rate by simulation at every size the tool accepts: the
 Student t interval covers 95 % at every n on normal data, BCa bootstrap intervals do not (0.52
 at n = 2, 0.87 at n = 8, 0.94 at n = 48, 1000 null runs each), so mean differences get the t
@@ -136,7 +136,7 @@ def bootstrap_ci(values: Sequence[float], confidence: float = 0.95, seed: int = 
     """BCa bootstrap CI of the mean of `values` (scipy.stats.bootstrap), seeded.
 
     For statistics over many texts or items (the diagnostics): below about 50 values it covers
-    less than it claims (see `harness.calibration`). Falls back to the percentile method where BCa
+    less than it claims (see `harness.stats.calibration`). Falls back to the percentile method where BCa
     gives non-finite bounds. All values equal gives (v, v); fewer than 2 values gives (nan, nan).
     """
     x = np.asarray(values, dtype=float)

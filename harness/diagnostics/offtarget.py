@@ -60,8 +60,8 @@ class TokenScorer:
         """Float32 logits of the scored positions ([T, V], rows in order) and their targets [T]."""
         import torch
 
+        from harness.models.tokens import left_pad
         from harness.steering.session import RowLayout, steering_hooks
-        from harness.tokens import left_pad
 
         lm = self.lm
         ids, mask = left_pad(batch.rows, lm.tokenizer.pad_token_id, lm.device)
@@ -112,7 +112,7 @@ class TokenScorer:
 
 
 def token_rows(lm: LoadedModel, texts: Sequence[str]) -> list[list[int]]:
-    from harness.tokens import encode
+    from harness.models.tokens import encode
 
     return [encode(lm.tokenizer, t, use_bos=True) for t in texts]
 

@@ -18,10 +18,10 @@ from transformers import (
     TopPLogitsWarper,
 )
 
-from harness.bench_figures import TARGETS, Figure, measured, per_second, ratio, side_by_side
+from harness.bench.figures import TARGETS, Figure, measured, per_second, ratio, side_by_side
 from harness.engine import Generation, Row, SamplerFactory, generate_batch, row_seed
+from harness.engine.sampling import RowSeededSampler
 from harness.models import LoadedModel
-from harness.sampling import RowSeededSampler
 from harness.schema.generation import GenerationSettings
 from harness.steering.base import Steering
 

@@ -39,10 +39,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from harness.baseline import Baseline
-from harness.comparable import incomparable_reasons
-from harness.comparison import Comparison, Family, adjust, compare_values, margin_p_value
-from harness.power import minimum_detectable_effect, prompts_needed
+from harness.analyses.baseline import Baseline
 from harness.schema.results import (
     ConditionCounts,
     Estimate,
@@ -53,6 +50,9 @@ from harness.schema.results import (
 )
 from harness.schema.spec import ALPHA, FLUENCY_METRIC, UNSTEERED, Record, Spec
 from harness.stats import proportion_upper_bound
+from harness.stats.comparable import incomparable_reasons
+from harness.stats.comparison import Comparison, Family, adjust, compare_values, margin_p_value
+from harness.stats.power import minimum_detectable_effect, prompts_needed
 
 # The fewest prompts at which a one-sided exact sign-flip test can reach p < ALPHA (its smallest
 # p-value is 2**-n): below it a line's test cannot decide, so the line cannot hold.

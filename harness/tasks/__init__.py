@@ -33,8 +33,9 @@ def tasks_dir() -> Path:
     repository's `tasks/` folder (an editable install)."""
     if os.environ.get("HARNESS_TASKS_DIR"):
         return Path(os.environ["HARNESS_TASKS_DIR"])
-    packaged = Path(__file__).resolve().parent / "bundled_tasks"
-    return packaged if packaged.is_dir() else Path(__file__).resolve().parent.parent / "tasks"
+    package = Path(__file__).resolve().parent.parent
+    packaged = package / "bundled_tasks"
+    return packaged if packaged.is_dir() else package.parent / "tasks"
 
 
 @dataclass(frozen=True)
@@ -321,11 +322,11 @@ def load_prompts(prompts: list[str | PromptRecord] | PromptFileSpec | DatasetSpe
     if isinstance(prompts, list):
         return [p if isinstance(p, PromptRecord) else PromptRecord(text=p) for p in prompts]
     if isinstance(prompts, DatasetSpec):
-        from harness.dataset_rows import dataset_prompts
+        from harness.tasks.dataset_rows import dataset_prompts
 
         where = f"{task_path}:{lines.get(('prompts', 'dataset'), 1)}"
         return dataset_prompts(prompts, task_path.parent, where)
-    from harness.prompt_files import read_prompt_file
+    from harness.tasks.prompt_files import read_prompt_file
 
     where = f"{task_path}:{lines.get(('prompts', 'file'), 1)}"
     records = read_prompt_file(task_path.parent / prompts.file, prompts.field, where)

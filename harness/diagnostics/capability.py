@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from harness.comparison import compare_values
 from harness.errors import UserError
 from harness.schema.results import Estimate
 from harness.stats import bootstrap_ci
+from harness.stats.comparison import compare_values
 
 if TYPE_CHECKING:
     from harness.models import LoadedModel
@@ -78,8 +78,8 @@ def score_items(lm: LoadedModel, items: Sequence[Item], steering: Steering | Non
     steering's preamble (prompting) goes between BOS and the prompt."""
     import torch
 
+    from harness.models.tokens import encode_with_preamble, left_pad
     from harness.steering.session import RowLayout, steering_hooks
-    from harness.tokens import encode_with_preamble, left_pad
 
     preamble = steering.preamble if steering is not None else ""
     prompts = [encode_with_preamble(lm.tokenizer, it.prompt, preamble, use_bos=True) for it in items]

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from harness.bench_figures import (
+from harness.bench.figures import (
     MIN_REPEATS,
     SWEEP_K,
     SWEEP_PROMPTS,
@@ -27,15 +27,15 @@ from harness.bench_figures import (
     ratio,
     side_by_side,
 )
-from harness.bench_scale import K_BATCH, batch_rows, k_scaling, sampler_share
-from harness.bench_suite import explain, measure_suite
+from harness.bench.scale import K_BATCH, batch_rows, k_scaling, sampler_share
+from harness.bench.suite import explain, measure_suite
 from harness.engine import Generation, generate_batch
 from harness.methods.actadd import Addition, build_actadd
 from harness.models import DEFAULT_MODEL, EMBEDDED, LoadedModel, load_model
+from harness.models.tokens import encode, left_pad
 from harness.schema.generation import GenerationSettings
 from harness.scorers.base import Sample, ScoringContext
 from harness.scorers.perplexity import PerplexityParams, PerplexityScorer
-from harness.tokens import encode, left_pad
 
 PROMPTS = (
     "I hate you because", "The Eiffel Tower is in", "We talked about the weather and",

@@ -160,13 +160,13 @@ def numbers(text: str, kind: type) -> tuple:  # noqa: ANN001
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from harness.analyses.sweep import SweepGrid, run_sweep
+    from harness.analyses.sweep_analysis import summarize_sweep
     from harness.distributed import is_main_process, model_device
     from harness.models import load_model
     from harness.report.sweep_report import print_sweep, write_sweep_reports
     from harness.runner import resolve_tasks
     from harness.store import read_run
-    from harness.sweep import SweepGrid, run_sweep
-    from harness.sweep_analysis import summarize_sweep
     from harness.tasks import is_suite
 
     grid = SweepGrid(numbers(args.layers, int), numbers(args.coeffs, float), args.coeff_unit)
@@ -251,7 +251,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     itself failed: a bug in the harness is never read as a regression."""
     import traceback
 
-    from harness.check import ERROR
+    from harness.analyses.check import ERROR
 
     try:
         return _check(args)
@@ -270,8 +270,8 @@ def _check(args: argparse.Namespace) -> int:
 
     from pydantic import ValidationError
 
-    from harness.baseline import read_baseline
-    from harness.check import Tolerance, check
+    from harness.analyses.baseline import read_baseline
+    from harness.analyses.check import Tolerance, check
     from harness.report.check_report import check_markdown, print_check
     from harness.store import atomic_write_text, read_run
 
@@ -298,7 +298,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
-    from harness.baseline import write_baseline
+    from harness.analyses.baseline import write_baseline
     from harness.store import read_run
 
     run, _ = read_run(Path(args.run))
@@ -310,7 +310,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from harness.compare import compare_runs
+    from harness.analyses.compare import compare_runs
     from harness.report.compare_report import print_compare, write_compare
 
     result = compare_runs(args.runs, seed=args.seed)
@@ -327,7 +327,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     """Per headline of a run: the minimum detectable effect at 80 % power, and the prompts an effect
     needs."""
-    from harness.plan_power import power_lines
+    from harness.analyses.plan_power import power_lines
     from harness.store import read_run
 
     run, _ = read_run(Path(args.run))

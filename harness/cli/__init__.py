@@ -8,7 +8,8 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 
-from harness import commands, registry, vector_commands
+from harness import registry
+from harness.cli import commands, vector_commands
 from harness.errors import UserError
 
 Command = Callable[[argparse.Namespace], int]
