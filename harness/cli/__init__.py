@@ -183,6 +183,18 @@ def build_parser() -> argparse.ArgumentParser:
     pln.add_argument("--json", action="store_true")
     pln.set_defaults(func=commands.cmd_plan)
 
+    agr = sub.add_parser("agreement", help="agreement of two metrics over the same samples of a run: the AUC "
+                         "of one for the other when that one is binary (0/1), and Spearman's rho, with CIs")
+    agr.add_argument("run", help="run.json or its folder")
+    agr.add_argument("--a", required=True, metavar="METRIC", help="e.g. keywords.any")
+    agr.add_argument("--b", required=True, metavar="METRIC", help="e.g. perplexity.logppl")
+    agr.add_argument("--task", action="append", default=[],
+                     help="only this task (repeatable; default: every task scoring both metrics)")
+    agr.add_argument("--condition", action="append", default=[], help="only this condition (repeatable)")
+    agr.add_argument("--seed", type=int, default=0, help="seed of the AUC's bootstrap")
+    agr.add_argument("--json", action="store_true")
+    agr.set_defaults(func=commands.cmd_agreement)
+
     val = sub.add_parser("validate", help="check task and suite files (schema, files, scorers, metrics) "
                          "without loading a model")
     val.add_argument("files", nargs="+", metavar="FILE", help="task or suite YAML files, or bundled names")

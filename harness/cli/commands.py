@@ -324,6 +324,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_agreement(args: argparse.Namespace) -> int:
+    """Agreement of two metrics over the same samples of a run."""
+    from harness.analyses.agreement import agreement
+    from harness.report.agreement_report import agreement_text
+
+    result = agreement(args.run, args.a, args.b, tasks=args.task, conditions=args.condition, seed=args.seed)
+    if args.json:
+        print(result.model_dump_json(indent=2))
+    else:
+        print(agreement_text(result), end="")
+    return 0
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     """Per headline of a run: the minimum detectable effect at 80 % power, and the prompts an effect
     needs."""

@@ -1,5 +1,6 @@
 """Turn scored samples into a run's numbers: effects per metric (steered vs unsteered, paired by
-prompt), fluency cost, headlines, per-prompt summaries, sample counts and the steering ledger."""
+prompt, with their steerability), fluency cost, headlines, per-prompt summaries, sample counts and the
+steering ledger."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from harness.schema.results import (
 from harness.schema.spec import ALPHA, FLUENCY_METRIC, UNSTEERED
 from harness.schema.task import TaskSpec
 from harness.stats.comparison import Comparison, Family, adjust, compare_values, prompt_means
+from harness.stats.steerability import steerability
 
 
 def values_by_prompt(samples: Sequence[SampleRecord], task: str, condition: str, metric: str
@@ -82,7 +84,8 @@ def task_effects(spec: TaskSpec, prompt_ids: Sequence[str], conditions: Sequence
             effects.append(EffectRecord(
                 task=spec.name, condition=condition, metric=metric,
                 expected_direction=spec.metrics.get(metric), headline=metric == spec.headline,
-                estimate=c.estimate, n_excluded=dropped, p_adjusted=c.estimate.p_value, significant=False))
+                estimate=c.estimate, n_excluded=dropped, p_adjusted=c.estimate.p_value, significant=False,
+                steerability=steerability(c.deltas, spec.metrics.get(metric))))
             if metric == spec.headline:
                 summaries.append(summary)
         if any(FLUENCY_METRIC in s.scores for s in mine):
@@ -205,7 +208,7 @@ def headlines(specs: Sequence[TaskSpec], effects: Sequence[EffectRecord], fluenc
                 significant=e.significant, moved_as_expected=e.significant and sign * e.estimate.point > 0,
                 fluency=f.estimate if f else None, ppl_ratio=f.ppl_ratio if f else None,
                 specific=specific.estimate if specific else None,
-                label=direction.label if direction else None,
+                label=direction.label if direction else None, steerability=e.steerability,
             ))
     return out
 

@@ -22,6 +22,8 @@ from harness.report.tables import (
     N_LEGEND,
     SAMPLE_COLUMNS,
     SAMPLE_LEGEND,
+    STEER_COLUMNS,
+    STEER_LEGEND,
     TOPIC_COLUMNS,
     control_rows,
     diagnose_legend,
@@ -30,6 +32,7 @@ from harness.report.tables import (
     fluency_rows,
     headline_rows,
     sample_rows,
+    steer_rows,
     topic_rows,
 )
 from harness.schema.results import RunResult, SampleRecord, TaskInfo
@@ -291,6 +294,9 @@ def render_html(
         '<section id="headline"><h2>Headline effects</h2>'
         f"{table_html(HEADLINE_COLUMNS, headline_rows(run))}"
         f"{legend}</section>",
+        ('<section id="steerability"><h2>Steerability: prompts moved the wrong way</h2>'
+         f'{table_html(STEER_COLUMNS, steer_rows(run))}<p class="legend">{escape(STEER_LEGEND)}</p>'
+         "</section>" if steer_rows(run) else ""),
         '<section id="plots"><h2>Plots</h2>'
         + figure_html(
             effects_plot(run),

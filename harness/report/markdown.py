@@ -18,6 +18,8 @@ from harness.report.tables import (
     LEGEND,
     SAMPLE_COLUMNS,
     SAMPLE_LEGEND,
+    STEER_COLUMNS,
+    STEER_LEGEND,
     TOPIC_COLUMNS,
     control_rows,
     diagnose_legend,
@@ -26,6 +28,7 @@ from harness.report.tables import (
     fluency_rows,
     headline_rows,
     sample_rows,
+    steer_rows,
     topic_rows,
 )
 from harness.schema.results import RunResult, SampleRecord
@@ -140,6 +143,8 @@ def render_markdown(run: RunResult, samples: Sequence[SampleRecord]) -> str:
         *table_md(HEADLINE_COLUMNS, headline_rows(run)),
         md(LEGEND),
         "",
+        *(["## Steerability: prompts moved the wrong way", "", *table_md(STEER_COLUMNS, steer_rows(run)),
+            md(STEER_LEGEND), ""] if steer_rows(run) else []),
         *(["## Is it the direction? Matched controls", "", *table_md(CONTROL_COLUMNS, control_rows(run)),
             md(CONTROL_LEGEND), ""] if run.controls else []),
         *(["## Off-target cost and capability retention", "", *table_md(DIAGNOSE_COLUMNS, diagnose_rows(run)),

@@ -78,6 +78,30 @@ def headline_rows(run: RunResult) -> list[list[Cell]]:
     return rows
 
 
+STEER_COLUMNS = ["task", "condition", "metric", "expected", "n", "wrong way", "share wrong way [95% CI]",
+                 "SD of per-prompt effects [95% CI]"]
+STEER_LEGEND = ("Steerability (Tan et al. 2024: a mean effect can hide prompts pushed the wrong way), per "
+                "headline: n = prompts with a per-prompt effect (steered − unsteered, the mean over its "
+                "samples); wrong way = prompts whose effect is against the expected direction (a tie, an "
+                "effect of exactly 0, is not wrong-way but counts in n), and their share with an exact "
+                "Clopper-Pearson 95% CI; the SD of the per-prompt effects with a chi-square 95% CI (exact "
+                "for normal effects, too narrow for heavy-tailed ones)")
+
+
+def steer_rows(run: RunResult) -> list[list[Cell]]:
+    """One row of STEER_COLUMNS per headline that records its steerability (none in older runs)."""
+    rows: list[list[Cell]] = []
+    for h in run.headlines:
+        if (s := h.steerability) is None:
+            continue
+        ties = f" ({s.ties} tie{'s' * (s.ties != 1)})" if s.ties else ""
+        rows.append([h.task, h.condition, h.metric, arrow(h.expected_direction), str(s.n),
+                     f"{s.wrong_way}/{s.n}{ties}",
+                     Estimate(s.share, s.share_ci_low, s.share_ci_high, signed=False),
+                     Estimate(s.sd, s.sd_ci_low, s.sd_ci_high, signed=False)])
+    return rows
+
+
 def effect_rows(run: RunResult, headlines: bool = True) -> list[list[Cell]]:
     """One row of EFFECT_COLUMNS per effect; headline metrics are starred (or left out)."""
     return [

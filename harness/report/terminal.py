@@ -21,6 +21,8 @@ from harness.report.tables import (
     LEGEND,
     SAMPLE_COLUMNS,
     SAMPLE_LEGEND,
+    STEER_COLUMNS,
+    STEER_LEGEND,
     TOPIC_COLUMNS,
     control_rows,
     diagnose_legend,
@@ -28,6 +30,7 @@ from harness.report.tables import (
     effect_rows,
     headline_rows,
     sample_rows,
+    steer_rows,
     topic_rows,
 )
 from harness.schema.results import RunResult
@@ -82,6 +85,9 @@ def print_results(run: RunResult, console: Console | None = None) -> None:
     if others:
         print_wide(console, table_rich("Other metrics", EFFECT_COLUMNS, others))
     console.print(Text(LEGEND, style="dim"))
+    if steered := steer_rows(run):
+        print_wide(console, table_rich("Steerability: prompts moved the wrong way", STEER_COLUMNS, steered))
+        console.print(Text(STEER_LEGEND, style="dim"))
     if run.controls:
         print_wide(console, table_rich("Is it the direction? Matched controls", CONTROL_COLUMNS,
                                        control_rows(run)))

@@ -37,6 +37,26 @@ class Estimate(_Record):
     effect_size: float  # Hedges' g: g_av when paired, pooled-SD g when independent
 
 
+class Steerability(_Record):
+    """Does the steering move every prompt, or only the mean (Tan et al., 2024)? Over the `n` prompts
+    of one comparison with a per-prompt effect (the mean of its samples, steered − unsteered):
+    `wrong_way` moved against the expected direction (an effect of exactly 0 is a tie: not wrong-way,
+    but counted in n), their share with an exact (Clopper-Pearson) interval, and the SD of the
+    per-prompt effects with a chi-square interval (exact for normal effects, too narrow for
+    heavy-tailed ones). Without an expected direction only the spread is defined."""
+
+    n: int  # prompts with a finite per-prompt effect
+    wrong_way: int | None = None  # None without an expected direction
+    ties: int = 0  # prompts whose effect is exactly 0
+    share: float  # wrong_way / n; NaN without a direction or a prompt
+    share_ci_low: float
+    share_ci_high: float
+    sd: float  # of the per-prompt effects (the estimate's sd when paired)
+    sd_ci_low: float
+    sd_ci_high: float
+    confidence: float = 0.95
+
+
 class EffectRecord(_Record):
     """One metric of one steered condition of one task, paired by prompt against unsteered."""
 
@@ -49,6 +69,7 @@ class EffectRecord(_Record):
     n_excluded: int = 0  # sample values dropped as non-finite or flagged, both sides
     p_adjusted: float
     significant: bool
+    steerability: Steerability | None = None  # None in runs written before it was recorded
 
 
 class FluencyRecord(_Record):
@@ -77,6 +98,7 @@ class Headline(_Record):
     ppl_ratio: float | None = None
     specific: Estimate | None = None  # steered − mean of the matched random controls, if any
     label: str | None = None  # "disruption, not direction" when the negated vector moves it the same way
+    steerability: Steerability | None = None  # the headline effect's; None in older runs and baselines
 
 
 class PromptSummary(_Record):

@@ -1,6 +1,7 @@
 """Statistics primitives on arrays: per-prompt means, SDs, Hedges' g, confidence intervals,
-sign-flip permutation p-values, Holm's adjustment, t quantiles and a line fit. The only module
-that calls scipy (`harness.stats.comparison` composes these into one estimate).
+sign-flip permutation p-values, Holm's adjustment, t quantiles, a line fit, and for steerability
+and agreement: exact proportion and chi-square SD intervals, the AUC and Spearman's rho with their
+intervals. The only module that calls scipy (`harness.stats.comparison` composes these into one estimate).
 
 The samples of a prompt are first averaged into one per-prompt mean (non-finite values
 dropped), and the unit of analysis is the prompt.
@@ -239,3 +240,78 @@ def median_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float,
         return NAN, NAN
     ci = stats.quantile_test(x, q=float(np.median(x)), p=0.5).confidence_interval(confidence)
     return float(ci.low), float(ci.high)
+
+
+def proportion_ci(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) two-sided interval of a proportion seen `successes` times in `n`
+    trials (scipy.stats.binomtest); (nan, nan) when n = 0."""
+    if n <= 0:
+        return NAN, NAN
+    ci = stats.binomtest(successes, n).proportion_ci(confidence, method="exact")
+    return float(ci.low), float(ci.high)
+
+
+def sd_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """Chi-square interval of the standard deviation of the finite values: sqrt((n − 1) s² / q) at
+    the upper and the lower (1 ± confidence) / 2 quantile q of χ²(n − 1). Exact for normal data, too
+    narrow for heavy-tailed data (it rests on the normal-theory distribution of the variance).
+    Fewer than 2 values gives (nan, nan)."""
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    if x.size < 2:
+        return NAN, NAN
+    scaled = (x.size - 1) * x.var(ddof=1)
+    upper, lower = stats.chi2.ppf([(1 + confidence) / 2, (1 - confidence) / 2], x.size - 1)
+    return math.sqrt(scaled / upper), math.sqrt(scaled / lower)
+
+
+def _auc(positive: np.ndarray, negative: np.ndarray, axis: int = -1) -> np.ndarray:
+    """P(positive > negative) + P(tie) / 2: the Mann-Whitney U of the positives over n₊ n₋."""
+    u = stats.mannwhitneyu(positive, negative, axis=axis, method="asymptotic").statistic
+    return u / (positive.shape[axis] * negative.shape[axis])
+
+
+def auc(positive: Sequence[float], negative: Sequence[float], confidence: float = 0.95, seed: int = 0,
+        n_resamples: int = 2000) -> tuple[float, float, float]:
+    """Area under the ROC curve of a score for a binary label, from the scores of the positive and of
+    the negative items (a tie counts one half), and a stratified bootstrap interval: positives and
+    negatives resampled apart (scipy.stats.bootstrap of the two samples), BCa, or the percentile
+    method where BCa gives non-finite bounds (every resample equal, e.g. AUC 1). It takes the items
+    as independent. (nan, nan, nan) without a positive or a negative; nan bounds with fewer than 2
+    of either."""
+    pos, neg = np.asarray(positive, dtype=float), np.asarray(negative, dtype=float)
+    if pos.size == 0 or neg.size == 0:
+        return NAN, NAN, NAN
+    point = float(_auc(pos, neg))
+    if pos.size < 2 or neg.size < 2:
+        return point, NAN, NAN
+
+    def run(method: str) -> tuple[float, float]:
+        with warnings.catch_warnings():
+            # BCa on degenerate resamples warns (nan arithmetic, DegenerateDataWarning); we fall back.
+            warnings.simplefilter("ignore", RuntimeWarning)
+            res = stats.bootstrap((pos, neg), _auc, vectorized=True, n_resamples=n_resamples,
+                                  confidence_level=confidence, method=method, rng=np.random.default_rng(seed))
+        return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+    low, high = run("BCa")
+    if not (math.isfinite(low) and math.isfinite(high)):
+        low, high = run("percentile")
+    return point, low, high
+
+
+def spearman(x: Sequence[float], y: Sequence[float], confidence: float = 0.95
+             ) -> tuple[float, float, float, float]:
+    """Spearman's rho of paired values (scipy.stats.spearmanr), its interval by Fisher's z with the
+    Bonett-Wright (2000) standard error sqrt((1 + rho² / 2) / (n − 3)), and its two-sided p-value.
+    All nan when a side is constant (rho is undefined); nan bounds below 4 pairs."""
+    a, b = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if a.size < 2 or np.all(a == a[0]) or np.all(b == b[0]):
+        return NAN, NAN, NAN, NAN
+    res = stats.spearmanr(a, b)
+    rho, p = float(res.statistic), float(res.pvalue)
+    if a.size < 4:
+        return rho, NAN, NAN, p
+    half = float(stats.norm.ppf((1 + confidence) / 2)) * math.sqrt((1 + rho**2 / 2) / (a.size - 3))
+    z = math.atanh(min(max(rho, -1 + 1e-15), 1 - 1e-15))  # finite at rho = ±1
+    return rho, math.tanh(z - half), math.tanh(z + half), p

@@ -1,0 +1,66 @@
+"""The report of `harness agreement`: a few lines of text, and a Markdown table of several
+agreements (one row each) to publish."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from harness.analyses.agreement import Agreement
+from harness.report.cells import Cell, Estimate, pval, text
+from harness.report.markdown import table_md
+
+AGREEMENT_COLUMNS = ["tasks", "a", "b", "samples (prompts)", "left out", "AUC [95% CI]",
+                     "Spearman ρ [95% CI]"]
+AGREEMENT_LEGEND = ("AUC = P(a positive sample of the binary metric scores higher on the other metric than "
+                    "a negative one), ties counting one half: 0.5 = no agreement, 1 = perfect, below 0.5 = "
+                    "the other way; its 95% CI by a stratified bootstrap (BCa). Spearman ρ over the same "
+                    "samples, 95% CI by Fisher's z (Bonett-Wright). Both take samples as independent: the "
+                    "samples of one prompt are not, so the intervals are too narrow when they agree within "
+                    "a prompt.")
+
+
+def _auc(ag: Agreement) -> Cell:
+    if ag.label is None or not math.isfinite(ag.auc):
+        return ag.auc_note or "—"
+    return Estimate(ag.auc, ag.auc_ci_low, ag.auc_ci_high, signed=False,
+                    note="" if math.isfinite(ag.auc_ci_low) else "no interval: under 2 of a class")
+
+
+def _rho(ag: Agreement) -> Cell:
+    if not math.isfinite(ag.spearman):
+        return ag.spearman_note or "—"
+    return Estimate(ag.spearman, ag.spearman_ci_low, ag.spearman_ci_high,
+                    note="" if math.isfinite(ag.spearman_ci_low) else "no interval: under 4 samples")
+
+
+def _excluded(ag: Agreement) -> str:
+    return "; ".join(f"{k} {why}" for why, k in ag.excluded.items()) or "none"
+
+
+def agreement_text(ag: Agreement) -> str:
+    """The agreement of one pair of metrics, in plain text."""
+    auc = (f"AUC of {ag.b if ag.label == ag.a else ag.a} for {ag.label} ({ag.n_positive} positive, "
+           f"{ag.n_negative} negative): {text(_auc(ag))}" if ag.label else f"AUC: {ag.auc_note}")
+    p = f", p = {pval(ag.spearman_p)}" if math.isfinite(ag.spearman) else ""
+    rho = f"Spearman ρ: {text(_rho(ag))}{p}"
+    return "\n".join([
+        f"Agreement of {ag.b} with {ag.a}" + (f" · run {ag.run}" if ag.run else ""),
+        f"tasks: {', '.join(ag.tasks)} · conditions: {', '.join(ag.conditions) or 'all'}",
+        f"samples: {ag.n} of {ag.n_samples} used, from {ag.n_prompts} prompts; left out: {_excluded(ag)}",
+        auc + (f" · {ag.auc_method}" if ag.label else ""),
+        rho + (f" · {ag.spearman_method}" if math.isfinite(ag.spearman) else ""),
+        AGREEMENT_LEGEND,
+    ]) + "\n"
+
+
+def agreement_rows(agreements: Sequence[Agreement]) -> list[list[Cell]]:
+    """One row of AGREEMENT_COLUMNS per agreement."""
+    return [[", ".join(ag.tasks), ag.a, ag.b, f"{ag.n} of {ag.n_samples} ({ag.n_prompts})", _excluded(ag),
+             _auc(ag), _rho(ag)] for ag in agreements]
+
+
+def agreement_markdown(agreements: Sequence[Agreement]) -> str:
+    """Several agreements as one Markdown table with its legend."""
+    return "\n".join([*table_md(AGREEMENT_COLUMNS, agreement_rows(agreements)), AGREEMENT_LEGEND]) + "\n"
+
