@@ -25,7 +25,8 @@ from harness.stats.steerability import steerability
 BASELINE = Path(__file__).resolve().parent.parent / "results/baselines/smollm2-135m/quick.json"
 N_PROMPTS = 20
 WRONG, TIES = 5, 3  # prompts 0-4 move against "increase", prompts 5-7 do not move at all
-SPEC = TaskSpec(name="t", kind="topic", prompts=["x"], steering={"method": "m"}, scorers={"m": {}},
+SPEC = TaskSpec(name="t", kind="topic", prompts=["x"], steering={"method": "m"},
+                scorers={"keywords": {"words": ["x"]}},  # a registered scorer; the samples carry the metrics
                 metrics={"m.value": "increase", "m.down": "decrease"}, headline="m.value")
 PROMPT_IDS = [f"p{i}" for i in range(N_PROMPTS)]
 
