@@ -131,6 +131,7 @@ def test_agreement_command_reads_a_run_folder_and_prints_the_report(tmp_path, ca
     assert out == agreement_text(ag)
     assert f"AUC of perplexity.logppl for keywords.any (6 positive, 8 negative): {ag.auc:.3f}" in out
     assert "14 of 17 used, from 7 prompts" in out and "2 keywords.any: empty completion" in out
+    assert "only 6 positive: too narrow" in out  # under 10 of a class the bootstrap interval undercovers
     args = ["agreement", str(tmp_path), "--a", "keywords.any", "--b", "perplexity.logppl"]
     assert main([*args, "--json"]) == 0
     assert type(ag).model_validate_json(capsys.readouterr().out) == ag

@@ -277,8 +277,9 @@ def auc(positive: Sequence[float], negative: Sequence[float], confidence: float 
     the negative items (a tie counts one half), and a stratified bootstrap interval: positives and
     negatives resampled apart (scipy.stats.bootstrap of the two samples), BCa, or the percentile
     method where BCa gives non-finite bounds (every resample equal, e.g. AUC 1). It takes the items
-    as independent. (nan, nan, nan) without a positive or a negative; nan bounds with fewer than 2
-    of either."""
+    as independent. On binormal scores (AUC 0.76, 30 negatives, 200 draws) it covered 0.95 with 10
+    or 20 positives but 0.92 with 5 and 0.87 with 3: below 10 of a class it is too narrow. (nan, nan,
+    nan) without a positive or a negative; nan bounds with fewer than 2 of either."""
     pos, neg = np.asarray(positive, dtype=float), np.asarray(negative, dtype=float)
     if pos.size == 0 or neg.size == 0:
         return NAN, NAN, NAN
