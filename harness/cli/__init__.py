@@ -82,6 +82,16 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a task or suite: samples, scores, effects, reports")
     run.add_argument("target", help="task or suite name (e.g. quick, love_hate) or a YAML path")
     run.add_argument("--out", help="run folder (default runs/TARGET); rerun to resume")
+    run.add_argument("--judge", metavar="MODEL | URL::MODEL",
+                     help="rate concept tasks with an LLM judge (AxBench rubric; headline: its harmonic "
+                     "mean): a model name or path, in process (e.g. smollm2-135m), or an OpenAI-compatible "
+                     "endpoint and model, e.g. http://localhost:8000/v1::qwen")
+    run.add_argument("--judge-key-env", metavar="VAR",
+                     help="the NAME of the environment variable holding the served judge's API key (only "
+                     "the name is recorded)")
+    run.add_argument("--judge-mode", choices=["parse", "expected"],
+                     help="parse the rating from the reply (default) or, in process, the expected rating "
+                     "from the rating tokens' probabilities")
     _add_task_args(run)
     _add_model_args(run)
     run.set_defaults(func=commands.cmd_run, seed=None)

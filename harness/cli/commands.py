@@ -125,17 +125,29 @@ def _validated(model: type, data: dict, prefix: str):  # noqa: ANN202 (an instan
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from harness.analyses.heldout import run_concepts
     from harness.distributed import is_main_process, model_device
     from harness.models import load_model
+    from harness.report.heldout_report import heldout_markdown
     from harness.report.terminal import print_results
     from harness.runner import resolve_tasks, run
+    from harness.tasks.concepts import judge_params, with_judge
 
     options = run_options(args)
     out = Path(args.out or f"runs/{Path(args.target).stem}")
     tasks = resolve_tasks(args.target, options)  # a bad task file fails before the model loads
+    if args.judge:
+        params = judge_params(args.judge, args.judge_key_env, args.judge_mode)
+        tasks = [with_judge(t, params) for t in tasks]
     device = args.device or model_device()
     lm = load_model(args.model, dtype=args.dtype, device=device, device_map=args.device_map)
-    result = run(args.target, out, model=lm, options=options, tasks=tasks)
+    if any(t.spec.concept for t in tasks):  # each method's strength chosen on half the prompts
+        result, held = run_concepts(args.target, out, lm, options, tasks)
+        if is_main_process():
+            (out / "heldout.md").write_text(heldout_markdown(held))
+            print(heldout_markdown(held))
+    else:
+        result = run(args.target, out, model=lm, options=options, tasks=tasks)
     if not is_main_process():  # under accelerate launch only the main process reports
         return 0
     print_results(result)

@@ -83,15 +83,19 @@ def score_task(pool: ModelPool, task: Task, conditions: dict[str, Condition], re
     scores = [completion_scores(r) for r in records]
     reasons: list[dict[str, str]] = [{} for _ in records]
     token_lps: list[list[float] | None] = [None for _ in records]
+    replies: list[dict[str, str]] = [{} for _ in records]  # a judge's raw replies, kept to audit it
     for name, scorer in tqdm(scorers.items(), desc=f"score {task.name}", disable=not progress):
         start = time.perf_counter()
         for i, score in enumerate(checked(name, scorer, scorer.score(samples, ctx), len(samples))):
             scores[i].update({f"{name}.{m}": v for m, v in score.values.items()})
             reasons[i].update(score.record_reasons(name))
+            replies[i].update({f"{name}.{m}": r for m, r in score.detail.get("replies", {}).items()})
+            replies[i].update({f"{name}.{m}": "P(0, 1, 2) = " + ", ".join(f"{q:.3g}" for q in probs)
+                               for m, probs in score.detail.get("probabilities", {}).items()})
             token_lps[i] = score.detail.get("token_logprobs", token_lps[i])
         timings[f"score.{task.name}.{name}"] = round(time.perf_counter() - start, 3)
-    return [r.model_copy(update={"scores": s, "reasons": why, "token_logprobs": lp})
-            for r, s, why, lp in zip(records, scores, reasons, token_lps, strict=True)]
+    return [r.model_copy(update={"scores": s, "reasons": why, "token_logprobs": lp, "replies": said})
+            for r, s, why, lp, said in zip(records, scores, reasons, token_lps, replies, strict=True)]
 
 
 Status = Literal["finite", "not applicable", "unscorable"]

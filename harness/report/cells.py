@@ -89,3 +89,14 @@ def verdict(expected: str | None, diff: float, significant: bool) -> Mark:
     if expected is None:
         return Mark("↑" if diff > 0 else "↓")
     return Mark(MOVED if (diff > 0) == (expected == "increase") else WRONG)
+
+
+JUDGE_RATINGS = ("concept", "instruction", "fluency")
+
+
+def judge_ratings(s: results.SampleRecord) -> list[tuple[str, float]]:
+    """A judge's three ratings of a sample (`SCORER.concept`, `.instruction`, `.fluency`), in that
+    order, for every scorer that gave all three; [] when none did."""
+    scorers = dict.fromkeys(m.rsplit(".", 1)[0] for m in s.scores if m.endswith(".concept"))
+    return [(f"{j}.{c}", s.scores[f"{j}.{c}"]) for j in scorers
+            if all(f"{j}.{c}" in s.scores for c in JUDGE_RATINGS) for c in JUDGE_RATINGS]

@@ -8,7 +8,18 @@ import math
 from collections.abc import Sequence
 from html import escape
 
-from harness.report.cells import MOVED, NOT_SIG, WRONG, Cell, Estimate, Mark, ci_text, num, text
+from harness.report.cells import (
+    MOVED,
+    NOT_SIG,
+    WRONG,
+    Cell,
+    Estimate,
+    Mark,
+    ci_text,
+    judge_ratings,
+    num,
+    text,
+)
 from harness.report.markdown import Pair, conditions_of, headline_metric, side_by_side
 from harness.report.plots import distribution_plot, effects_plot, fluency_plot
 from harness.report.tables import (
@@ -157,8 +168,19 @@ def _completion(
     body = _tokens(s, token_texts) or '<span class="legend">(empty)</span>'
     return (
         f'<td class="{"flagged" if s.flagged else ""}"><div class="completion">{body}</div>'
-        f'<div class="scores">{flag}{scores}</div></td>'
+        f'<div class="scores">{flag}{scores}</div>{_judged(s)}</td>'
     )
+
+
+def _judged(s: SampleRecord) -> str:
+    """A judge's three ratings of the sample, its raw replies one click away."""
+    ratings = judge_ratings(s)
+    if not ratings:
+        return ""
+    shown = " · ".join(f"{escape(m)} = {escape(num(v))}" for m, v in ratings)
+    replies = "".join(f"<b>{escape(m)}</b><pre>{escape(r)}</pre>" for m, r in s.replies.items())
+    raw = f"<details><summary>judge reply</summary>{replies}</details>" if replies else ""
+    return f'<div class="scores">{shown}</div>{raw}'
 
 
 def _sample_table(

@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from harness.report.cells import Cell, num, text
+from harness.report.cells import Cell, judge_ratings, num, text
 from harness.report.tables import (
     CONTROL_COLUMNS,
     CONTROL_LEGEND,
@@ -91,6 +91,8 @@ def _completion(s: SampleRecord | None, metric: str | None) -> str:
     cell = md(s.completion) or "*(empty)*"
     if metric and metric in s.scores:
         cell += f"<br>*{md(metric)} = {md(num(s.scores[metric]))}*"
+    if ratings := judge_ratings(s):
+        cell += "<br>*" + " · ".join(f"{md(m)} = {md(num(v))}" for m, v in ratings) + "*"
     if s.flagged:
         cell += f"<br>**⚠ flagged: {md(s.flagged)}**"
     return cell

@@ -279,6 +279,8 @@ class SampleRecord(_Record):
     scores: dict[str, float] = Field(default_factory=dict)
     reasons: dict[str, str] = Field(default_factory=dict)
     token_logprobs: list[float] | None = None
+    # a judge's raw reply per rating ("judge.concept"), or in expected mode its rating probabilities
+    replies: dict[str, str] = Field(default_factory=dict)
     flagged: str | None = None  # why the sample is excluded (e.g. non-finite logits)
     # what the steering hooks did to this sample: site -> forward kind -> [positions, norm]
     ledger: dict[str, dict[str, list[float]]] = Field(default_factory=dict)

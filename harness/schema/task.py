@@ -10,14 +10,14 @@ import hashlib
 import json
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from harness.schema.generation import GenerationSettings
 from harness.schema.spec import Spec
 from harness.schema.steering import MethodSpec
 
 Direction = Literal["increase", "decrease"]
-TaskKind = Literal["topic", "sentiment", "fact"]
+TaskKind = Literal["topic", "sentiment", "fact", "concept"]
 
 
 class PromptFileSpec(Spec):
@@ -46,12 +46,14 @@ class DatasetSpec(Spec):
 
 
 class PromptRecord(Spec):
-    """A prompt and optional fields some scorers need (fact probes: target, original, group)."""
+    """A prompt and optional fields some scorers need (fact probes: target, original, group;
+    concept scorers: the concept, which a concept task fills in from its description)."""
 
     text: str = Field(min_length=1)
     target: str | None = None
     original: str | None = None
     group: Literal["probe", "neighbourhood"] | None = None
+    concept: str | None = None
 
     def identity(self) -> str:
         """A stable id of the record (its content, not its position in the task): samples and
@@ -75,6 +77,27 @@ class ControlsSpec(Spec):
         return self.random > 0 or self.negated
 
 
+class ConceptSpec(Spec):
+    """A concept task's concept and its held-out strength selection (AxBench). `description`: the
+    concept as the judge and the similarity scorer read it. `strengths`: per steering of the task
+    (its `steering`, named by its method, or a `methods:` name), the coefficients to choose from,
+    in `unit` (raw, norm or kl, as `harness sweep --coeff-unit`); a steering not listed runs at its
+    own coefficient. `split_seed` seeds the halves of the prompts: one to choose on, one to report."""
+
+    description: str = Field(min_length=1)
+    strengths: dict[str, list[float]] = Field(default_factory=dict)
+    unit: Literal["raw", "norm", "kl"] = "raw"
+    split_seed: int = 0
+
+    @field_validator("strengths")
+    @classmethod
+    def _some_strengths(cls, strengths: dict[str, list[float]]) -> dict[str, list[float]]:
+        for name, coeffs in strengths.items():
+            if not coeffs or len(set(coeffs)) != len(coeffs):
+                raise ValueError(f"{name}: needs distinct coefficients, found {coeffs}")
+        return strengths
+
+
 class TaskSpec(Spec):
     """A task file: prompts, the behaviour to move, how to steer, how to score."""
 
@@ -94,11 +117,22 @@ class TaskSpec(Spec):
     min_effect: float | None = None
     max_fluency_cost: float | None = None
     controls: ControlsSpec = Field(default_factory=ControlsSpec)
+    concept: ConceptSpec | None = None  # kind concept only
 
     @model_validator(mode="after")
     def _headline_is_a_metric(self) -> TaskSpec:
         if self.headline not in self.metrics:
             raise ValueError(f"headline '{self.headline}' must be one of metrics: {list(self.metrics)}")
+        return self
+
+    @model_validator(mode="after")
+    def _concept_of_a_concept_task(self) -> TaskSpec:
+        if (self.kind == "concept") != (self.concept is not None):
+            raise ValueError("a task of kind concept needs `concept:` (its description), and only it has one")
+        steerings = {self.steering.method, *self.methods}
+        if self.concept and (unknown := sorted(set(self.concept.strengths) - steerings)):
+            raise ValueError(f"concept.strengths names no steering of the task: {unknown} "
+                             f"(it has {sorted(steerings)})")
         return self
 
 

@@ -228,6 +228,9 @@ def _task(data: Any, path: Path, lines: Lines) -> Task:
     spec: TaskSpec = _validate(task_model(), path, data, lines)
     _check_scorers(spec, path, lines)
     prompts = load_prompts(spec.prompts, path, lines)
+    if spec.concept is not None:  # each prompt carries the concept its scorers rate (its own kept)
+        prompts = [p if p.concept else p.model_copy(update={"concept": spec.concept.description})
+                   for p in prompts]
     if not prompts:
         raise UserError(f"{path}:{lines.get(('prompts',), 1)}: prompts: no prompts")
     _check_unique(prompts, path, lines)
