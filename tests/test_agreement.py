@@ -134,6 +134,26 @@ def test_agreement_command_reads_a_run_folder_and_prints_the_report(tmp_path, ca
     assert "only 6 positive: too narrow" in out  # under 10 of a class the bootstrap interval undercovers
     args = ["agreement", str(tmp_path), "--a", "keywords.any", "--b", "perplexity.logppl"]
     assert main([*args, "--json"]) == 0
-    assert type(ag).model_validate_json(capsys.readouterr().out) == ag
+    back = type(ag).model_validate_json(capsys.readouterr().out)  # strict JSON; NaN != NaN, so compare text
+    assert back.model_dump_json() == ag.model_dump_json() and math.isnan(back.within["steered"].auc)
     table = agreement_markdown([ag])
-    assert "| weddings | keywords.any | perplexity.logppl | 14 of 17 (7) |" in table
+    assert "| weddings | all | keywords.any | perplexity.logppl | 14 of 17 (7) |" in table
+    assert "| weddings | steered | keywords.any | perplexity.logppl | 6 of 7 (3) |" in table
+
+
+def test_a_pooled_agreement_driven_by_the_conditions_alone_vanishes_within_each_condition():
+    """Steering raises both metrics: within each condition the score does not tell the label (AUC
+    exactly 0.5 by construction), pooled it does, and the pooled agreement carries both within."""
+    labels = {"unsteered": [1, 1, 0, 0, 0, 0, 0, 0], "steered": [1, 1, 1, 1, 1, 1, 0, 0]}
+    scores = {"unsteered": [1, 2, 1, 2, 1, 2, 1, 2], "steered": [11, 12, 11, 12, 11, 12, 11, 12]}
+    samples = [_sample(10 * c + i, condition, {"keywords.any": float(labels[condition][i]),
+                                               "perplexity.logppl": float(scores[condition][i])})
+               for c, condition in enumerate(labels) for i in range(8)]
+    ag = agreement_of(samples, "keywords.any", "perplexity.logppl")
+    positive = [s for c in labels for s, t in zip(scores[c], labels[c], strict=True) if t]
+    negative = [s for c in labels for s, t in zip(scores[c], labels[c], strict=True) if not t]
+    assert ag.auc == pytest.approx(_pairs(positive, negative)) and ag.auc > 0.7
+    assert sorted(ag.within) == ["steered", "unsteered"]
+    assert all(w.auc == 0.5 and w.n == 8 and not w.within for w in ag.within.values())
+    assert "within each condition" in agreement_text(ag)
+    assert not agreement_of(samples, "keywords.any", "perplexity.logppl", conditions=["steered"]).within

@@ -6,7 +6,9 @@ interval, the samples used and those left out with why.
 The unit is the sample, and its intervals take samples as independent; the samples of one prompt
 are not (they share the prompt, and across conditions its unsteered text), so with several samples
 per prompt the intervals are too narrow by up to the design effect: `n_prompts` says how many
-distinct prompts the samples come from.
+distinct prompts the samples come from. Pooled over conditions, two metrics that the steering
+moves together agree by that alone (steered texts have more topic words and a higher perplexity),
+so a pooled agreement also carries the agreement within each condition.
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ class Agreement(Record):
     spearman_p: float = math.nan
     spearman_method: str = SPEARMAN_METHOD
     spearman_note: str = ""  # why there is no rho
+    # pooled over several conditions: the agreement within each (the steering cannot drive it there)
+    within: dict[str, Agreement] = Field(default_factory=dict)
 
 
 def _why_not(s: SampleRecord, metric: str) -> str | None:
@@ -108,11 +112,14 @@ def agreement_of(samples: Sequence[SampleRecord], a: str, b: str, *, run: str = 
     x = [s.scores[a] for s in used]
     y = [s.scores[b] for s in used]
     rho, rho_low, rho_high, rho_p = spearman(x, y, confidence)
+    pooled = list(dict.fromkeys(s.condition for s in mine))
+    within = {c: agreement_of(mine, a, b, run=run, tasks=chosen, conditions=[c], confidence=confidence,
+                              seed=seed) for c in pooled} if not conditions and len(pooled) > 1 else {}
     out = Agreement(run=run, a=a, b=b, tasks=chosen, conditions=list(conditions), n_samples=len(mine),
                     n=len(used), n_prompts=len({(s.task, s.prompt_id) for s in used}),
                     excluded=dict(excluded.most_common()), confidence=confidence, spearman=rho,
                     spearman_ci_low=rho_low, spearman_ci_high=rho_high, spearman_p=rho_p,
-                    spearman_note=_rho_note(x, y, a, b))
+                    spearman_note=_rho_note(x, y, a, b), within=within)
     label, score = (a, y) if _binary(x) else (b, x) if _binary(y) else (None, None)
     if label is None:
         return out.model_copy(update={"auc_note": "neither metric is binary (0/1)"})

@@ -11,7 +11,7 @@ from harness.report.cells import Cell, Estimate, pval, text
 from harness.report.markdown import table_md
 
 FEW = 10  # below this many samples of a class the AUC's interval covers less than it claims
-AGREEMENT_COLUMNS = ["tasks", "a", "b", "samples (prompts)", "left out", "AUC [95% CI]",
+AGREEMENT_COLUMNS = ["tasks", "conditions", "a", "b", "samples (prompts)", "left out", "AUC [95% CI]",
                      "Spearman ρ [95% CI]"]
 AGREEMENT_LEGEND = ("AUC = P(a positive sample of the binary metric scores higher on the other metric than "
                     "a negative one), ties counting one half: 0.5 = no agreement, 1 = perfect, below 0.5 = "
@@ -19,7 +19,8 @@ AGREEMENT_LEGEND = ("AUC = P(a positive sample of the binary metric scores highe
                     f"{FEW} samples of a class (it covered 0.87 with 3 positives on simulated binormal "
                     "scores). Spearman ρ over the same samples, 95% CI by Fisher's z (Bonett-Wright). Both "
                     "take samples as independent: the samples of one prompt are not, so the intervals are "
-                    "too narrow when they agree within a prompt.")
+                    "too narrow when they agree within a prompt. Pooled over conditions, metrics the "
+                    "steering moves together agree by that alone: the rows within each condition do not.")
 
 
 def _auc(ag: Agreement) -> Cell:
@@ -50,7 +51,8 @@ def agreement_text(ag: Agreement) -> str:
     """The agreement of one pair of metrics, in plain text."""
     auc = (f"AUC of {ag.b if ag.label == ag.a else ag.a} for {ag.label} ({ag.n_positive} positive, "
            f"{ag.n_negative} negative): {text(_auc(ag))}" if ag.label else f"AUC: {ag.auc_note}")
-    p = f", p = {pval(ag.spearman_p)}" if math.isfinite(ag.spearman) else ""
+    p = pval(ag.spearman_p)
+    p = "" if not math.isfinite(ag.spearman) else f", p < {p[1:]}" if p.startswith("<") else f", p = {p}"
     rho = f"Spearman ρ: {text(_rho(ag))}{p}"
     return "\n".join([
         f"Agreement of {ag.b} with {ag.a}" + (f" · run {ag.run}" if ag.run else ""),
@@ -58,14 +60,19 @@ def agreement_text(ag: Agreement) -> str:
         f"samples: {ag.n} of {ag.n_samples} used, from {ag.n_prompts} prompts; left out: {_excluded(ag)}",
         auc + (f" · {ag.auc_method}" if ag.label else ""),
         rho + (f" · {ag.spearman_method}" if math.isfinite(ag.spearman) else ""),
+        *(["within each condition (pooled, metrics the steering moves together agree by that alone):"]
+          if ag.within else []),
+        *(f"  {c}: {w.n} samples · AUC {text(_auc(w))} · Spearman ρ {text(_rho(w))}"
+          for c, w in ag.within.items()),
         AGREEMENT_LEGEND,
     ]) + "\n"
 
 
 def agreement_rows(agreements: Sequence[Agreement]) -> list[list[Cell]]:
-    """One row of AGREEMENT_COLUMNS per agreement."""
-    return [[", ".join(ag.tasks), ag.a, ag.b, f"{ag.n} of {ag.n_samples} ({ag.n_prompts})", _excluded(ag),
-             _auc(ag), _rho(ag)] for ag in agreements]
+    """Rows of AGREEMENT_COLUMNS: each agreement, then (when pooled) its agreement within each condition."""
+    return [[", ".join(ag.tasks), ", ".join(ag.conditions) or "all", ag.a, ag.b,
+             f"{ag.n} of {ag.n_samples} ({ag.n_prompts})", _excluded(ag), _auc(ag), _rho(ag)]
+            for pooled in agreements for ag in (pooled, *pooled.within.values())]
 
 
 def agreement_markdown(agreements: Sequence[Agreement]) -> str:
