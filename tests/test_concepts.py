@@ -185,7 +185,9 @@ def test_heldout_scores_report_the_chosen_strength_on_the_other_half_only():
     values = synthetic()
     split = split_half(PROMPTS, 7)
     run = run_with(["actadd L1 c+1", "actadd L1 c+2", "actadd L1 c+4"])
-    (score,) = heldout_scores(run, records(values), {"t": split})
+    base, score = heldout_scores(run, records(values), {"t": split})
+    assert base.method == base.condition == "unsteered" and base.score == pytest.approx(
+        np.mean([values["unsteered", p] for p in split.report]))
     assert score.method == "actadd" and set(score.per_prompt) == set(split.report)
     chosen = score.condition
     assert chosen == choose(records(values), "t", "m", {c: 0.0 for c in run.tasks[0].conditions},
@@ -275,8 +277,9 @@ def test_concepts_run_end_to_end_with_the_in_process_judge(smollm, tmp_path):
     for split in run.config["heldout"].values():
         assert len(split["select"]) == len(split["report"]) == 2
         assert not set(split["select"]) & set(split["report"])
+    methods = ("unsteered", "actadd", "mean_diff", "prompting")
     assert {(s.task, s.method) for s in held.scores} == {
-        (t, m) for t in ("concept_dogs", "concept_ocean") for m in ("actadd", "mean_diff", "prompting")}
+        (t, m) for t in ("concept_dogs", "concept_ocean") for m in methods}
     for s in held.scores:  # the expected rating is finite wherever the judge puts mass on the digits
         assert s.metric == "judge.score" and s.condition is not None
         assert set(s.per_prompt) == set(run.config["heldout"][s.task]["report"])

@@ -150,7 +150,8 @@ def choose(samples: Sequence[SampleRecord], task: str, metric: str, candidates: 
 
 def heldout_scores(run_result: RunResult, samples: Sequence[SampleRecord], splits: dict[str, Split]
                    ) -> list[MethodScore]:
-    """Per concept task and method: choose on the split's `select` half, report on `report`."""
+    """Per concept task and method (and unsteered, for reference): choose on the split's `select`
+    half, report on `report`."""
     out = []
     for info in run_result.tasks:
         if info.name not in splits:
@@ -158,7 +159,7 @@ def heldout_scores(run_result: RunResult, samples: Sequence[SampleRecord], split
         split = splits[info.name]
         head = next(e for e in run_result.effects if e.task == info.name and e.headline)
         metric, sign = head.metric, -1.0 if head.expected_direction == "decrease" else 1.0
-        by_method: dict[str, dict[str, float | None]] = {}
+        by_method: dict[str, dict[str, float | None]] = {UNSTEERED: {UNSTEERED: None}}  # the baseline row
         for cond, desc in info.conditions.items():
             if "control" in desc:  # a matched control is no candidate
                 continue
