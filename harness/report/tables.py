@@ -85,7 +85,9 @@ STEER_LEGEND = ("Steerability (Tan et al. 2024: a mean effect can hide prompts p
                 "samples); wrong way = prompts whose effect is against the expected direction (a tie, an "
                 "effect of exactly 0, is not wrong-way but counts in n), and their share with an exact "
                 "Clopper-Pearson 95% CI; the SD of the per-prompt effects with a chi-square 95% CI (exact "
-                "for normal effects, too narrow for heavy-tailed ones)")
+                "for normal effects, too narrow for heavy-tailed ones). Both include each prompt's "
+                "sampling noise: with few samples per prompt the spread exceeds that of the true effects "
+                "and the wrong-way share is pulled toward one half")
 
 
 def steer_rows(run: RunResult) -> list[list[Cell]]:

@@ -43,7 +43,9 @@ class Steerability(_Record):
     `wrong_way` moved against the expected direction (an effect of exactly 0 is a tie: not wrong-way,
     but counted in n), their share with an exact (Clopper-Pearson) interval, and the SD of the
     per-prompt effects with a chi-square interval (exact for normal effects, too narrow for
-    heavy-tailed ones). Without an expected direction only the spread is defined."""
+    heavy-tailed ones). Without an expected direction only the spread is defined. A per-prompt effect
+    includes the prompt's sampling noise: with few samples per prompt the spread exceeds that of the
+    prompts' true effects and the wrong-way share is pulled toward one half."""
 
     n: int  # prompts with a finite per-prompt effect
     wrong_way: int | None = None  # None without an expected direction
