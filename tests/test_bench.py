@@ -53,6 +53,7 @@ def check_figures(result: BenchResult) -> None:
             assert fig.low <= fig.value <= fig.high, name
 
 
+@pytest.mark.slow  # every figure end to end (~70 s); the statistics of the figures are tested below
 def test_bench_gives_every_figure_on_a_tiny_model(tiny_dir, tmp_path):
     task = tmp_path / "tiny_bench.yaml"
     task.write_text(TASK)

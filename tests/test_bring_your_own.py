@@ -39,9 +39,10 @@ def test_a_multi_layer_gguf_applies_at_every_layer_it_holds(tiny_llama, tmp_path
     assert [iv.layer for iv in steering.interventions] == [1, 2, 3]
     (g,) = generate(tiny_llama, ["The tower"], {"s": steering}, GREEDY)
     length = len(encode(tiny_llama.tokenizer, "The tower"))
+    changed = {(e.site, e.kind): e.positions for e in g.ledger}
     for layer in (1, 2, 3):
-        assert g.ledger[f"L{layer}.resid"]["prompt"][0] == length - 1  # every position after BOS
-        assert g.ledger[f"L{layer}.resid"]["decode"][0] == GREEDY.max_new_tokens - 1
+        assert changed[(f"L{layer}.resid", "prompt")] == length - 1  # every position after BOS
+        assert changed[(f"L{layer}.resid", "decode")] == GREEDY.max_new_tokens - 1
     only = _vector_file(tiny_llama, tmp_path / "v.gguf", layers=[2])
     assert [iv.layer for iv in only.interventions] == [2]
 

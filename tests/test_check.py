@@ -259,6 +259,7 @@ def test_real_run_whose_steered_completions_are_all_empty_fails(smollm, love_bas
     assert "flagged, empty or unscorable" in reasons and "no finite value" in reasons
 
 
+@pytest.mark.slow  # a real bfloat16 run; dtype incomparability is also tested on synthetic runs
 def test_real_bfloat16_run_against_a_float32_baseline_cannot_be_compared(love_baseline, tmp_path, capsys):
     _, path = love_baseline
     from harness.models import load_model
@@ -276,6 +277,7 @@ def test_real_reseeded_runs_do_not_fail_each_other(smollm, love_baseline, tmp_pa
     assert result.status != REGRESSION, [line for line in result.lines if line.verdict != "holds"]
 
 
+@pytest.mark.slow  # two real runs in a child pytest (~90 s on 2 quiet cores)
 def test_pytest_plugin_passes_on_baseline_and_fails_on_broken_config(love_baseline, tmp_path):
     _, path = love_baseline
     (tmp_path / "test_user.py").write_text(textwrap.dedent(f"""

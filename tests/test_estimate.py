@@ -22,8 +22,8 @@ from harness.stats.comparison import Family
 from harness.stats.power import minimum_detectable_effect
 
 N_PROMPTS = 12
-SPEC = TaskSpec(name="t", kind="topic", prompts=["x"], steering={"method": "m"}, scorers={"m": {}},
-                metrics={"m.value": "increase"}, headline="m.value")
+SPEC = TaskSpec(name="t", kind="topic", prompts=["x"], steering={"method": "m"},
+                scorers={"m": {}, "perplexity": {}}, metrics={"m.value": "increase"}, headline="m.value")
 
 
 def _samples(seed: int = 0) -> tuple[list[SampleRecord], np.ndarray, np.ndarray]:

@@ -177,8 +177,8 @@ LEDGER = {"L3.resid": {"prompt": [4.0, 2.0], "decode": [8.0, 1.5]}}
 SPEC_A = TaskSpec(name="a", kind="topic", prompts=["x"], steering={"method": "m"}, seed=5,
                   scorers={"m": {}, "perplexity": {"judge": "judge-lm"}}, metrics={"m.value": "increase"},
                   headline="m.value")
-SPEC_B = TaskSpec(name="b", kind="topic", prompts=["x"], steering={"method": "m"}, seed=7, scorers={"m": {}},
-                  metrics={"m.value": "decrease"}, headline="m.value")
+SPEC_B = TaskSpec(name="b", kind="topic", prompts=["x"], steering={"method": "m"}, seed=7,
+                  scorers={"m": {}, "perplexity": {}}, metrics={"m.value": "decrease"}, headline="m.value")
 # per condition, per metric: the per-prompt shift from unsteered
 SHIFTS_A = {
     "unsteered": {"m.value": 0.0, OTHER: 0.0, FLUENCY_METRIC: 0.0},

@@ -29,9 +29,9 @@ toy = "harness_toy"
 """
 
 PLUGIN = '''
-"""A toy plugin: a method (coeff x the first axis at every position) and a scorer (share of
-capital letters)."""
-from typing import Literal
+"""A toy plugin: a method (alpha x the first axis at every position, at block `depth`; a sweep sets
+those two fields, as it declares) and a scorer (share of capital letters)."""
+from typing import ClassVar, Literal
 
 from harness.registry import register_method, register_scorer
 from harness.schema.spec import Spec
@@ -40,11 +40,12 @@ from harness.scorers.base import BaseScorer, Score, unscorable
 
 
 class ToySpec(MethodSpec):
-    """A toy: coeff along the first axis."""
+    """A toy: alpha along the first axis."""
 
     method: Literal["toy"]
-    layer: int
-    coeff: float
+    depth: int
+    alpha: float
+    sweep_axes: ClassVar = ("depth", "alpha")
 
 
 def build(lm, spec, settings):
@@ -53,8 +54,8 @@ def build(lm, spec, settings):
     from harness.steering.base import Intervention, Steering
 
     vector = torch.zeros(lm.model.config.hidden_size)
-    vector[0] = spec.coeff
-    return Steering((Intervention(spec.layer, vector, "resid", "all"),))
+    vector[0] = spec.alpha
+    return Steering((Intervention(spec.depth, vector, "resid", "all"),))
 
 
 register_method(ToySpec, build)
@@ -85,7 +86,7 @@ TASK = """\
 name: toy_task
 kind: topic
 prompts: ["I love the way", "The tower", "We talked about", "To see the"]
-steering: {method: toy, layer: 1, coeff: 30}
+steering: {method: toy, depth: 1, alpha: 30}
 generation: {max_new_tokens: 4, greedy: true}
 samples: 1
 scorers: {caps: {}, perplexity: {}}
@@ -122,12 +123,13 @@ def test_an_installed_plugin_package_runs_through_every_command(installed, tmp_p
     task.write_text(TASK)
     listed = _harness("methods", env=env, cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
-    assert "method toy: A toy: coeff along the first axis." in listed.stdout
+    assert "method toy: A toy: alpha along the first axis." in listed.stdout
+    assert "sweep axes: depth (layer) × alpha (strength)" in listed.stdout
     assert "scorer caps: metrics caps.share" in listed.stdout
     assert _harness("validate", str(task), env=env, cwd=tmp_path).returncode == 0
     for out, coeff in (("a", "30"), ("b", "60")):
         ran = _harness("run", str(task), "--model", str(model), "--out", str(tmp_path / out),
-                       "--set", f"steering.coeff={coeff}", env=env, cwd=tmp_path)
+                       "--set", f"steering.alpha={coeff}", env=env, cwd=tmp_path)
         assert ran.returncode == 0, ran.stderr
     swept = _harness("sweep", str(task), "--model", str(model), "--layers", "1,2", "--coeffs", "10,40",
                      "--out", str(tmp_path / "s"), env=env, cwd=tmp_path)
@@ -137,6 +139,8 @@ def test_an_installed_plugin_package_runs_through_every_command(installed, tmp_p
     assert compared.returncode == 0, compared.stderr
     result = json.loads(compared.stdout)
     assert [r["condition"] for r in result["runs"]] == ["steered", "steered", "L2 c+40"]
+    config = json.loads((tmp_path / "s" / "run.json").read_text())["tasks"][0]["conditions"]["L2 c+40"]
+    assert (config["depth"], config["alpha"]) == (2, 40)  # the sweep set the fields the method declares
     run = json.loads((tmp_path / "a" / "run.json").read_text())
     assert run["tasks"][0]["conditions"]["steered"]["method"] == "toy"
     assert {h["metric"] for h in run["headlines"]} == {"caps.share"}

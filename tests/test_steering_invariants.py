@@ -26,6 +26,7 @@ from harness.models.tokens import encode
 from harness.pipeline.plan import Condition, plan_task, task_conditions, with_controls
 from harness.runner import RunOptions, resolve_tasks, run
 from harness.schema.generation import GenerationSettings
+from harness.schema.results import LedgerEntry
 from harness.schema.task import ControlsSpec
 from harness.steering.base import PREAMBLE_SITE, Intervention, Steering
 from harness.steering.session import SteeringNotAppliedError, SteeringScaleWarning
@@ -204,7 +205,7 @@ def test_every_site_of_every_steering_changes_positions(tiny_llama, vectors, set
     (g,) = generate_batch(tiny_llama, [Row(PROMPT, "s", 0, 0)], [steering], GREEDY, min_new_tokens=3)
     assert steering.sites()
     for site in steering.sites():
-        assert sum(n for n, _ in g.ledger[site].values()) > 0, (site, g.ledger)
+        assert sum(e.positions for e in g.ledger if e.site == site) > 0, (site, g.ledger)
     assert g.flagged is None
 
 
@@ -233,7 +234,7 @@ def test_prompting_writes_a_ledger_entry_with_its_instruction_tokens(tiny_llama)
     steering = build_steering(tiny_llama, {"method": "prompting", "instruction": "Talk about towers."})
     (g,) = generate(tiny_llama, [PROMPT], {"p": steering}, GREEDY)
     want = len(tiny_llama.tokenizer(steering.preamble, add_special_tokens=False).input_ids)
-    assert g.ledger == {PREAMBLE_SITE: {"prompt": (want, 0.0)}} and want > 0
+    assert g.ledger == [LedgerEntry(site=PREAMBLE_SITE, kind="prompt", positions=want, norm=0.0)] and want > 0
 
 
 def test_actadd_whose_contrast_texts_cancel_is_refused_but_coefficient_0_is_unsteered(tiny_llama):

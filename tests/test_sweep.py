@@ -149,9 +149,9 @@ def test_iso_kl_units_calibrate_each_config_to_its_kl_target(tiny_llama, tmp_pat
     from tests.test_methods import write_task as write_method_task
 
     (task,) = resolve_tasks(str(write_method_task(tmp_path)), RunOptions(method="mean_diff"))
-    conditions = sweep_conditions(SweepGrid((1,), (0.002, 0.01, -0.01), "kl"))(tiny_llama, task)
+    conditions = sweep_conditions(SweepGrid((1,), (0.01, -0.01), "kl"))(tiny_llama, task)
     texts = neutral_texts(KL_TEXTS)
-    for coeff in (0.002, 0.01, -0.01):
+    for coeff in (0.01, -0.01):
         cond = conditions[f"L1 c{coeff:+g}"]
         assert cond.description["sweep"]["coeff_unit"] == "kl"
         assert (cond.description["coeff"] > 0) == (coeff > 0)  # the sign picks the direction

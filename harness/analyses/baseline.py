@@ -26,7 +26,7 @@ from harness.schema.results import (
     PromptSummary,
     RunResult,
 )
-from harness.schema.spec import FLUENCY_METRIC, Record
+from harness.schema.spec import Record
 from harness.stats.comparable import measurement
 from harness.store import atomic_write_text
 
@@ -119,7 +119,7 @@ def _refused(source: str, err: ValidationError) -> UserError:
 def make_baseline(run: RunResult, no_effect: bool = False) -> Baseline:
     """What `check` keeps of `run`. `no_effect`: headlines whose effect is not in the expected
     direction are kept as having no effect to protect (refused otherwise)."""
-    keep = {h.metric for h in run.headlines} | {FLUENCY_METRIC}
+    keep = {h.metric for h in run.headlines} | {f.metric for f in run.fluency_cost}
     unprotected: dict[str, list[str]] = {}
     tasks = run.config["tasks"]
     for h in run.headlines:

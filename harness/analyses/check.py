@@ -48,7 +48,7 @@ from harness.schema.results import (
     PromptSummary,
     RunResult,
 )
-from harness.schema.spec import ALPHA, FLUENCY_METRIC, UNSTEERED, Record, Spec
+from harness.schema.spec import ALPHA, UNSTEERED, Record, Spec
 from harness.stats import proportion_upper_bound
 from harness.stats.comparable import incomparable_reasons
 from harness.stats.comparison import Comparison, Family, adjust, compare_values, margin_p_value
@@ -125,12 +125,12 @@ def incomparable(run: RunResult, baseline: Baseline) -> list[str]:
     return incomparable_reasons(run.model, run.config["tasks"], baseline.model, baseline.task_configs)
 
 
-def _summaries(summaries: Sequence[PromptSummary], reference: str
-               ) -> dict[tuple[str, str, str], PromptSummary]:
+def _summaries(result: RunResult | Baseline, reference: str) -> dict[tuple[str, str, str], PromptSummary]:
     """Per-prompt summaries by (task, condition, metric): the headline's against `reference`, the
-    fluency cost's always against unsteered."""
-    return {(p.task, p.condition, p.metric): p for p in summaries
-            if p.reference == (reference if p.metric != FLUENCY_METRIC else "unsteered")}
+    fluency cost's (its metric as the fluency records name it) always against unsteered."""
+    fluent = {(f.task, f.metric) for f in result.fluency_cost}
+    return {(p.task, p.condition, p.metric): p for p in result.per_prompt
+            if p.reference == ("unsteered" if (p.task, p.metric) in fluent else reference)}
 
 
 def _effects(summary: PromptSummary | None) -> dict[str, float]:
@@ -162,7 +162,7 @@ def check(run: RunResult, baseline: Baseline, tolerance: Tolerance | None = None
             reasons.append(f"the {name} has no random controls to gate on (run it with --controls random=R)")
     if reasons:
         return CheckResult(status=INCOMPARABLE, lines=[], reasons=reasons)
-    summary, base_summary = (_summaries(r.per_prompt, reference) for r in (run, baseline))
+    summary, base_summary = (_summaries(r, reference) for r in (run, baseline))
     tests: list[_Test] = []
     lines: list[Line] = []
     for base in baseline.headlines:
@@ -176,7 +176,8 @@ def check(run: RunResult, baseline: Baseline, tolerance: Tolerance | None = None
         protect = base.condition not in baseline.no_effect.get(base.task, [])
         tests.append(_effect_line(base, now, summary.get((*key, base.metric)),
                                   base_summary.get((*key, base.metric)), tol, task_floors, gate, protect))
-        fkey = (*key, FLUENCY_METRIC)
+        fluent = (f.metric for f in baseline.fluency_cost if (f.task, f.condition) == key)
+        fkey = (*key, next(fluent, ""))
         if fkey in base_summary:
             tests.append(_fluency_line(base, run, baseline, summary.get(fkey), base_summary[fkey], tol,
                                        task_floors))

@@ -17,7 +17,7 @@ from pathlib import Path
 from harness.errors import UserError
 from harness.pipeline.analyse import condition_values
 from harness.schema.results import Estimate, RunResult, SampleRecord
-from harness.schema.spec import ALPHA, FLUENCY_METRIC, UNSTEERED, Record
+from harness.schema.spec import ALPHA, UNSTEERED, Record
 from harness.schema.task import Direction
 from harness.stats.comparable import incomparable_reasons
 from harness.stats.comparison import Comparison, Family, adjust, compare_values
@@ -107,9 +107,13 @@ class _Run:
         return compare_values(self.values(task, UNSTEERED, metric), self.values(task, self.condition, metric),
                               seed=seed)
 
+    def is_fluency(self, task: str, metric: str) -> bool:
+        """Whether `metric` is the fluency metric of `task` in this run (its fluency records say)."""
+        return any((f.task, f.metric) == (task, metric) for f in self.run.fluency_cost)
+
     def recorded_p(self, task: str, metric: str) -> float | None:
         key = (task, self.condition)
-        if metric == FLUENCY_METRIC:
+        if self.is_fluency(task, metric):
             found = (f.p_adjusted for f in self.run.fluency_cost if (f.task, f.condition) == key)
         else:
             found = (e.p_adjusted for e in self.run.effects
@@ -151,7 +155,7 @@ def _row(runs: Sequence[_Run], refs: Sequence[RunRef], task: str, metric: str, h
                                 significant=False, n=e.n if e.paired else e.n - n_ref,
                                 n_reference=n_ref))
     directions = (e.expected_direction for e in runs[0].run.effects if (e.task, e.metric) == (task, metric))
-    return CompareRow(task=task, metric=metric, is_fluency=metric == FLUENCY_METRIC,
+    return CompareRow(task=task, metric=metric, is_fluency=runs[0].is_fluency(task, metric),
                       headline=metric == headline, expected_direction=next(directions, None),
                       effects=effects, vs_reference=diffs)
 
@@ -181,8 +185,8 @@ def compare_runs(refs: Sequence[str], seed: int = 0) -> CompareResult:
                                       if s.task == task and s.condition in (UNSTEERED, r.condition)
                                       for m in s.scores} for r in runs))
         headline = next((e.metric for e in reference.run.effects if e.task == task and e.headline), None)
-        metrics = sorted(common - {FLUENCY_METRIC}, key=lambda m: (m != headline, m))
-        metrics += [FLUENCY_METRIC] if FLUENCY_METRIC in common else []
+        fluent = {m for m in common if reference.is_fluency(task, m)}
+        metrics = sorted(common - fluent, key=lambda m: (m != headline, m)) + sorted(fluent)
         rows += [_row(runs, labels, task, metric, headline, seed) for metric in metrics]
     diffs = [(row, d) for row in rows for d in row.vs_reference]
     families = [Family.CONFIRMATORY if row.is_fluency or row.expected_direction else Family.EXPLORATORY

@@ -98,7 +98,8 @@ def sweep_conditions(grid: SweepGrid) -> ConditionBuilder:
                 out[condition_name(layer, coeff)] = Condition(
                     method.build(lm, config, settings),
                     {**config.model_dump(mode="json"),
-                     "sweep": {"layer": layer, "coeff": coeff, "coeff_unit": grid.unit}},
+                     "sweep": {"layer": layer, "coeff": coeff, "coeff_unit": grid.unit,
+                               "raw_coeff": coeff * scale}},
                     config.identity(),
                 )
         return out
@@ -119,7 +120,7 @@ def _iso_kl_condition(lm: LoadedModel, task: Task, unit_spec: MethodSpec, layer:
         unit = method.build(lm, unit_spec, task.spec.generation).scaled(sign)
         raw = sign * iso_kl_scale(lm, unit, neutral_texts(KL_TEXTS), abs(target))
     config = unit_spec.at(layer, raw)
-    sweep = {"layer": layer, "coeff": target, "coeff_unit": "kl", "kl_texts": KL_TEXTS}
+    sweep = {"layer": layer, "coeff": target, "coeff_unit": "kl", "kl_texts": KL_TEXTS, "raw_coeff": raw}
     return Condition(method.build(lm, config, task.spec.generation),
                      {**config.model_dump(mode="json"), "sweep": sweep}, config.identity())
 

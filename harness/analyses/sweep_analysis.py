@@ -11,7 +11,7 @@ import numpy as np
 from harness.errors import UserError
 from harness.pipeline.analyse import condition_values
 from harness.schema.results import Estimate, RunResult, SampleRecord
-from harness.schema.spec import FLUENCY_METRIC, UNSTEERED
+from harness.schema.spec import UNSTEERED
 from harness.schema.spec import Record as _Record
 from harness.schema.task import Direction
 from harness.stats import line_fit
@@ -86,7 +86,8 @@ def summarize_sweep(run: RunResult, samples: Sequence[SampleRecord], task: str, 
         e, f = effects[cond], fluency.get(cond)
         configs.append(ConfigResult(
             condition=cond, layer=where["layer"], coeff=where["coeff"],
-            raw_coeff=info.conditions[cond].get("coeff", where["coeff"]), effect=e.estimate,
+            raw_coeff=where.get("raw_coeff", info.conditions[cond].get("coeff", where["coeff"])),
+            effect=e.estimate,
             p_adjusted=e.p_adjusted, significant=e.significant, fluency=f.estimate if f else None,
             within_budget=max_fluency_cost is None
             or (f is not None and f.estimate.point <= max_fluency_cost),
@@ -101,7 +102,8 @@ def summarize_sweep(run: RunResult, samples: Sequence[SampleRecord], task: str, 
         max_fluency_cost=max_fluency_cost, configs=configs, best=best.condition if best else None,
         steerability=_steerability(samples, task, head.metric, sweep, sign, info.prompt_ids),
         selection=_select_on_half(samples, task, head.metric, list(sweep), sign, max_fluency_cost, seed,
-                                  info.prompt_ids) if select_on == "half" else None,
+                                  info.prompt_ids, next((f.metric for f in fluency.values()), None))
+        if select_on == "half" else None,
     )
 
 
@@ -136,7 +138,8 @@ def _steerability(samples: Sequence[SampleRecord], task: str, metric: str,
 
 
 def _select_on_half(samples: Sequence[SampleRecord], task: str, metric: str, conditions: list[str],
-                    sign: float, budget: float | None, seed: int, prompt_ids: list[str]) -> Selection:
+                    sign: float, budget: float | None, seed: int, prompt_ids: list[str],
+                    fluency_metric: str | None) -> Selection:
     """Choose the best config on a seeded half of the prompts, report it on the other half."""
     order = np.random.default_rng(seed).permutation(len(prompt_ids))
     half = len(prompt_ids) // 2
@@ -149,7 +152,9 @@ def _select_on_half(samples: Sequence[SampleRecord], task: str, metric: str, con
 
     best, best_diff = None, -math.inf
     for cond in conditions:
-        if budget is not None and not effect(cond, select, FLUENCY_METRIC).point <= budget:
+        over = budget is not None and (fluency_metric is None
+                                       or not effect(cond, select, fluency_metric).point <= budget)
+        if over:
             continue
         diff = sign * effect(cond, select).point
         if math.isfinite(diff) and diff > best_diff:

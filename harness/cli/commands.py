@@ -41,8 +41,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         records = [
             {"condition": g.row.condition, "prompt": g.row.prompt, "sample": g.row.sample, "seed": g.row.seed,
              "completion": g.completion, "token_ids": g.token_ids, "flagged": g.flagged,
-             "ledger": {site: {kind: {"positions": n, "norm": norm} for kind, (n, norm) in kinds.items()}
-                        for site, kinds in g.ledger.items()}}
+             "ledger": [e.model_dump() for e in g.ledger]}
             for g in gens
         ]
         print(json.dumps({"model": lm.identity(), "generation": settings.model_dump(mode="json"),
@@ -244,7 +243,7 @@ def cmd_score(args: argparse.Namespace) -> int:
                       tuple(r["token_ids"]) if "token_ids" in r else None,
                       {k: r[k] for k in ("target", "original", "group") if k in r}) for r in rows]
     pool = None
-    if args.scorer in ("perplexity", "fact"):
+    if scorer.needs_model:
         from harness.models import load_model
         from harness.pipeline.pool import ModelPool
 
@@ -399,7 +398,9 @@ def cmd_methods(args: argparse.Namespace) -> int:
 
     for name, entry in sorted(registry.methods().items()):
         fields = ", ".join(f for f in entry.spec.model_fields if f != "method")
-        print(f"method {name}: {entry.summary}\n    fields: {fields}")
+        axes = entry.spec.sweep_axes
+        sweep = f"{axes[0]} (layer) × {axes[1]} (strength)" if axes else "none (not sweepable)"
+        print(f"method {name}: {entry.summary}\n    fields: {fields}\n    sweep axes: {sweep}")
     for name, cls in sorted(registry.scorers().items()):
         fields = ", ".join(cls.Params.model_fields) or "none"
         print(f"scorer {name}: metrics {', '.join(f'{name}.{m}' for m in cls.metrics)}; params: {fields}")

@@ -16,6 +16,7 @@ from harness.engine.sampling import NonFiniteGuard, PromptRepetitionPenalty, Row
 from harness.models import LoadedModel
 from harness.models.tokens import encode_prompt, encode_with_preamble, left_pad
 from harness.schema.generation import GenerationSettings
+from harness.schema.results import LedgerEntry
 from harness.steering.base import PREAMBLE_SITE, Steering
 from harness.steering.session import RowLayout, SteeringNotAppliedError, steering_hooks, unapplied
 
@@ -48,7 +49,7 @@ class Generation:
     token_ids: list[int]
     prompt_ids: list[int]
     flagged: str | None = None  # why the completion cannot be trusted (e.g. NaN logits)
-    ledger: dict[str, dict[str, tuple[int, float]]] = field(default_factory=dict)
+    ledger: list[LedgerEntry] = field(default_factory=list)
 
 
 def row_seed(seed: int, prompt: str, sample: int) -> int:
@@ -176,8 +177,9 @@ def generate_batch(
     gens = [
         Generation(row, tok.decode(ids, skip_special_tokens=True), ids, p,
                    "non-finite logits" if i in bad else ledger.problem(i) if ledger else None,
-                   {**(ledger.row(i) if ledger else {}),
-                    **({PREAMBLE_SITE: {"prompt": (len(x) - len(p), 0.0)}} if s and s.preamble else {})})
+                   [*(ledger.row(i) if ledger else ()),
+                    *([LedgerEntry(site=PREAMBLE_SITE, kind="prompt", positions=len(x) - len(p), norm=0.0)]
+                      if s and s.preamble else ())])
         for i, (row, ids, p, x, s) in enumerate(zip(rows, new, prompt_ids, inputs, steerings, strict=True))
     ]
     _check_applied(gens, steerings)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field
 
@@ -28,6 +28,7 @@ class PromptingSpec(MethodSpec):
     method: Literal["prompting"]
     instruction: str = Field(min_length=1)
     chat: bool = False
+    sweep_axes: ClassVar[tuple[str, str] | None] = None  # no layer, no strength
 
 
 def build_prompting(lm: LoadedModel, instruction: str, chat: bool = False) -> Steering:

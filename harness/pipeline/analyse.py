@@ -23,10 +23,12 @@ from harness.schema.results import (
     PromptSummary,
     SampleRecord,
 )
-from harness.schema.spec import ALPHA, FLUENCY_METRIC, UNSTEERED
+from harness.schema.spec import ALPHA, UNSTEERED
 from harness.schema.task import TaskSpec
+from harness.scorers import make_scorer
 from harness.stats.comparison import Comparison, Family, adjust, compare_values, prompt_means
 from harness.stats.steerability import steerability
+from harness.tasks import fluency_metric
 
 
 def values_by_prompt(samples: Sequence[SampleRecord], task: str, condition: str, metric: str
@@ -76,7 +78,8 @@ def task_effects(spec: TaskSpec, prompt_ids: Sequence[str], conditions: Sequence
     `p_adjusted` is filled in later by `adjust_run`, across the whole run.
     """
     mine = [s for s in samples if s.task == spec.name]
-    metrics = sorted({m for s in mine for m in s.scores} - {FLUENCY_METRIC})
+    fluent = fluency_metric(spec)
+    metrics = sorted({m for s in mine for m in s.scores} - {fluent})
     effects, fluency, summaries = [], [], []
     for condition in (c for c in conditions if c != UNSTEERED):
         for metric in metrics:
@@ -88,12 +91,13 @@ def task_effects(spec: TaskSpec, prompt_ids: Sequence[str], conditions: Sequence
                 steerability=steerability(c.deltas, spec.metrics.get(metric))))
             if metric == spec.headline:
                 summaries.append(summary)
-        if any(FLUENCY_METRIC in s.scores for s in mine):
-            c, _, summary = compare_conditions(mine, spec.name, condition, FLUENCY_METRIC, prompt_ids, seed)
-            judge = (spec.scorers.get(FLUENCY_METRIC.split(".")[0]) or {}).get("judge") or "generation model"
+        if fluent and any(fluent in s.scores for s in mine):
+            c, _, summary = compare_conditions(mine, spec.name, condition, fluent, prompt_ids, seed)
+            scorer = fluent.split(".")[0]
             diff = c.estimate.point
             fluency.append(FluencyRecord(
-                task=spec.name, condition=condition, judge=str(judge), estimate=c.estimate,
+                task=spec.name, condition=condition, metric=fluent, estimate=c.estimate,
+                judge=make_scorer(scorer, spec.scorers[scorer]).judge_name(),
                 ppl_ratio=math.exp(min(diff, 700.0)) if math.isfinite(diff) else math.nan,
                 p_adjusted=c.estimate.p_value, significant=False))
             summaries.append(summary)
@@ -118,7 +122,8 @@ def adjust_run(effects: list[EffectRecord], fluency: list[FluencyRecord], contro
 
     families = [family(bool(e.expected_direction), e.condition) for e in effects]
     families += [family(True, f.condition) for f in fluency]
-    families += [Family.CONTROLS_DECLARED if c.expected_direction or c.metric == FLUENCY_METRIC
+    fluent = {(f.task, f.metric) for f in fluency}
+    families += [Family.CONTROLS_DECLARED if c.expected_direction or (c.task, c.metric) in fluent
                  else Family.CONTROLS_OTHER for c in controls]
     p_values = [r.estimate.p_value for r in (*effects, *fluency, *controls)]
     adjusted = iter(adjust(p_values, families))
@@ -244,10 +249,9 @@ def ledger_records(samples: Sequence[SampleRecord], task: str,
         mine = [s for s in samples if s.task == task and s.condition == condition]
         totals: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0.0, 0.0])
         for s in mine:
-            for site, kinds in s.ledger.items():
-                for kind, (n, norm) in kinds.items():
-                    totals[(site, kind)][0] += n
-                    totals[(site, kind)][1] += norm
+            for e in s.ledger:
+                totals[(e.site, e.kind)][0] += e.positions
+                totals[(e.site, e.kind)][1] += e.norm
         out += [LedgerRecord(task=task, condition=condition, site=site, kind=kind, samples=len(mine),
                              positions=int(n), norm=float(norm))
                 for (site, kind), (n, norm) in sorted(totals.items())]

@@ -15,6 +15,7 @@ from harness.diagnostics.offtarget import offtarget_cost
 from harness.diagnostics.topic_ratio import topic_perplexity_ratio
 from harness.pipeline.plan import TaskPlan
 from harness.pipeline.pool import ModelPool
+from harness.pipeline.score import task_scorers
 from harness.schema.results import CapabilityRecord, OffTargetRecord, TopicRatioRecord
 
 NEUTRAL_TEXTS = 200
@@ -48,7 +49,7 @@ def diagnose(pool: ModelPool, plans: Sequence[TaskPlan], *, progress: bool, timi
             logprob_unsteered=c.unsteered_logprob, logprob_steered=c.logprob,
             logprob_diff=c.logprob_change.point, logprob_ci_low=c.logprob_change.ci_low,
             logprob_ci_high=c.logprob_change.ci_high, broken=list(c.broken)))
-        words = (task.spec.scorers.get("keywords") or {}).get("words")
+        words = [w for s in task_scorers(task).values() for w in s.topic_words()]
         if task.spec.kind == "topic" and words:
             bins = topic_perplexity_ratio(pool.lm, steering, words, topic_texts(words), seed=task.spec.seed)
             topic += [TopicRatioRecord(task=task.name, condition=name, bin=b.label, low=b.low, high=b.high,

@@ -18,8 +18,7 @@ def sample_record(item: WorkItem, task: str, g: Generation) -> SampleRecord:
         key=item.key, task=task, condition=item.row.condition, prompt_index=item.prompt_index,
         prompt_id=item.prompt_id, prompt=item.row.prompt, sample=item.row.sample, seed=item.row.seed,
         completion=g.completion, token_ids=g.token_ids, prompt_ids=g.prompt_ids, flagged=g.flagged,
-        ledger={site: {kind: [n, round(norm, 3)] for kind, (n, norm) in kinds.items()}
-                for site, kinds in g.ledger.items()},
+        ledger=[e.model_copy(update={"norm": round(e.norm, 3)}) for e in g.ledger],
     )
 
 

@@ -92,7 +92,8 @@ def score_task(pool: ModelPool, task: Task, conditions: dict[str, Condition], re
             replies[i].update({f"{name}.{m}": r for m, r in score.detail.get("replies", {}).items()})
             replies[i].update({f"{name}.{m}": "P(0, 1, 2) = " + ", ".join(f"{q:.3g}" for q in probs)
                                for m, probs in score.detail.get("probabilities", {}).items()})
-            token_lps[i] = score.detail.get("token_logprobs", token_lps[i])
+            if scorer.token_logprobs:
+                token_lps[i] = score.detail.get("token_logprobs", token_lps[i])
         timings[f"score.{task.name}.{name}"] = round(time.perf_counter() - start, 3)
     return [r.model_copy(update={"scores": s, "reasons": why, "token_logprobs": lp, "replies": said})
             for r, s, why, lp, said in zip(records, scores, reasons, token_lps, replies, strict=True)]

@@ -229,7 +229,8 @@ def _task(
         return "".join([*parts, '<p class="legend">no samples in this run folder</p>'])
     parts.append(
         figure_html(
-            distribution_plot(samples, info.name, metric),
+            distribution_plot(samples, info.name, metric,
+                              next((f.metric for f in run.fluency_cost if f.task == info.name), None)),
             f"score distributions of {info.name}",
             "Per-sample scores; box = quartiles, diamond = mean, flagged samples left out.",
         )

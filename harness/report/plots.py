@@ -12,7 +12,6 @@ from matplotlib.figure import Figure
 
 from harness.report.cells import MOVED, NOT_SIG, WRONG, verdict
 from harness.schema.results import RunResult, SampleRecord
-from harness.schema.spec import FLUENCY_METRIC
 
 UNSTEERED_COLOUR = "#7a8699"
 STEERED_COLOURS = ["#e4572e", "#2e86ab", "#8e6c8a", "#3bb273"]
@@ -100,16 +99,17 @@ def _panel(ax: Axes, metric: str, by_condition: dict[str, list[float]], headline
 
 
 def distribution_plot(
-    samples: Sequence[SampleRecord], task: str, headline: str | None = None
+    samples: Sequence[SampleRecord], task: str, headline: str | None = None, fluency: str | None = None
 ) -> bytes:
-    """Per-sample scores of every metric of `task`, one panel per metric, box + points by condition.
+    """Per-sample scores of every metric of `task`, one panel per metric, box + points by condition
+    (the headline first, the fluency metric last).
 
     Flagged samples are left out, like in the statistics; the diamond is the mean.
     """
     rows = [s for s in samples if s.task == task and not s.flagged]
     conditions = list(dict.fromkeys(["unsteered", *(s.condition for s in rows)]))
     metrics = sorted(
-        {m for s in rows for m in s.scores}, key=lambda m: (m != headline, m == FLUENCY_METRIC, m)
+        {m for s in rows for m in s.scores}, key=lambda m: (m != headline, m == fluency, m)
     )
     if not metrics:
         return _empty(f"{task}: no scored samples")

@@ -7,7 +7,6 @@ import math
 from harness.report.cells import MOVED, NOT_SIG, WRONG, Cell, Estimate, arrow, estimate, num, pval, verdict
 from harness.schema.results import EffectRecord, FluencyRecord, RunResult
 from harness.schema.results import Estimate as EstimateRecord
-from harness.schema.spec import FLUENCY_METRIC
 
 CI_LEGEND = ("95% Student t intervals over prompts, paired by prompt (their coverage is simulated by "
              "`python -m harness.stats.calibration`); MDE = minimum detectable effect at 80% power, "
@@ -145,7 +144,7 @@ def sample_rows(run: RunResult) -> list[list[Cell]]:
 def control_rows(run: RunResult) -> list[list[Cell]]:
     """One row of CONTROL_COLUMNS per controlled condition and metric."""
     effects: dict[tuple[str, str, str], EffectRecord | FluencyRecord] = dict(_effects(run))
-    effects |= {(f.task, f.condition, FLUENCY_METRIC): f for f in run.fluency_cost}
+    effects |= {(f.task, f.condition, f.metric): f for f in run.fluency_cost}
     rows: list[list[Cell]] = []
     keys = list(dict.fromkeys((c.task, c.condition, c.metric) for c in run.controls))
     for task, condition, metric in keys:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import BeforeValidator, Field
 
+from harness.schema.spec import FLUENCY_METRIC
 from harness.schema.spec import Record as _Record
 from harness.schema.task import Direction
 
@@ -82,6 +83,7 @@ class FluencyRecord(_Record):
     judge: str
     estimate: Estimate
     ppl_ratio: float  # exp of the estimate's point
+    metric: str = FLUENCY_METRIC  # the scorer metric it compares (its scorer declares it the fluency metric)
     p_adjusted: float  # Holm, in the run's confirmatory family
     significant: bool
 
@@ -196,17 +198,33 @@ class TaskInfo(_Record):
     prompt_ids: list[str] = Field(default_factory=list)  # identity of each prompt, in task order
 
 
-class LedgerRecord(_Record):
-    """What one condition's steering hooks did at one site (`L5.resid`) in one forward kind
-    ("prompt": the prompt's pass; "decode": generation steps), summed over its samples."""
+class LedgerEntry(_Record):
+    """What steering hooks did at one site (`L5.resid`, or a prompting preamble's
+    `prompt.instruction`) in one forward kind ("prompt": the prompt's pass; "decode": generation
+    steps): the positions changed and the total norm added. The one shape of the ledger: per
+    sequence (the engine's `Generation`), per sample (samples.jsonl) and, with the condition,
+    summed over its samples (`LedgerRecord`, run.json and baselines)."""
+
+    site: str
+    kind: str
+    positions: int  # positions changed
+    norm: float  # total norm added
+
+
+def ledger_entries(data: Any) -> Any:
+    """A ledger as entries; samples.jsonl of schema 3 wrote `{site: {kind: [positions, norm]}}`."""
+    if isinstance(data, dict):
+        return [{"site": site, "kind": kind, "positions": int(n), "norm": norm}
+                for site, kinds in data.items() for kind, (n, norm) in kinds.items()]
+    return data
+
+
+class LedgerRecord(LedgerEntry):
+    """A condition's ledger entry summed over its samples."""
 
     task: str
     condition: str
-    site: str
-    kind: str
     samples: int
-    positions: int  # positions changed
-    norm: float  # total norm added
 
     @property
     def positions_per_sample(self) -> float:
@@ -284,5 +302,5 @@ class SampleRecord(_Record):
     # a judge's raw reply per rating ("judge.concept"), or in expected mode its rating probabilities
     replies: dict[str, str] = Field(default_factory=dict)
     flagged: str | None = None  # why the sample is excluded (e.g. non-finite logits)
-    # what the steering hooks did to this sample: site -> forward kind -> [positions, norm]
-    ledger: dict[str, dict[str, list[float]]] = Field(default_factory=dict)
+    # what the steering hooks did to this sample, one entry per site and forward kind
+    ledger: Annotated[list[LedgerEntry], BeforeValidator(ledger_entries)] = Field(default_factory=list)

@@ -16,7 +16,8 @@ STEERED = "steered"
 """The condition name of a task's own steering."""
 
 FLUENCY_METRIC = "perplexity.logppl"
-"""The metric whose steered − unsteered difference is the fluency cost."""
+"""The built-in fluency metric: a run records the one a scorer of each task declares
+(`BaseScorer.fluency_metric`) in its fluency records; files from before carry this one."""
 
 ALPHA = 0.05
 """Family-wise error rate of every significance verdict (see `harness.stats.comparison`)."""

@@ -28,6 +28,8 @@ class MethodSpec(Spec):
     method: str
     file_fields: ClassVar[tuple[str, ...]] = ()
     """Fields that name files: sample identity hashes their content, never their path."""
+    sweep_axes: ClassVar[tuple[str, str] | None] = ("layer", "coeff")
+    """The fields a sweep sets: (the layer, the strength); None for a method without both."""
 
     def resolve(self, base: Path, where: Where) -> Self:
         """This spec with the files it names read or made absolute (relative to `base`, the
@@ -35,11 +37,13 @@ class MethodSpec(Spec):
         return self
 
     def at(self, layer: int, coeff: float) -> Self:
-        """The same steering at another layer and coefficient (a sweep's config); methods with
-        no single layer and coefficient raise ValueError."""
-        if "layer" not in type(self).model_fields or "coeff" not in type(self).model_fields:
+        """The same steering at another layer and strength (a sweep's config), set in the fields
+        `sweep_axes` names; a method without both raises ValueError."""
+        axes = type(self).sweep_axes
+        if axes is None or not set(axes) <= set(type(self).model_fields):
             raise ValueError(f"a {self.method} steering has no single layer and coefficient to sweep")
-        return self.model_copy(update={"layer": layer, "coeff": coeff})
+        depth, strength = axes
+        return self.model_copy(update={depth: layer, strength: coeff})
 
     def files(self, name: str) -> list[Path]:
         """Every file that the file field `name` stands for (by default, the one it names)."""

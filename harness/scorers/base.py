@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 if TYPE_CHECKING:
     from harness.models import LoadedModel
+    from harness.schema.task import PromptRecord
     from harness.steering.base import Steering
 
 
@@ -85,20 +86,44 @@ class ScoringContext:
 
 
 class Scorer(Protocol):
-    """Scores a batch of samples; `metrics` names what each `Score.values` holds."""
+    """Scores a batch of samples; `metrics` names what each `Score.values` holds. What it needs
+    and which roles it can play are declared as in `BaseScorer`; the harness asks the
+    declarations, never a scorer's name."""
 
     name: str
     metrics: tuple[str, ...]
+    needs_model: bool
+    fluency_metric: str | None
+    token_logprobs: bool
 
     def score(self, samples: Sequence[Sample], ctx: ScoringContext) -> list[Score]: ...
 
+    def preflight(self, ctx: ScoringContext) -> None: ...
+
+    def topic_words(self) -> Sequence[str]: ...
+
+    def judge_name(self) -> str: ...
+
 
 class BaseScorer:
-    """Defaults for scorer classes: metrics from the class, no assets to check."""
+    """Defaults for scorer classes: metrics from the class, no assets to check, no model needed,
+    no role beyond its metrics. A subclass declares what it needs and what it can be:
+
+    - `needs_model`: it scores with the generation model (`ScoringContext.lm`), so `harness
+      score` loads one for it;
+    - `fluency_metric`: one of its metrics, in nats per token, whose steered − unsteered
+      difference is the fluency cost (at most one scorer of a task may declare one);
+    - `token_logprobs`: its `Score.detail["token_logprobs"]` shades the report's tokens;
+    - `prompt_problem`: what a prompt record lacks for it, checked when the task file loads;
+    - `topic_words`: the words of the topic it measures, for the topic diagnostics.
+    """
 
     name: ClassVar[str]
     metrics: ClassVar[tuple[str, ...]]
     Params: ClassVar[type[BaseModel]]
+    needs_model: ClassVar[bool] = False
+    fluency_metric: ClassVar[str | None] = None
+    token_logprobs: ClassVar[bool] = False
 
     def __init__(self, params: BaseModel):
         self.params = params
@@ -107,6 +132,19 @@ class BaseScorer:
     def metric_names(cls, params: BaseModel) -> tuple[str, ...]:
         """The metrics a scorer with these parameters reports (validation checks task metrics)."""
         return cls.metrics
+
+    @classmethod
+    def prompt_problem(cls, params: BaseModel, prompt: PromptRecord) -> str | None:
+        """What `prompt` lacks to be scored with these parameters, or None (checked at load)."""
+        return None
+
+    def topic_words(self) -> Sequence[str]:
+        """The words of the topic this scorer measures; none unless it measures a topic."""
+        return ()
+
+    def judge_name(self) -> str:
+        """The model whose probabilities its `fluency_metric` reads."""
+        return "generation model"
 
     def preflight(self, ctx: ScoringContext) -> None:
         """Fail now, before any generation, when an asset this scorer needs is missing."""

@@ -9,6 +9,7 @@ from pydantic import Field
 
 from harness.registry import register_scorer
 from harness.schema.spec import Spec
+from harness.schema.task import PromptRecord
 from harness.scorers.base import BaseScorer, Sample, Score, ScoringContext, indicator
 
 NAN = float("nan")
@@ -45,6 +46,13 @@ class FactScorer(BaseScorer):
     metrics = ("margin", "efficacy", "neighbour_margin", "specificity", "mentions_target",
                "mentions_original")
     Params = FactParams
+    needs_model = True
+
+    @classmethod
+    def prompt_problem(cls, params: FactParams, prompt: PromptRecord) -> str | None:
+        if (prompt.target or params.target) and (prompt.original or params.original):
+            return None
+        return "the fact scorer needs `target` and `original` answers (on the prompt or in scorers.fact)"
 
     def score(self, samples: Sequence[Sample], ctx: ScoringContext) -> list[Score]:
         from harness.models.tokens import encode_with_preamble

@@ -55,6 +55,9 @@ class KeywordScorer(BaseScorer):
     metrics = ("rate", "any")
     Params = KeywordParams
 
+    def topic_words(self) -> Sequence[str]:
+        return self.params.words
+
     def __init__(self, params: KeywordParams):
         super().__init__(params)
         alternatives = [rf"(?<!\w){re.escape(_nfc(w))}(?:s|es|ed|d|ing|er|ers)?(?!\w)" for w in params.words]

@@ -33,6 +33,12 @@ class PerplexityScorer(BaseScorer):
     name = "perplexity"
     metrics = ("logppl",)
     Params = PerplexityParams
+    needs_model = True
+    fluency_metric = "logppl"
+    token_logprobs = True
+
+    def judge_name(self) -> str:
+        return self.params.judge or "generation model"
 
     def preflight(self, ctx: ScoringContext) -> None:
         """Load the judge now, so a missing judge fails before generation."""

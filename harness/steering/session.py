@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from harness.models import hook_module
+from harness.schema.results import LedgerEntry
 from harness.steering.base import Intervention, Steering
 
 Kind = tuple[str, bool]  # (positions, steer_bos) of every-position interventions
@@ -43,10 +44,10 @@ class SteeringScaleWarning(UserWarning):
     """A steering added a non-finite norm, or more than `MAX_SCALE` x the residual norm."""
 
 
-def unapplied(steering: Steering, ledger: dict[str, dict[str, tuple[int, float]]]) -> list[str]:
+def unapplied(steering: Steering, ledger: Sequence[LedgerEntry]) -> list[str]:
     """The sites of `steering` (`Steering.sites`) at which `ledger` (one row's) counts no changed
     position: each must be empty for the steering to have been applied."""
-    return [site for site in steering.sites() if not sum(n for n, _ in ledger.get(site, {}).values())]
+    return [site for site in steering.sites() if not sum(e.positions for e in ledger if e.site == site)]
 
 
 def _norms(x: torch.Tensor) -> torch.Tensor:
@@ -182,18 +183,18 @@ class Ledger:
     """Per row, site and forward kind ("prompt", "decode"): positions changed and norm added;
     per row and site, the scale (see `_Site.scale`)."""
 
-    rows: list[dict[str, dict[str, tuple[int, float]]]]
+    rows: list[list[LedgerEntry]]
     scales: list[dict[str, float]]
 
-    def row(self, b: int) -> dict[str, dict[str, tuple[int, float]]]:
+    def row(self, b: int) -> list[LedgerEntry]:
         return self.rows[b]
 
     def problem(self, b: int) -> str | None:
         """Why row `b`'s steering cannot be trusted: a non-finite norm, or a site that added
         more than `MAX_SCALE` x the residual norm; None when neither."""
-        for site, kinds in self.rows[b].items():
-            if not all(math.isfinite(norm) for _, norm in kinds.values()):
-                return f"non-finite steering norm at {site}"
+        for e in self.rows[b]:
+            if not math.isfinite(e.norm):
+                return f"non-finite steering norm at {e.site}"
         for site, scale in self.scales[b].items():
             if not scale <= MAX_SCALE:
                 return (f"the steering at {site} added {scale:.3g} x the residual norm at one position "
@@ -257,13 +258,14 @@ class SteeringSession:
         if not self.sites:
             return
         batch = len(next(iter(self.sites.values())).prefix_len)
-        rows: list[dict[str, dict[str, tuple[int, float]]]] = [{} for _ in range(batch)]
+        rows: list[list[LedgerEntry]] = [[] for _ in range(batch)]
         scales: list[dict[str, float]] = [{} for _ in range(batch)]
         for (layer, point), site in self.sites.items():
             for kind in FORWARD_KINDS:
                 pos, norm = site.positions[kind].tolist(), site.norm[kind].tolist()
                 for b in range(batch):
-                    rows[b].setdefault(f"L{layer}.{point}", {})[kind] = (int(round(pos[b])), float(norm[b]))
+                    rows[b].append(LedgerEntry(site=f"L{layer}.{point}", kind=kind,
+                                               positions=int(round(pos[b])), norm=float(norm[b])))
             for b, scale in enumerate(site.scale()):
                 scales[b][f"L{layer}.{point}"] = scale
         ledger = Ledger(rows, scales)

@@ -234,7 +234,7 @@ def _task(data: Any, path: Path, lines: Lines) -> Task:
     if not prompts:
         raise UserError(f"{path}:{lines.get(('prompts',), 1)}: prompts: no prompts")
     _check_unique(prompts, path, lines)
-    _check_fact_answers(spec, prompts, path, lines)
+    _check_prompts_for_scorers(spec, prompts, path, lines)
 
     def resolve(steering: MethodSpec, key: tuple[str, ...]) -> MethodSpec:
         return steering.resolve(path.parent, lambda field: f"{path}:{_line(lines, (*key, *field))}")
@@ -278,6 +278,11 @@ def _check_scorers(spec: TaskSpec, path: Path, lines: Lines) -> None:
                                  for e in err.errors())
             raise UserError(f"{where}: scorers.{name}: scorer '{name}': {problems}") from None
         reported[name] = tuple(cls.metric_names(parsed))
+    fluent = [name for name in spec.scorers if registry.scorer_class(name).fluency_metric]
+    if len(fluent) > 1:
+        where = f"{path}:{_line(lines, ('scorers', fluent[1]))}"
+        raise UserError(f"{where}: scorers {' and '.join(fluent)} both declare a fluency metric; a task "
+                        "measures its fluency cost with one")
     for metric in spec.metrics:
         where = f"{path}:{_line(lines, ('metrics', metric))}"
         scorer, _, leaf = metric.partition(".")
@@ -302,16 +307,25 @@ def _check_unique(prompts: list[PromptRecord], path: Path, lines: Lines) -> None
                             "each prompt may appear once")
 
 
-def _check_fact_answers(spec: TaskSpec, prompts: list[PromptRecord], path: Path, lines: Lines) -> None:
-    """Fail at load, not after generation, when a fact prompt has no answers to compare."""
-    if "fact" not in spec.scorers:
-        return
-    defaults = spec.scorers["fact"] or {}
-    for i, p in enumerate(prompts):
-        if not (p.target or defaults.get("target")) or not (p.original or defaults.get("original")):
-            line = lines.get(("prompts", str(i)), lines.get(("prompts",), 1))
-            raise UserError(f"{path}:{line}: prompts.{i}: the fact scorer needs `target` and "
-                            f"`original` answers (on the prompt or in scorers.fact); found {p.text!r}")
+def _check_prompts_for_scorers(spec: TaskSpec, prompts: list[PromptRecord], path: Path, lines: Lines) -> None:
+    """Fail at load, not after generation, when a prompt lacks what a scorer of the task needs
+    (each scorer's `prompt_problem`, e.g. a fact prompt without its answers)."""
+    for name, params in spec.scorers.items():
+        cls = registry.scorer_class(name)
+        parsed = cls.Params.model_validate(params or {})
+        for i, p in enumerate(prompts):
+            if problem := cls.prompt_problem(parsed, p):
+                line = lines.get(("prompts", str(i)), lines.get(("prompts",), 1))
+                raise UserError(f"{path}:{line}: prompts.{i}: {problem}; found {p.text!r}")
+
+
+def fluency_metric(spec: TaskSpec) -> str | None:
+    """The task's fluency metric (`scorer.metric`): the one its registered scorers declare, if
+    any (loading the task refused two)."""
+    known = registry.scorers()
+    declared = [f"{name}.{known[name].fluency_metric}" for name in spec.scorers
+                if name in known and known[name].fluency_metric]
+    return declared[0] if declared else None
 
 
 def load_suite(name_or_path: str) -> SuiteSpec:
