@@ -148,3 +148,18 @@ def test_importing_the_schema_layer_imports_nothing_heavy():
            "('torch', 'transformers', 'numpy', 'scipy')))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.strip() == "[]"
+
+
+def test_public_names_stay_what_they_name_after_every_module_is_imported():
+    """`harness.check` is the function even after `import harness.analyses.check`: no subpackage
+    or module of the root package shares a public name (importing one would shadow the name)."""
+    import importlib
+
+    import harness
+
+    for module in MODULES:
+        if not module.endswith("__main__"):
+            importlib.import_module(module)
+    for name, target in harness._PUBLIC.items():
+        module, _, attribute = target.partition(":")
+        assert getattr(harness, name) is getattr(importlib.import_module(module), attribute), name
