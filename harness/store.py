@@ -150,6 +150,16 @@ def read_run(path: Path) -> tuple[RunResult, list[SampleRecord]]:
     return run, samples
 
 
+def read_samples(path: Path) -> list[SampleRecord]:
+    """The samples of a run (run.json or its folder), or of a samples JSONL file given itself (a
+    run's samples.jsonl, or `harness score`'s output of it)."""
+    if path.suffix != ".jsonl":
+        return read_run(path)[1]
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    return _validate(path, lambda: [SampleRecord.model_validate(r) for r in read_jsonl(path)])
+
+
 def _validate(file: Path, parse: Callable[[], T]) -> T:
     try:
         return parse()

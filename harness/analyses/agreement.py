@@ -24,7 +24,7 @@ from harness.errors import UserError
 from harness.schema.results import SampleRecord
 from harness.schema.spec import Record
 from harness.stats import auc, spearman
-from harness.store import read_run
+from harness.store import read_samples
 
 AUC_METHOD = "stratified bootstrap (BCa), samples as independent"
 SPEARMAN_METHOD = "Fisher z, Bonett-Wright standard error"
@@ -134,7 +134,8 @@ def agreement_of(samples: Sequence[SampleRecord], a: str, b: str, *, run: str = 
 
 def agreement(run: str | Path, a: str, b: str, *, tasks: Sequence[str] = (), conditions: Sequence[str] = (),
               confidence: float = 0.95, seed: int = 0) -> Agreement:
-    """`agreement_of` the samples of the run folder (or run.json) `run`."""
-    _, samples = read_run(Path(run))
+    """`agreement_of` the samples of the run folder (or run.json) `run`, or of a samples JSONL file
+    (e.g. a run's samples.jsonl rescored by `harness score`)."""
+    samples = read_samples(Path(run))
     return agreement_of(samples, a, b, run=str(run), tasks=tasks, conditions=conditions,
                         confidence=confidence, seed=seed)

@@ -195,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     agr = sub.add_parser("agreement", help="agreement of two metrics over the same samples of a run: the AUC "
                          "of one for the other when that one is binary (0/1), and Spearman's rho, with CIs")
-    agr.add_argument("run", help="run.json or its folder")
+    agr.add_argument("run", help="run.json or its folder, or a samples JSONL file (e.g. a run's "
+                     "samples.jsonl rescored by `harness score`)")
     agr.add_argument("--a", required=True, metavar="METRIC", help="e.g. keywords.any")
     agr.add_argument("--b", required=True, metavar="METRIC", help="e.g. perplexity.logppl")
     agr.add_argument("--task", action="append", default=[],

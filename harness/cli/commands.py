@@ -218,7 +218,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_score(args: argparse.Namespace) -> int:
     """Score JSONL rows ({prompt, completion}, or samples.jsonl lines with their token ids); one
-    strict-JSON line out per row (NaN as the string "NaN", with its reason)."""
+    strict-JSON line out per row (NaN as the string "NaN", with its reason). A row's scores, reasons
+    and judge replies from other scorers are kept, this scorer's replaced: rescoring a run's
+    samples.jsonl gives a file `harness agreement` reads."""
+    from harness.pipeline.score import record_replies
     from harness.schema.spec import to_json
     from harness.scorers import make_scorer
     from harness.scorers.base import Sample, ScoringContext
@@ -251,9 +254,13 @@ def cmd_score(args: argparse.Namespace) -> int:
     ctx = ScoringContext(lm=pool.lm if pool else None, load_judge=pool.judge if pool else None,
                          use_bos=not args.no_bos)
     scorer.preflight(ctx)
+    mine = f"{args.scorer}."
     for row, score in zip(rows, scorer.score(samples, ctx), strict=True):
-        print(to_json({**row, "scores": {f"{args.scorer}.{m}": v for m, v in score.values.items()},
-                       "reasons": score.record_reasons(args.scorer)}))
+        new = {"scores": {f"{mine}{m}": v for m, v in score.values.items()},
+               "reasons": score.record_reasons(args.scorer), "replies": record_replies(args.scorer, score)}
+        kept = {field: {k: v for k, v in (row.get(field) or {}).items() if not k.startswith(mine)}
+                for field in new}
+        print(to_json({**row, **{field: kept[field] | new[field] for field in new}}))
     return 0
 
 

@@ -73,6 +73,14 @@ def checked(name: str, scorer: Scorer, scores: Sequence[Score], n_samples: int) 
     return scores
 
 
+def record_replies(name: str, score: Score) -> dict[str, str]:
+    """A judge's raw replies (or, in expected mode, its rating probabilities) as samples.jsonl keeps
+    them, keyed `scorer.metric`."""
+    said = {f"{name}.{m}": r for m, r in score.detail.get("replies", {}).items()}
+    return said | {f"{name}.{m}": "P(0, 1, 2) = " + ", ".join(f"{q:.3g}" for q in probs)
+                   for m, probs in score.detail.get("probabilities", {}).items()}
+
+
 def score_task(pool: ModelPool, task: Task, conditions: dict[str, Condition], records: list[SampleRecord],
                scorers: dict[str, Scorer], *, progress: bool, timings: dict[str, float]
                ) -> list[SampleRecord]:
@@ -89,9 +97,7 @@ def score_task(pool: ModelPool, task: Task, conditions: dict[str, Condition], re
         for i, score in enumerate(checked(name, scorer, scorer.score(samples, ctx), len(samples))):
             scores[i].update({f"{name}.{m}": v for m, v in score.values.items()})
             reasons[i].update(score.record_reasons(name))
-            replies[i].update({f"{name}.{m}": r for m, r in score.detail.get("replies", {}).items()})
-            replies[i].update({f"{name}.{m}": "P(0, 1, 2) = " + ", ".join(f"{q:.3g}" for q in probs)
-                               for m, probs in score.detail.get("probabilities", {}).items()})
+            replies[i].update(record_replies(name, score))
             if scorer.token_logprobs:
                 token_lps[i] = score.detail.get("token_logprobs", token_lps[i])
         timings[f"score.{task.name}.{name}"] = round(time.perf_counter() - start, 3)
