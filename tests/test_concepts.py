@@ -186,6 +186,7 @@ def test_heldout_scores_report_the_chosen_strength_on_the_other_half_only():
     split = split_half(PROMPTS, 7)
     run = run_with(["actadd L1 c+1", "actadd L1 c+2", "actadd L1 c+4"])
     base, score = heldout_scores(run, records(values), {"t": split})
+    assert heldout_scores(run, records(values), {"t": split}, metric="m") == [base, score]  # the headline
     assert base.method == base.condition == "unsteered" and base.score == pytest.approx(
         np.mean([values["unsteered", p] for p in split.report]))
     assert score.method == "actadd" and set(score.per_prompt) == set(split.report)

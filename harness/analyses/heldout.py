@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.analyses.sweep import SweepGrid, sweep_conditions
+from harness.errors import UserError
 from harness.models import LoadedModel
 from harness.pipeline.analyse import condition_values
 from harness.pipeline.plan import Condition, task_conditions
@@ -148,17 +149,18 @@ def choose(samples: Sequence[SampleRecord], task: str, metric: str, candidates: 
     return best, best_score
 
 
-def heldout_scores(run_result: RunResult, samples: Sequence[SampleRecord], splits: dict[str, Split]
-                   ) -> list[MethodScore]:
+def heldout_scores(run_result: RunResult, samples: Sequence[SampleRecord], splits: dict[str, Split],
+                   metric: str | None = None) -> list[MethodScore]:
     """Per concept task and method (and unsteered, for reference): choose on the split's `select`
-    half, report on `report`."""
+    half by the headline (or `metric`, higher is better), report on `report`."""
     out = []
     for info in run_result.tasks:
         if info.name not in splits:
             continue
         split = splits[info.name]
         head = next(e for e in run_result.effects if e.task == info.name and e.headline)
-        metric, sign = head.metric, -1.0 if head.expected_direction == "decrease" else 1.0
+        by = metric or head.metric
+        sign = -1.0 if not metric and head.expected_direction == "decrease" else 1.0
         by_method: dict[str, dict[str, float | None]] = {UNSTEERED: {UNSTEERED: None}}  # the baseline row
         for cond, desc in info.conditions.items():
             if "control" in desc:  # a matched control is no candidate
@@ -166,9 +168,8 @@ def heldout_scores(run_result: RunResult, samples: Sequence[SampleRecord], split
             method = cond.split(" ", 1)[0]
             by_method.setdefault(method, {})[cond] = desc.get("sweep", {}).get("coeff")
         for method, candidates in by_method.items():
-            chosen, selection_score = choose(samples, info.name, metric, candidates, split.select, sign)
-            out.append(_reported(samples, info.name, metric, method, chosen, candidates, selection_score,
-                                 split))
+            chosen, selection_score = choose(samples, info.name, by, candidates, split.select, sign)
+            out.append(_reported(samples, info.name, by, method, chosen, candidates, selection_score, split))
     return out
 
 
@@ -195,6 +196,10 @@ def run_concepts(target: str, out: Path, lm: LoadedModel, options: RunOptions, t
     scores into `heldout.json` next to it."""
     from harness.store import read_run
 
+    few = [f"{t.name} ({len(t.prompts)})" for t in tasks if t.spec.kind == "concept" and len(t.prompts) < 2]
+    if few:
+        raise UserError(f"a concept task chooses its strength on half of its instructions and reports on the "
+                        f"other half, so it needs at least 2; too few: {', '.join(few)}")
     splits = {t.name: split_half([p.identity() for p in t.prompts], t.spec.concept.split_seed)
               for t in tasks if t.spec.kind == "concept" and t.spec.concept is not None}
     result = run(target, out, model=lm, options=options, tasks=tasks, conditions=concept_conditions,
