@@ -42,7 +42,8 @@ def build_steering(lm: LoadedModel, spec: MethodSpec | Mapping[str, Any],
 
 @contextmanager
 def steer(model: nn.Module | LoadedModel, steering: Steering | torch.Tensor, *, layer: int | None = None,
-          coeff: float = 1.0, point: HookPoint = "resid", has_bos: bool = True) -> Iterator[SteeringSession]:
+          coeff: float | None = None, point: HookPoint | None = None, has_bos: bool = True
+          ) -> Iterator[SteeringSession]:
     """Steer every forward pass of `model` inside the block, e.g. `model.generate(...)`:
     `with steer(lm, love):` for a `Steering`, `with steer(lm, vector, layer=6, coeff=4):` to add
     `coeff` × a `[d]` vector to the output of decoder block `layer` at every position after BOS.
@@ -57,9 +58,11 @@ def steer(model: nn.Module | LoadedModel, steering: Steering | torch.Tensor, *, 
     if isinstance(steering, torch.Tensor):
         if layer is None:
             raise UserError("a steering vector needs its layer: steer(model, vector, layer=L, coeff=c)")
-        steering = Steering((placed(layer, steering.detach().float(), coeff, point),))
-    elif layer is not None:
-        raise UserError("layer goes with a vector; a Steering carries its own layers")
+        steering = Steering((placed(layer, steering.detach().float(), 1.0 if coeff is None else coeff,
+                                    point or "resid"),))
+    elif layer is not None or coeff is not None or point is not None:
+        raise UserError("layer, coeff and point go with a vector; a Steering carries its own "
+                        "(scale it with steering.scaled(c))")
     session = SteeringSession(net, steering, has_bos=has_bos)
     with session.attached():
         yield session
@@ -126,6 +129,9 @@ def evaluate(task: TaskLike, model: str | LoadedModel = DEFAULT_MODEL, *,
     returning.
     """
     options = options or RunOptions()
+    if not isinstance(task, str | Path) and (options.overrides or options.method):
+        raise UserError("RunOptions overrides and method apply to a task file or name as it is read; "
+                        "for a task object, change it (its steering, or steering=) instead")
     if isinstance(task, str | Path):
         target, tasks = str(task), resolve_tasks(str(task), options)
     else:

@@ -90,6 +90,8 @@ def agreement_of(samples: Sequence[SampleRecord], a: str, b: str, *, run: str = 
     """Agreement of `b` with `a` over the `samples` of `tasks` (default: every task that scores
     both) and `conditions` (default: all). The AUC is of the other metric for the binary one (of `b`
     for `a` when both are binary)."""
+    if a == b:
+        raise UserError(f"the agreement of {a} with itself is 1 by construction: name two metrics")
     scored = {m: sorted({s.task for s in samples if m in s.scores}) for m in (a, b)}
     if missing := [m for m in (a, b) if not scored[m]]:
         known = sorted({m for s in samples for m in s.scores})
@@ -99,9 +101,11 @@ def agreement_of(samples: Sequence[SampleRecord], a: str, b: str, *, run: str = 
         raise UserError(f"no task scores both {a} ({', '.join(scored[a])}) and {b} ({', '.join(scored[b])})")
     if unknown := sorted(set(chosen) - {s.task for s in samples}):
         raise UserError(f"no samples of task(s) {', '.join(unknown)} in this run")
+    if unknown := [c for c in conditions if c not in {s.condition for s in samples if s.task in chosen}]:
+        have = sorted({s.condition for s in samples if s.task in chosen})
+        raise UserError(f"no condition {', '.join(map(repr, unknown))} in {', '.join(chosen)} "
+                        f"(conditions: {', '.join(have)})")
     mine = [s for s in samples if s.task in chosen and (not conditions or s.condition in conditions)]
-    if not mine:
-        raise UserError(f"no samples of {', '.join(chosen)} in condition(s) {', '.join(conditions)}")
     used, excluded = [], Counter()
     for s in mine:
         why = _why_not(s, a) or _why_not(s, b)
@@ -122,7 +126,8 @@ def agreement_of(samples: Sequence[SampleRecord], a: str, b: str, *, run: str = 
                     spearman_note=_rho_note(x, y, a, b), within=within)
     label, score = (a, y) if _binary(x) else (b, x) if _binary(y) else (None, None)
     if label is None:
-        return out.model_copy(update={"auc_note": "neither metric is binary (0/1)"})
+        why = "neither metric is binary (0/1)" if used else "no sample with both metrics"
+        return out.model_copy(update={"auc_note": why})
     truth = x if label == a else y
     positive = [v for v, t in zip(score, truth, strict=True) if t == 1.0]
     negative = [v for v, t in zip(score, truth, strict=True) if t == 0.0]

@@ -13,10 +13,12 @@ from harness.diagnostics.capability import capability
 from harness.diagnostics.neutral_text import neutral_texts, topic_texts
 from harness.diagnostics.offtarget import offtarget_cost
 from harness.diagnostics.topic_ratio import topic_perplexity_ratio
+from harness.errors import UserError
 from harness.pipeline.plan import TaskPlan
 from harness.pipeline.pool import ModelPool
 from harness.pipeline.score import task_scorers
 from harness.schema.results import CapabilityRecord, OffTargetRecord, TopicRatioRecord
+from harness.tasks import Task
 
 NEUTRAL_TEXTS = 200
 
@@ -27,9 +29,23 @@ def diagnosed(plan: TaskPlan) -> list[str]:
             if v.steering is not None and v.steering.interventions and not v.control_of]
 
 
+def topic_words(task: Task) -> list[str]:
+    """The words of the topics the task's scorers measure (each scorer's `topic_words`)."""
+    words: list[str] = []
+    for name, scorer in task_scorers(task).items():
+        found = scorer.topic_words()
+        if isinstance(found, str) or not all(isinstance(w, str) for w in found):
+            raise UserError(f"task '{task.name}': scorer '{name}' topic_words() returned {found!r}, "
+                            "not a list of words")
+        words += found
+    return words
+
+
 def diagnose(pool: ModelPool, plans: Sequence[TaskPlan], *, progress: bool, timings: dict[str, float]
              ) -> tuple[list[OffTargetRecord], list[CapabilityRecord], list[TopicRatioRecord]]:
     texts = neutral_texts(NEUTRAL_TEXTS)
+    words_of = {plan.task.name: topic_words(plan.task) for plan in plans
+                if plan.task.spec.kind == "topic" and diagnosed(plan)}
     off, cap, topic = [], [], []
     work = [(plan, c) for plan in plans for c in diagnosed(plan)]
     for plan, name in tqdm(work, desc="diagnose", disable=not progress):
@@ -49,7 +65,7 @@ def diagnose(pool: ModelPool, plans: Sequence[TaskPlan], *, progress: bool, timi
             logprob_unsteered=c.unsteered_logprob, logprob_steered=c.logprob,
             logprob_diff=c.logprob_change.point, logprob_ci_low=c.logprob_change.ci_low,
             logprob_ci_high=c.logprob_change.ci_high, broken=list(c.broken)))
-        words = [w for s in task_scorers(task).values() for w in s.topic_words()]
+        words = words_of.get(task.name, [])
         if task.spec.kind == "topic" and words:
             bins = topic_perplexity_ratio(pool.lm, steering, words, topic_texts(words), seed=task.spec.seed)
             topic += [TopicRatioRecord(task=task.name, condition=name, bin=b.label, low=b.low, high=b.high,

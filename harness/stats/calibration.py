@@ -114,7 +114,14 @@ def table(rows: list[Row], reps: int, sign_flip_reps: int = 20) -> str:
     return "\n".join(out)
 
 
-def main(reps: int = 1000) -> None:
+def main(argv: list[str] | None = None) -> None:
+    """`python -m harness.stats.calibration [--reps N]`: print the table (--help says what it is)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m harness.stats.calibration",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reps", type=int, default=1000, help="simulated runs per size (default 1000)")
+    reps = parser.parse_args(argv).reps
     rows = [calibrate(n, reps, bca=True) for n in SIZES]
     print(table(rows, reps))
 

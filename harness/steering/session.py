@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from harness.errors import UserError
 from harness.models import hook_module
 from harness.schema.results import LedgerEntry
 from harness.steering.base import Intervention, Steering
@@ -351,6 +352,11 @@ class SteeringSession:
     def attached(self) -> Iterator[SteeringSession]:
         """The hooks on the model for the duration of the block; always removed, also on error.
         On a normal exit, a site whose hook never ran is an error."""
+        width = self.model.config.get_text_config().hidden_size
+        for iv in (iv for s in self._all_steerings() for iv in s.interventions):
+            if iv.vector.shape[-1] != width:
+                raise UserError(f"the vector at layer {iv.layer} has {iv.vector.shape[-1]} dimensions; the "
+                                f"model's hidden size is {width} (a vector of another model?)")
         keys = sorted({(iv.layer, iv.point) for s in self._all_steerings() for iv in s.interventions})
         handles = [self.model.register_forward_pre_hook(self._pre_hook, with_kwargs=True)]
         try:

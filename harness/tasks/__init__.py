@@ -278,6 +278,10 @@ def _check_scorers(spec: TaskSpec, path: Path, lines: Lines) -> None:
                                  for e in err.errors())
             raise UserError(f"{where}: scorers.{name}: scorer '{name}': {problems}") from None
         reported[name] = tuple(cls.metric_names(parsed))
+        if cls.fluency_metric and cls.fluency_metric not in reported[name]:
+            raise UserError(f"{where}: scorers.{name}: scorer '{name}' declares fluency_metric "
+                            f"'{cls.fluency_metric}', which is not one of its metrics "
+                            f"({', '.join(reported[name])})")
     fluent = [name for name in spec.scorers if registry.scorer_class(name).fluency_metric]
     if len(fluent) > 1:
         where = f"{path}:{_line(lines, ('scorers', fluent[1]))}"
@@ -314,8 +318,13 @@ def _check_prompts_for_scorers(spec: TaskSpec, prompts: list[PromptRecord], path
         cls = registry.scorer_class(name)
         parsed = cls.Params.model_validate(params or {})
         for i, p in enumerate(prompts):
-            if problem := cls.prompt_problem(parsed, p):
-                line = lines.get(("prompts", str(i)), lines.get(("prompts",), 1))
+            line = lines.get(("prompts", str(i)), lines.get(("prompts",), 1))
+            try:
+                problem = cls.prompt_problem(parsed, p)
+            except Exception as err:  # a plugin's check that fails is named, not a bare traceback
+                raise UserError(f"{path}:{line}: prompts.{i}: scorer '{name}' ({cls.__module__}) "
+                                f"failed checking the prompt: {type(err).__name__}: {err}") from err
+            if problem:
                 raise UserError(f"{path}:{line}: prompts.{i}: {problem}; found {p.text!r}")
 
 
