@@ -55,6 +55,9 @@ _extra_modules: list[str] = []
 def register_method(spec: type[MethodSpec], build: Builder) -> None:
     """Register a steering method under the literal value of its spec's `method` field."""
     (name,) = spec.model_fields["method"].annotation.__args__
+    if spec.sweep_axes and (missing := [a for a in spec.sweep_axes if a not in spec.model_fields]):
+        raise UserError(f"method '{name}' ({spec.__module__}): sweep_axes names {', '.join(missing)}, not "
+                        f"field(s) of {spec.__name__} (its fields: {', '.join(spec.model_fields)})")
     _METHODS[name] = MethodEntry(name, spec, build)
 
 

@@ -169,3 +169,22 @@ def test_calibration_help_prints_usage_instead_of_running_the_simulation(capsys)
     with pytest.raises(SystemExit) as exit_:
         calibration.main(["--help"])
     assert exit_.value.code == 0 and "--reps" in capsys.readouterr().out
+
+
+def test_a_method_whose_sweep_axes_name_fields_it_lacks_is_refused_when_registered():
+    from typing import ClassVar, Literal
+
+    from harness.schema.steering import MethodSpec
+
+    class Spec_(MethodSpec):
+        method: Literal["axes_typo"] = "axes_typo"
+        block: int
+        strength: float = 1.0
+        sweep_axes: ClassVar = ("depth", "alpha")
+
+    # before: `harness methods` listed "depth (layer) × alpha (strength)" and a sweep said the method
+    # "has no single layer and coefficient to sweep"
+    with pytest.raises(UserError, match=r"method 'axes_typo' .*sweep_axes names depth, alpha, not "
+                                        r"field\(s\) of Spec_ \(its fields: method, block, strength\)"):
+        registry.register_method(Spec_, lambda lm, spec, settings: None)
+    assert "axes_typo" not in registry.methods()
