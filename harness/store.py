@@ -118,8 +118,9 @@ def folder_lock(folder: Path) -> Iterator[None]:
         fh.close()
 
 
-def read_run(path: Path) -> tuple[RunResult, list[SampleRecord]]:
+def read_run(path: str | Path) -> tuple[RunResult, list[SampleRecord]]:
     """The run of `path` (run.json or its folder) and the samples.jsonl beside it ([] if none)."""
+    path = Path(path)
     file = path / "run.json" if path.is_dir() else path
     try:
         data = json.loads(file.read_text(encoding="utf-8"))

@@ -4,6 +4,7 @@ refused with a message that names what is wrong (and where)."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -188,3 +189,13 @@ def test_a_method_whose_sweep_axes_name_fields_it_lacks_is_refused_when_register
                                         r"field\(s\) of Spec_ \(its fields: method, block, strength\)"):
         registry.register_method(Spec_, lambda lm, spec, settings: None)
     assert "axes_typo" not in registry.methods()
+
+
+def test_the_exported_readers_take_a_path_as_a_string(tmp_path):
+    # before: AttributeError: 'str' object has no attribute 'read_text' / 'is_dir'
+    quick = Path(__file__).resolve().parent.parent / "results/baselines/smollm2-135m/quick.json"
+    baseline = harness.read_baseline(str(quick))
+    assert baseline.per_prompt
+    assert harness.read_baseline(quick).model_dump_json() == baseline.model_dump_json()
+    with pytest.raises(UserError, match="no such file"):
+        harness.read_run(str(tmp_path / "missing"))

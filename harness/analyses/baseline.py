@@ -139,13 +139,14 @@ def make_baseline(run: RunResult, no_effect: bool = False) -> Baseline:
         raise _refused("the run", err) from None
 
 
-def write_baseline(run: RunResult, path: Path, no_effect: bool = False) -> Baseline:
+def write_baseline(run: RunResult, path: str | Path, no_effect: bool = False) -> Baseline:
     baseline = make_baseline(run, no_effect)
-    atomic_write_text(path, baseline.model_dump_json(indent=2))
+    atomic_write_text(Path(path), baseline.model_dump_json(indent=2))
     return baseline
 
 
-def read_baseline(path: Path) -> Baseline:
+def read_baseline(path: str | Path) -> Baseline:
+    path = Path(path)
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
