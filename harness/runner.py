@@ -129,6 +129,10 @@ class _Context:
 def _run_locked(target: str, out: Path, tasks: list[Task], pool: ModelPool, options: RunOptions,
                 build: ConditionBuilder, extra: dict[str, Any], cluster: Cluster | None = None) -> RunResult:
     rank, world = (cluster.rank, cluster.world) if cluster else (0, 1)
+    chat = [t.name for t in tasks if t.spec.generation.chat]
+    if chat and not getattr(pool.lm.tokenizer, "chat_template", None):
+        raise UserError(f"model '{pool.lm.name}' has no chat template, and task(s) {', '.join(chat)} set "
+                        "generation.chat: true (use a chat model, or --set generation.chat=false)")
     scorers = preflight(pool, tasks) if rank == 0 else {}  # a missing asset fails before generating
     ctx = _Context(target, out, pool, scorers, options, extra, _now(), {})
     log = distributed.open_log(out, cluster)

@@ -199,3 +199,11 @@ def test_the_exported_readers_take_a_path_as_a_string(tmp_path):
     assert harness.read_baseline(quick).model_dump_json() == baseline.model_dump_json()
     with pytest.raises(UserError, match="no such file"):
         harness.read_run(str(tmp_path / "missing"))
+
+
+def test_a_chat_task_on_a_model_without_a_chat_template_is_refused_before_anything_runs(tiny_llama):
+    assert not tiny_llama.tokenizer.chat_template  # a base model, as gemma3-270m
+    chat = {**TASK, "generation": {"max_new_tokens": 2, "chat": True}}
+    # before: a ValueError traceback from inside generation, after every steering was built
+    with pytest.raises(UserError, match=r"has no chat template, and task\(s\) api_task set generation.chat"):
+        harness.evaluate(chat, tiny_llama, options=RunOptions(samples=1, progress=False))
