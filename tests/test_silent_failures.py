@@ -207,3 +207,15 @@ def test_a_chat_task_on_a_model_without_a_chat_template_is_refused_before_anythi
     # before: a ValueError traceback from inside generation, after every steering was built
     with pytest.raises(UserError, match=r"has no chat template, and task\(s\) api_task set generation.chat"):
         harness.evaluate(chat, tiny_llama, options=RunOptions(samples=1, progress=False))
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["run", "love_hate", "--judge", "smollm2-135m"], "--judge rates concept tasks, and love_hate has none"),
+    (["run", "concept_autumn", "--judge-key-env", "KEY"], "--judge-key-env and --judge-mode go with --judge"),
+])
+def test_judge_flags_that_would_be_ignored_are_refused_before_the_model_loads(argv, message, capsys):
+    from harness.cli import main
+
+    # before: the run went ahead without a judge (love_hate is no concept task), exit 0
+    assert main([*argv, "--model", "no-such-model-is-loaded"]) == 2
+    assert message in capsys.readouterr().err

@@ -135,7 +135,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     options = run_options(args)
     out = Path(args.out or f"runs/{Path(args.target).stem}")
     tasks = resolve_tasks(args.target, options)  # a bad task file fails before the model loads
+    if (args.judge_key_env or args.judge_mode) and not args.judge:
+        raise UserError("--judge-key-env and --judge-mode go with --judge")
     if args.judge:
+        if not any(t.spec.kind == "concept" for t in tasks):
+            raise UserError(f"--judge rates concept tasks, and {args.target} has none; to judge another "
+                            "task, add the judge to its scorers")
         params = judge_params(args.judge, args.judge_key_env, args.judge_mode)
         tasks = [with_judge(t, params) for t in tasks]
     device = args.device or model_device()
