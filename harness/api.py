@@ -187,7 +187,12 @@ def steering_hash(steering: Steering) -> str:
 
 
 def _conditions_of(steering: Steering, identity: dict[str, Any]) -> ConditionBuilder:
+    # run.json says where the vectors act and how large they are, not only their hash
+    where = [{"layer": iv.layer, "point": iv.point, "positions": iv.positions, "operator": iv.operator,
+              "norm": float(iv.vector.float().norm()), "value": iv.value} for iv in steering.interventions]
+
     def build(lm: LoadedModel, task: Task) -> dict[str, Condition]:
         return {UNSTEERED: Condition(None, {}, None),
-                STEERED: Condition(steering, {"method": "python steering", **identity}, identity)}
+                STEERED: Condition(steering, {"method": "python steering", **identity,
+                                              "interventions": where}, identity)}
     return build

@@ -219,3 +219,13 @@ def test_judge_flags_that_would_be_ignored_are_refused_before_the_model_loads(ar
     # before: the run went ahead without a judge (love_hate is no concept task), exit 0
     assert main([*argv, "--model", "no-such-model-is-loaded"]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_python_steering_is_described_in_run_json_by_where_it_acts_not_only_by_its_hash(tiny_llama):
+    vector = torch.ones(tiny_llama.model.config.hidden_size)
+    result = harness.evaluate(TASK, tiny_llama, steering=vector, layer=2, coeff=3.0,
+                              options=RunOptions(samples=1, progress=False))
+    (info,) = result.tasks
+    (where,) = info.conditions["steered"]["interventions"]  # before: a sha256 and nothing else
+    assert (where["layer"], where["point"], where["operator"]) == (2, "resid", "add")
+    assert where["norm"] == pytest.approx(3.0 * float(vector.norm()))
