@@ -16,6 +16,7 @@ from pydantic import Field
 from torch import nn
 
 from harness import registry
+from harness.analyses.heldout import HeldOut, run_concepts
 from harness.errors import UserError
 from harness.models import DEFAULT_MODEL, LoadedModel
 from harness.pipeline.plan import Condition, ConditionBuilder, task_conditions
@@ -109,6 +110,7 @@ class Evaluation(RunResult):
     """What `evaluate` returns: every number of the run (run.json's fields) and its samples."""
 
     samples: list[SampleRecord] = Field(default_factory=list, exclude=True)
+    heldout: HeldOut | None = Field(default=None, exclude=True)  # concept tasks: heldout.json's table
 
 
 TaskLike = str | Path | Task | TaskSpec | Mapping[str, Any]
@@ -126,7 +128,8 @@ def evaluate(task: TaskLike, model: str | LoadedModel = DEFAULT_MODEL, *,
     (a `[d]` tensor, or a vector file of any tool) with `layer` and `coeff`. `options` are typed
     `RunOptions`, applied after the task is validated. With `out` the run is written there, to be
     reported, checked or resumed like any other; without, in a temporary folder removed before
-    returning.
+    returning. Concept tasks without `steering` run as `harness run` runs them: every method at
+    every strength, each chosen on half the instructions and reported on the other (`heldout`).
     """
     options = options or RunOptions()
     if not isinstance(task, str | Path) and (options.overrides or options.method):
@@ -144,16 +147,22 @@ def evaluate(task: TaskLike, model: str | LoadedModel = DEFAULT_MODEL, *,
     elif given is not None:
         identity = {"python steering": steering_hash(given)}
         conditions, extra = _conditions_of(given, identity), {"steering": identity}
+
+    def go(folder: Path) -> Evaluation:
+        if given is None and any(t.spec.concept for t in tasks):  # as `harness run`: held-out strengths
+            result, held = run_concepts(target, folder, model, options, tasks)
+            return _evaluation(result, folder, held)
+        return _evaluation(run(target, folder, model=model, options=options, tasks=tasks,
+                               conditions=conditions, extra=extra), folder)
+
     if out is not None:
-        return _evaluation(run(target, Path(out), model=model, options=options, tasks=tasks,
-                               conditions=conditions, extra=extra), Path(out))
+        return go(Path(out))
     with tempfile.TemporaryDirectory(prefix="harness-run-") as folder:
-        return _evaluation(run(target, Path(folder), model=model, options=options, tasks=tasks,
-                               conditions=conditions, extra=extra), Path(folder))
+        return go(Path(folder))
 
 
-def _evaluation(result: RunResult, folder: Path) -> Evaluation:
-    return Evaluation(**dict(result), samples=read_run(folder)[1])
+def _evaluation(result: RunResult, folder: Path, heldout: HeldOut | None = None) -> Evaluation:
+    return Evaluation(**dict(result), samples=read_run(folder)[1], heldout=heldout)
 
 
 def _steering(steering: SteeringLike | None, layer: int | None, coeff: float | None

@@ -229,3 +229,15 @@ def test_a_python_steering_is_described_in_run_json_by_where_it_acts_not_only_by
     (where,) = info.conditions["steered"]["interventions"]  # before: a sha256 and nothing else
     assert (where["layer"], where["point"], where["operator"]) == (2, "resid", "add")
     assert where["norm"] == pytest.approx(3.0 * float(vector.norm()))
+
+
+def test_evaluate_runs_a_concept_task_as_harness_run_does_with_held_out_strengths(tiny_llama):
+    options = RunOptions(samples=1, max_new_tokens=2, max_prompts=4, progress=False,
+                         overrides=["steering.layer=1", "methods.mean_diff.layer=1", "generation.chat=false"])
+    result = harness.evaluate("concept_autumn", tiny_llama, options=options)
+    # before: a plain steered-vs-unsteered run of the task's own steering (actadd at coeff 4), no selection
+    (info,) = result.tasks
+    assert {"actadd L1 c+4", "actadd L1 c+16", "mean_diff L1 c+2", "prompting"} <= set(info.conditions)
+    assert result.heldout is not None
+    assert {s.method for s in result.heldout.scores} == {"unsteered", "actadd", "mean_diff", "prompting"}
+    assert len(result.heldout.splits["concept_autumn"].select) == 2
