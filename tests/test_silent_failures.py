@@ -241,3 +241,9 @@ def test_evaluate_runs_a_concept_task_as_harness_run_does_with_held_out_strength
     assert result.heldout is not None
     assert {s.method for s in result.heldout.scores} == {"unsteered", "actadd", "mean_diff", "prompting"}
     assert len(result.heldout.splits["concept_autumn"].select) == 2
+
+
+def test_compare_given_one_path_as_a_string_says_it_takes_a_list():
+    # before: each character was read as a run ("r: no such file")
+    with pytest.raises(UserError, match=r"compare takes a list of runs, e\.g\. compare\(\['runs/demo', "):
+        harness.compare("runs/demo")

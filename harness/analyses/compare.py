@@ -166,6 +166,8 @@ def compare_runs(refs: Sequence[str], seed: int = 0) -> CompareResult:
     Tasks with the chosen condition in every run, metrics scored in every run; p-values
     Holm-adjusted in the confirmatory (declared metrics, fluency) and exploratory families.
     """
+    if isinstance(refs, str | Path):  # its characters are no runs
+        raise UserError(f"compare takes a list of runs, e.g. compare([{str(refs)!r}, 'runs/other'])")
     if len(refs) < 2:
         raise UserError("compare needs at least two runs")
     runs, labels = _load(refs)
