@@ -716,3 +716,320 @@ def test_make_baseline_keeps_floors_counts_and_ledger_and_refuses_a_zero_effect(
     assert base.counts == BASE.counts and base.ledger == BASE.ledger
     with pytest.raises(UserError, match="not in the expected direction"):  # exactly 0 protects nothing
         make_baseline(synthetic(np.zeros(24), np.full(24, 0.3)))
+
+
+# --------------------------------------------------- check: the line functions, by brute force
+# Synthetic runs from tests.test_check (one task, 24 prompts); p-values recomputed with scipy.
+
+def _perm_p(x: np.ndarray, alternative: str) -> float:
+    """The check's one-sided sign-flip test recomputed with scipy: 9999 resamples, seed 0."""
+    return float(stats.permutation_test((np.asarray(x, dtype=float),), np.mean, permutation_type="samples",
+                                        n_resamples=9999, alternative=alternative,
+                                        rng=np.random.default_rng(0)).pvalue)
+
+
+def _prompt_effects(run, metric: str, reference: str = "unsteered", condition: str = "steered") -> np.ndarray:  # noqa: ANN001
+    """Per-prompt condition − reference of `metric`, in prompt order."""
+    (summary,) = [p for p in run.per_prompt
+                  if (p.metric, p.reference, p.condition) == (metric, reference, condition)]
+    return np.array([s - u for u, s in (summary.prompts[k] for k in sorted(summary.prompts))])
+
+
+def _with_summary(run, metric: str, prompts: dict):  # noqa: ANN001, ANN202
+    """`run` with the per-prompt summary of `metric` (against unsteered) replaced by `prompts`, and the
+    headline or fluency point recomputed from them so that a baseline made of it stays valid."""
+    from harness.stats.comparison import compare_values
+
+    summaries = [p.model_copy(update={"prompts": prompts})
+                 if (p.metric, p.reference) == (metric, "unsteered") else p for p in run.per_prompt]
+    reference, condition = ({k: v[i] for k, v in prompts.items()} for i in (0, 1))
+    estimate = compare_values(reference, condition).estimate
+    headlines = [h.model_copy(update={"estimate": estimate}) if h.metric == metric else h
+                 for h in run.headlines]
+    fluency = [f.model_copy(update={"estimate": estimate}) if f.metric == metric else f
+               for f in run.fluency_cost]
+    return run.model_copy(update={"per_prompt": summaries, "headlines": headlines, "fluency_cost": fluency})
+
+
+def _exact(effects) -> dict:  # noqa: ANN001
+    """Per-prompt [unsteered, steered] pairs with dyadic values: every mean and difference is exact."""
+    from tests.test_check import PROMPTS
+
+    return {p: [0.5, 0.5 + float(e)] for p, e in zip(PROMPTS, effects, strict=True)}
+
+
+def _holm2(p: list[float]) -> list[float]:
+    """Holm's adjustment of two p-values, written out."""
+    low, high = sorted(p)
+    adjusted = {low: min(2 * low, 1.0), high: min(max(2 * low, high), 1.0)}
+    return [adjusted[v] for v in p]
+
+
+def test_check_fluency_coverage_names_unsteered_as_the_reference_left_out():
+    from harness.analyses.baseline import make_baseline
+    from harness.analyses.check import Coverage, check
+    from harness.schema.spec import FLUENCY_METRIC
+    from tests.test_check import BASE, noisy, synthetic
+
+    run = synthetic(noisy(0.30, 0.05, 3), noisy(0.30, 0.05, 4))
+    (summary,) = [p for p in run.per_prompt if p.metric == FLUENCY_METRIC]
+    prompts = dict(summary.prompts)
+    for p in ("p01", "p02"):
+        prompts[p] = [NAN, prompts[p][1]]
+    prompts["p03"] = [prompts["p03"][0], NAN]
+    holed = summary.model_copy(update={"prompts": prompts})
+    run = run.model_copy(update={"per_prompt": [p if p is not summary else holed for p in run.per_prompt]})
+    line = _lines(check(run, make_baseline(BASE)))["fluency"]
+    assert line.coverage == Coverage(planned=24, compared=21, excluded={"unsteered NaN in the run": 2,
+                                                                        "steered NaN in the run": 1})
+
+
+def _two_conditions(first, second):  # noqa: ANN001, ANN202
+    """`first` with a second steered condition, "strong", made of `second`'s steered records."""
+    def strong(records):  # noqa: ANN001, ANN202
+        return [r.model_copy(update={"condition": "strong"}) for r in records if r.condition == "steered"]
+
+    return first.model_copy(update={k: getattr(first, k) + strong(getattr(second, k)) for k in
+                                    ("headlines", "fluency_cost", "per_prompt", "counts", "ledger")})
+
+
+def test_check_fluency_line_compares_each_conditions_own_fluency_points():
+    from harness.analyses.baseline import make_baseline
+    from harness.analyses.check import check
+    from tests.test_check import noisy, synthetic
+
+    base = make_baseline(_two_conditions(synthetic(noisy(0.30, 0.05, 1), noisy(0.30, 0.05, 2)),
+                                         synthetic(noisy(0.60, 0.05, 5), noisy(1.20, 0.05, 6))))
+    run = _two_conditions(synthetic(noisy(0.30, 0.05, 3), noisy(0.35, 0.05, 4)),
+                          synthetic(noisy(0.60, 0.05, 7), noisy(1.10, 0.05, 8)))
+    fluency = {line.condition: line for line in check(run, base).lines if line.kind == "fluency"}
+    assert set(fluency) == {"steered", "strong"}
+    for condition, line in fluency.items():
+        (b,) = [f for f in base.fluency_cost if f.condition == condition]
+        (n,) = [f for f in run.fluency_cost if f.condition == condition]
+        assert (line.baseline, line.now) == (b.estimate.point, n.estimate.point), condition
+    assert fluency["steered"].baseline < 0.5 < fluency["strong"].baseline  # the two really differ
+
+
+def test_check_no_finite_fluency_cost_exactly_when_the_runs_prompts_or_its_point_are_not_finite():
+    from harness.analyses.baseline import make_baseline
+    from harness.analyses.check import check
+    from harness.schema.spec import FLUENCY_METRIC
+    from tests.test_check import BASE, noisy, synthetic
+
+    reason = "no finite fluency cost in the run (all NaN, flagged or empty)"
+    run = synthetic(noisy(0.30, 0.05, 3), noisy(0.30, 0.05, 4))
+    (f,) = run.fluency_cost
+    nan_point = [f.model_copy(update={"estimate": f.estimate.model_copy(update={"point": NAN})})]
+    finite_point = synthetic(noisy(0.30, 0.05, 3), np.full(24, NAN)).model_copy(update={"fluency_cost": [f]})
+    assert np.isfinite(_prompt_effects(run, FLUENCY_METRIC)).all()
+    assert not np.isfinite(_prompt_effects(finite_point, FLUENCY_METRIC)).any()
+    for broken in (run.model_copy(update={"fluency_cost": nan_point}),  # finite prompts, NaN point
+                   finite_point,  # finite point, no finite prompt
+                   run.model_copy(update={"fluency_cost": []})):  # no fluency record at all
+        line = _lines(check(broken, make_baseline(BASE)))["fluency"]
+        assert (line.verdict, line.reason, line.change) == ("regression", reason, None)
+    line = _lines(check(run, make_baseline(BASE)))["fluency"]
+    assert (line.verdict, line.reason) == ("holds", "")
+
+
+def test_check_fluency_change_uses_the_tolerance_confidence_and_a_one_sided_detectable_change():
+    from harness.analyses.baseline import make_baseline
+    from harness.analyses.check import Tolerance, check
+    from harness.schema.spec import FLUENCY_METRIC
+    from harness.stats.power import minimum_detectable_effect
+    from tests.test_check import BASE, noisy, synthetic
+
+    run = synthetic(noisy(0.30, 0.05, 3), noisy(0.30, 0.08, 4))
+    line = _lines(check(run, make_baseline(BASE), Tolerance(confidence=0.8)))["fluency"]
+    growth = _prompt_effects(run, FLUENCY_METRIC) - _prompt_effects(BASE, FLUENCY_METRIC)
+    ci = stats.ttest_1samp(growth, 0.0).confidence_interval(0.8)
+    assert (line.change.ci_low, line.change.ci_high) == pytest.approx((ci.low, ci.high), abs=1e-9)
+    sd = float(np.std(growth, ddof=1))
+    assert line.detectable == pytest.approx(minimum_detectable_effect(sd, 24, sides=1), rel=1e-9)
+    assert line.detectable < minimum_detectable_effect(sd, 24, sides=2)
+
+
+def test_check_regression_p_values_are_holm_over_the_effect_and_fluency_tests_by_brute_force():
+    from harness.analyses.baseline import make_baseline
+    from harness.analyses.check import check
+    from harness.schema.spec import FLUENCY_METRIC
+    from tests.test_check import BASE, METRIC, noisy, synthetic
+
+    base = make_baseline(BASE)
+    expected = BASE.headlines[0].estimate.point
+    run = synthetic(noisy(0.22, 0.1, 3), noisy(0.32, 0.05, 4))
+    change = _prompt_effects(run, METRIC) - _prompt_effects(BASE, METRIC)
+    growth = _prompt_effects(run, FLUENCY_METRIC) - _prompt_effects(BASE, FLUENCY_METRIC)
+    raw = [_perm_p(change + 0.25 * expected, "less"), _perm_p(growth - 0.15, "greater")]
+    assert 0.001 < raw[0] < 0.4  # the effect's doubled p-value is not capped: Holm shows
+    want = _holm2(raw)
+    for floors, verdicts in (({}, ("holds", "holds")), ({"min_effect": 0.5}, ("regression", "holds")),
+                             ({"max_fluency_cost": 0.1}, ("holds", "regression"))):
+        lines = _lines(check(run, base, floors=floors))
+        got = [lines["effect"].p_regression, lines["fluency"].p_regression]
+        assert got == pytest.approx(want, rel=1e-12), floors
+        assert (lines["effect"].verdict, lines["fluency"].verdict) == verdicts, floors
+
+
+def test_check_max_fluency_cost_is_a_ceiling_strictly_above_the_runs_fluency_point():
+    from harness.analyses.baseline import make_baseline
+    from harness.analyses.check import HOLDS, REGRESSION, check
+    from tests.test_check import BASE, noisy, synthetic
+
+    run = synthetic(noisy(0.30, 0.05, 3), noisy(0.30, 0.05, 4))
+    cost = run.fluency_cost[0].estimate.point
+    at = check(run, make_baseline(BASE), floors={"max_fluency_cost": cost})
+    assert at.status == HOLDS and _lines(at)["fluency"].verdict == "holds"  # equal is not above
+    ceiling = round(cost - 0.01, 3)
+    above = check(run, make_baseline(BASE), floors={"max_fluency_cost": ceiling})
+    line = _lines(above)["fluency"]
+    assert above.status == REGRESSION
+    assert (line.verdict, line.reason) == ("regression", f"fluency cost above max_fluency_cost {ceiling}")
+    assert line.now == cost and math.isfinite(line.p_regression)
+    # the baseline's own floor applies when no floor is given
+    config = {**BASE.config, "tasks": {"t": {**BASE.config["tasks"]["t"], "max_fluency_cost": ceiling}}}
+    floored = make_baseline(BASE.model_copy(update={"config": config}))
+    assert _lines(check(run, floored))["fluency"].reason == f"fluency cost above max_fluency_cost {ceiling}"
+
+
+def test_check_p_holds_exactly_alpha_is_not_evidence_for_the_effect_or_the_fluency_line():
+    from harness.analyses.baseline import make_baseline
+    from harness.analyses.check import check
+    from harness.schema.spec import ALPHA, FLUENCY_METRIC
+    from tests.test_check import BASE, METRIC, noisy, synthetic
+
+    # found by bisection: these shifts put the one-sided p-value (k / 10000) at exactly 500 / 10000
+    effect_run = synthetic(noisy(0.462890625, 1.0, 3), noisy(0.30, 0.05, 4))
+    change = _prompt_effects(effect_run, METRIC) - _prompt_effects(BASE, METRIC)
+    assert _perm_p(change + BASE.headlines[0].estimate.point, "greater") == ALPHA  # precondition
+    effect = _lines(check(effect_run, make_baseline(BASE)))["effect"]
+    assert effect.p_holds == ALPHA and effect.verdict == "inconclusive", effect.reason
+    fluency_run = synthetic(noisy(0.30, 0.05, 3), noisy(0.30 + 0.052606201171875006, 0.3, 4))
+    growth = _prompt_effects(fluency_run, FLUENCY_METRIC) - _prompt_effects(BASE, FLUENCY_METRIC)
+    assert _perm_p(growth - 0.15, "less") == ALPHA  # precondition
+    fluency = _lines(check(fluency_run, make_baseline(BASE)))["fluency"]
+    assert fluency.p_holds == ALPHA and fluency.verdict == "inconclusive", fluency.reason
+
+
+def test_check_min_effect_floor_is_strictly_below_an_effect_equal_to_it_holds():
+    from harness.analyses.baseline import make_baseline
+    from harness.analyses.check import HOLDS, check
+    from tests.test_check import BASE, noisy, synthetic
+
+    run = synthetic(noisy(0.30, 0.05, 3), noisy(0.30, 0.05, 4))
+    result = check(run, make_baseline(BASE), floors={"min_effect": run.headlines[0].estimate.point})
+    assert result.status == HOLDS and _lines(result)["effect"].verdict == "holds"
+
+
+def test_check_the_effect_line_shows_the_baselines_recorded_headline_point():
+    from harness.analyses.baseline import make_baseline
+    from harness.analyses.check import check
+    from tests.test_check import BASE, noisy, synthetic
+
+    # a headline point within the baseline's agreement tolerance (1e-9) of its per-prompt mean
+    (h,) = BASE.headlines
+    point = h.estimate.point + 5e-10
+    nudged = h.model_copy(update={"estimate": h.estimate.model_copy(update={"point": point})})
+    base = make_baseline(BASE.model_copy(update={"headlines": [nudged]}))
+    line = _lines(check(synthetic(noisy(0.30, 0.05, 3), noisy(0.30, 0.05, 4)), base))["effect"]
+    assert line.baseline == nudged.estimate.point != h.estimate.point
+
+
+def test_check_a_no_effect_line_says_what_the_baseline_moved_and_that_there_is_nothing_to_protect():
+    from harness.analyses.baseline import make_baseline
+    from harness.analyses.check import NO_EFFECT, check
+    from tests.test_check import noisy, synthetic
+
+    base = make_baseline(synthetic(noisy(-0.30, 0.05, 1), noisy(0.30, 0.05, 2)), no_effect=True)
+    line = _lines(check(synthetic(noisy(0.0, 0.05, 3), noisy(0.30, 0.05, 4)), base))["effect"]
+    moved = base.headlines[0].estimate.point
+    assert line.verdict == NO_EFFECT
+    assert line.reason == (f"the baseline (written with --no-effect) moved {moved:+.3g}, not in the expected "
+                           "direction (increase): nothing to protect")
+
+
+def _specific_run(base_specific, now_specific):  # noqa: ANN001, ANN202
+    """A baseline and a run whose specific effects (steered − random controls) are these."""
+    from harness.analyses.baseline import make_baseline
+    from tests.test_check import noisy, synthetic
+    from tests.test_check_evidence import _specific
+
+    base = make_baseline(_specific(synthetic(noisy(0.30, 0.05, 1), noisy(0.30, 0.05, 2)), base_specific))
+    return base, _specific(synthetic(noisy(0.30, 0.05, 3), noisy(0.30, 0.05, 4)), now_specific)
+
+
+@pytest.mark.parametrize("base_specific", [-0.2, 0.0])
+def test_check_gate_specific_with_no_specific_effect_in_the_baseline_is_inconclusive(base_specific):
+    from harness.analyses.check import INCONCLUSIVE, check
+    from tests.test_check import METRIC, noisy
+
+    # the effect against unsteered is +0.30, but against the random controls it is ≤ 0: nothing to
+    # protect, however well the run does (its specific effect is +0.3, significantly above 0)
+    specific = np.zeros(24) if base_specific == 0.0 else noisy(base_specific, 0.05, 7)
+    base, run = _specific_run(specific, noisy(0.3, 0.05, 8))
+    result = check(run, base, gate="specific")
+    line = _lines(result)["effect"]
+    point = line.baseline
+    assert (point == 0.0) if base_specific == 0.0 else (point < 0)
+    assert result.status == INCONCLUSIVE and line.verdict == "inconclusive"
+    assert line.reason == (f"the baseline's specific effect {METRIC} ({point:+.3g}) is not in the expected "
+                           "direction (increase): there is no effect to protect")
+    assert math.isfinite(line.p_regression)  # its regression test still counts in Holm's family
+
+
+def test_check_gate_specific_without_the_headlines_controls_summary_in_the_baseline_is_inconclusive():
+    from harness.analyses.baseline import make_baseline
+    from harness.analyses.check import INCONCLUSIVE, Coverage, check
+    from tests.test_check import noisy, synthetic
+    from tests.test_check_evidence import _specific
+
+    # the baseline summarised random controls for "steered" only; the run has them for both conditions
+    base = make_baseline(_two_conditions(
+        _specific(synthetic(noisy(0.30, 0.05, 1), noisy(0.30, 0.05, 2)), noisy(0.2, 0.05, 7)),
+        synthetic(noisy(0.60, 0.05, 5), noisy(0.30, 0.05, 6))))
+    steered = _specific(synthetic(noisy(0.60, 0.05, 9), noisy(0.30, 0.05, 10)), noisy(0.2, 0.05, 11))
+    first = _specific(synthetic(noisy(0.30, 0.05, 3), noisy(0.30, 0.05, 4)), noisy(0.2, 0.05, 8))
+    run = _two_conditions(first, steered)
+    result = check(run, base, gate="specific")
+    lines = {line.condition: line for line in result.lines if line.kind == "effect"}
+    assert lines["steered"].verdict == "holds"
+    line = lines["strong"]
+    assert result.status == INCONCLUSIVE and line.verdict == "inconclusive"
+    assert line.coverage == Coverage(planned=0, compared=0) and math.isnan(line.baseline)
+
+
+def test_check_an_effect_change_exactly_the_whole_baseline_effect_may_have_lost_it():
+    from harness.analyses.baseline import make_baseline
+    from harness.analyses.check import check
+    from tests.test_check import METRIC, noisy, synthetic
+
+    base = make_baseline(_with_summary(synthetic(noisy(0.3, 0.05, 1), noisy(0.3, 0.05, 2)), METRIC,
+                                       _exact(np.full(24, 0.25))))
+    alternating = np.tile([1.0, -1.0], 12)  # mean exactly 0: the change is exactly −0.25
+    run = _with_summary(synthetic(noisy(0.3, 0.05, 3), noisy(0.3, 0.05, 4)), METRIC, _exact(alternating))
+    line = _lines(check(run, base))["effect"]
+    assert line.change.point == -0.25 == -base.headlines[0].estimate.point
+    assert line.verdict == "inconclusive"
+    assert line.reason == "the run may have lost the whole baseline effect (observed change ≥ the effect)"
+
+
+def test_check_a_fluency_growth_exactly_at_the_tolerance_may_have_grown_by_more():
+    from harness.analyses.baseline import make_baseline
+    from harness.analyses.check import Tolerance, check
+    from harness.schema.spec import FLUENCY_METRIC
+    from tests.test_check import BASE, noisy, synthetic
+
+    base = make_baseline(_with_summary(BASE, FLUENCY_METRIC, _exact(np.full(24, 0.25))))
+    grown = 0.25 + 0.125 + np.tile([1.0, -1.0], 12)  # growth exactly 0.125 on average, not significant
+    run = _with_summary(synthetic(noisy(0.30, 0.05, 3), noisy(0.3, 0.05, 4)), FLUENCY_METRIC, _exact(grown))
+    line = _lines(check(run, base, Tolerance(fluency=0.125)))["fluency"]
+    assert line.change.point == 0.125 and line.verdict == "inconclusive"
+    assert line.reason == "the fluency cost may have grown by more than the tolerance (+0.125 nats)"
+    # below the tolerance: how many prompts would decide it, one-sided, from the room left
+    from harness.stats.power import prompts_needed
+
+    line = _lines(check(run, base, Tolerance(fluency=0.25)))["fluency"]
+    need = prompts_needed(float(np.std(grown - 0.25, ddof=1)), 0.25 - 0.125, sides=1)
+    assert line.reason == ("the growth's CI still includes +0.25 nats (the tolerance); "
+                           f"24 prompts, about {need} prompts would decide it")
