@@ -1033,3 +1033,168 @@ def test_check_a_fluency_growth_exactly_at_the_tolerance_may_have_grown_by_more(
     need = prompts_needed(float(np.std(grown - 0.25, ddof=1)), 0.25 - 0.125, sides=1)
     assert line.reason == ("the growth's CI still includes +0.25 nats (the tolerance); "
                            f"24 prompts, about {need} prompts would decide it")
+
+
+def _with_counts(run, steered: tuple[int, ...] | None, unsteered: tuple[int, ...] | None):  # noqa: ANN001, ANN202
+    """`run` with these (samples, flagged, empty, unscorable) counts; None leaves the condition out."""
+    from harness.schema.results import ConditionCounts
+    from tests.test_check import TASK
+
+    counts = [ConditionCounts(task=TASK, condition=c, samples=n[0], flagged=n[1], empty=n[2], unscorable=n[3])
+              for c, n in (("unsteered", unsteered), ("steered", steered)) if n is not None]
+    return run.model_copy(update={"counts": counts})
+
+
+def _upper(k: int, n: int) -> float:
+    """The exact one-sided 95 % upper bound of a proportion, from scipy's two-sided 90 % interval."""
+    return float(stats.binomtest(k, n).proportion_ci(confidence_level=0.90, method="exact").high)
+
+
+def _enough(limit: float) -> int:
+    """The fewest samples, none degenerate, whose upper bound is within `limit` (brute force)."""
+    return next(n for n in range(1, 10_000) if _upper(0, n) <= limit)
+
+
+def test_check_degenerate_line_shows_steered_minus_unsteered_shares_of_the_baseline_and_the_run():
+    from harness.analyses.baseline import make_baseline
+    from harness.analyses.check import check
+    from tests.test_check import BASE
+
+    base = make_baseline(_with_counts(BASE, (96, 6, 2, 2), (96, 4, 0, 0)))  # 10/96 − 4/96
+    run = _with_counts(BASE, (96, 1, 1, 1), (96, 1, 0, 0))  # 3/96 − 1/96
+    line = _lines(check(run, base))["degenerate"]
+    assert line.baseline == pytest.approx(6 / 96, abs=1e-15) and line.now == pytest.approx(2 / 96, abs=1e-15)
+    assert line.verdict == "holds"
+    line = _lines(check(run, make_baseline(_with_counts(BASE, None, None))))["degenerate"]
+    assert math.isnan(line.baseline) and line.verdict == "holds"  # no baseline counts: the run decides
+
+
+@pytest.mark.parametrize(("steered", "unsteered"), [((40, 1, 1, 2), (40, 0, 0, 0)),
+                                                    ((40, 6, 0, 0), (40, 2, 0, 0))])
+def test_check_degenerate_too_few_samples_names_the_count_its_exact_bound_and_the_samples_needed(
+        steered, unsteered):
+    from harness.analyses.baseline import make_baseline
+    from harness.analyses.check import check
+    from tests.test_check import BASE
+
+    # an excess at (not above) the 10 % tolerance, but 40 samples cannot bound it: inconclusive
+    line = _lines(check(_with_counts(BASE, steered, unsteered), make_baseline(BASE)))["degenerate"]
+    bad, share_u = sum(steered[1:]), unsteered[1] / 40
+    assert line.now == pytest.approx(0.1, abs=1e-12) and line.verdict == "inconclusive"
+    assert line.reason == (f"too few samples: {bad} of 40 steered samples are degenerate, their share may "
+                           f"be up to {_upper(bad, 40):.0%} (95% upper bound), over the unsteered "
+                           f"{share_u:.0%} + 10%; with none degenerate, {_enough(share_u + 0.1)} samples "
+                           "would decide it")
+    assert _enough(0.1) == 29 and _enough(0.15) == 19  # the brute force, by hand: 1 − 0.05^(1/n)
+
+
+def test_check_degenerate_holds_when_the_exact_bound_minus_the_unsteered_share_is_at_most_the_tolerance():
+    from harness.analyses.baseline import make_baseline
+    from harness.analyses.check import Tolerance, check
+    from harness.stats import proportion_upper_bound
+    from tests.test_check import BASE
+
+    # a bound exactly at the tolerance holds
+    at = proportion_upper_bound(0, 96, 0.05)
+    assert at == pytest.approx(_upper(0, 96), rel=1e-9)
+    run = _with_counts(BASE, (96, 0, 0, 0), (96, 0, 0, 0))
+    assert _lines(check(run, make_baseline(BASE), Tolerance(degenerate=at)))["degenerate"].verdict == "holds"
+    below = _lines(check(run, make_baseline(BASE), Tolerance(degenerate=at * 0.999)))["degenerate"]
+    assert below.verdict == "inconclusive"
+    # the bound is compared above the unsteered share: 10 of 96 on both sides holds (bound 0.17 − 0.10)
+    same = _with_counts(BASE, (96, 10, 0, 0), (96, 10, 0, 0))
+    assert _upper(10, 96) - 10 / 96 < 0.1 < _upper(10, 96) + 10 / 96
+    assert _lines(check(same, make_baseline(BASE)))["degenerate"].verdict == "holds"
+
+
+def test_check_degenerate_regression_and_missing_counts_say_so_with_their_coverage():
+    from harness.analyses.baseline import make_baseline
+    from harness.analyses.check import Coverage, check
+    from tests.test_check import BASE
+
+    line = _lines(check(_with_counts(BASE, (96, 30, 0, 0), (96, 0, 0, 0)), make_baseline(BASE)))["degenerate"]
+    assert (line.verdict, line.reason) == ("regression", "31% more of the steered samples are flagged, "
+                                           "empty or unscorable than unsteered (tolerance 10%)")
+    one = (96, 0, 0, 0)
+    for steered, unsteered, planned in ((one, None, 96), (None, (80, 0, 0, 0), 80), (None, None, 0)):
+        line = _lines(check(_with_counts(BASE, steered, unsteered), make_baseline(BASE)))["degenerate"]
+        assert (line.verdict, line.reason) == ("inconclusive",
+                                               "the run counts no samples of this condition or of unsteered")
+        assert line.coverage == Coverage(unit="samples", planned=planned, compared=planned)
+
+
+def _with_ledger(run, *records: tuple[str, str, int, int, float]):  # noqa: ANN001, ANN202
+    """`run` with these (site, kind, samples, positions, norm) ledger records of its steered condition."""
+    from harness.schema.results import LedgerRecord
+    from tests.test_check import TASK
+
+    return run.model_copy(update={"ledger": [
+        LedgerRecord(task=TASK, condition="steered", site=site, kind=kind, samples=samples,
+                     positions=positions, norm=norm) for site, kind, samples, positions, norm in records]})
+
+
+def test_check_ledger_line_is_the_norm_per_sample_and_covers_the_samples_counted():
+    from harness.analyses.baseline import make_baseline
+    from harness.analyses.check import Coverage, check
+    from tests.test_check import BASE
+
+    base = make_baseline(BASE)  # 480 over 96 samples: 5 per sample
+    line = _lines(check(_with_ledger(BASE, ("L5.resid", "prompt", 90, 90, 540.0)), base))["ledger"]
+    assert (line.baseline, line.now, line.verdict) == (5.0, 6.0, "holds")
+    assert line.coverage == Coverage(unit="samples", planned=96, compared=90,
+                                     excluded={"no ledger record": 6})
+    line = _lines(check(BASE, base))["ledger"]
+    assert line.coverage == Coverage(unit="samples", planned=96, compared=96)
+    line = _lines(check(_with_ledger(BASE), base))["ledger"]  # no record at all
+    assert (line.now, line.verdict) == (0.0, "regression")
+    assert line.coverage == Coverage(unit="samples", planned=96, compared=0,
+                                     excluded={"no ledger record": 96})
+    line = _lines(check(_with_counts(BASE, None, (96, 0, 0, 0)), base))["ledger"]  # no counts of steered
+    assert line.coverage == Coverage(unit="samples", planned=0, compared=0)
+
+
+def test_check_ledger_regressions_name_every_lost_pass_and_the_norm_floor_is_strictly_below():
+    from harness.analyses.baseline import make_baseline
+    from harness.analyses.check import Tolerance, check
+    from tests.test_check import BASE
+
+    both = make_baseline(_with_ledger(BASE, ("L5.resid", "prompt", 96, 96, 480.0),
+                                      ("L5.resid", "decode", 96, 1, 10.0)))
+    line = _lines(check(_with_ledger(BASE, ("L5.resid", "prompt", 96, 0, 0.0)), both))["ledger"]
+    assert line.verdict == "regression"
+    assert line.reason == ("the steering changed no position in prompt passes and decode passes, where the "
+                           "baseline's did (steering not applied)")
+    # one position in the baseline's decode passes is enough to count; a kind it never changed is not lost
+    line = _lines(check(_with_ledger(BASE, ("L5.resid", "prompt", 96, 96, 480.0)), both))["ledger"]
+    assert line.reason == ("the steering changed no position in decode passes, where the baseline's did "
+                           "(steering not applied)")
+    idle = make_baseline(_with_ledger(BASE, ("L5.resid", "prompt", 96, 96, 480.0),
+                                      ("L5.resid", "decode", 96, 0, 0.0)))
+    assert _lines(check(BASE, idle))["ledger"].verdict == "holds"
+    # norm per sample: exactly half the baseline's holds, less is a regression (also below 1 per sample)
+    half = _with_ledger(BASE, ("L5.resid", "prompt", 96, 96, 240.0))
+    assert _lines(check(half, make_baseline(BASE)))["ledger"].verdict == "holds"
+    small = make_baseline(_with_ledger(BASE, ("L5.resid", "prompt", 96, 96, 48.0)))  # 0.5 per sample
+    line = _lines(check(_with_ledger(BASE, ("L5.resid", "prompt", 96, 96, 9.6)), small))["ledger"]
+    assert (line.verdict, line.reason) == ("regression", "the steering added 0.1 per sample, under 0.5 x the "
+                                           "baseline's 0.5")
+    assert _lines(check(half, make_baseline(BASE), Tolerance(ledger=0.6)))["ledger"].verdict == "regression"
+
+
+def test_check_ledger_sums_positions_over_sites_and_says_when_the_baseline_changed_none():
+    from harness.analyses.baseline import make_baseline
+    from harness.analyses.check import check
+    from tests.test_check import BASE
+
+    # two sites of one kind: the baseline's steering changed positions if any site did
+    two = _with_ledger(BASE, ("L5.resid", "prompt", 96, 96, 480.0), ("L7.resid", "prompt", 96, 0, 0.0))
+    assert _lines(check(two, make_baseline(two)))["ledger"].verdict == "holds"
+    none = make_baseline(_with_ledger(BASE, ("L5.resid", "prompt", 96, 0, 0.0)))
+    line = _lines(check(BASE, none))["ledger"]
+    assert line.verdict == "inconclusive"
+    assert line.reason == ("the baseline's ledger shows no position changed by this condition: nothing to "
+                           "compare whether the steering applied")
+    inf = _with_ledger(BASE, ("L5.resid", "prompt", 96, 96, math.inf))
+    line = _lines(check(inf, make_baseline(BASE)))["ledger"]
+    assert line.verdict == "regression"
+    assert line.reason == "the steering added a non-finite norm (inf) per sample"
