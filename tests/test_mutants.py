@@ -1198,3 +1198,81 @@ def test_check_ledger_sums_positions_over_sites_and_says_when_the_baseline_chang
     line = _lines(check(inf, make_baseline(BASE)))["ledger"]
     assert line.verdict == "regression"
     assert line.reason == "the steering added a non-finite norm (inf) per sample"
+
+
+def test_check_incomparable_reasons_name_the_run_first_and_the_missing_condition():
+    from harness.analyses.baseline import make_baseline
+    from harness.analyses.check import INCOMPARABLE, check
+    from tests.test_check import BASE, noisy, synthetic
+
+    result = check(synthetic(noisy(0.3, 0.05, 3), noisy(0.3, 0.05, 4), dtype="bfloat16"), make_baseline(BASE))
+    assert (result.status, result.lines) == (INCOMPARABLE, [])
+    assert result.reasons == ["different model dtype: run bfloat16, baseline float32"]
+    base = make_baseline(_two_conditions(BASE, synthetic(noisy(0.6, 0.05, 5), noisy(0.3, 0.05, 6))))
+    result = check(BASE, base)
+    assert (result.status, result.lines, result.reasons) == (INCOMPARABLE, [], [
+        "run has no condition strong of task t"])
+    result = check(BASE, make_baseline(BASE), gate="specific")
+    assert (result.status, result.lines) == (INCOMPARABLE, [])
+    assert result.reasons == [f"the {who} has no random controls to gate on (run it with --controls random=R)"
+                              for who in ("run", "baseline")]
+
+
+def test_check_floors_given_override_the_baselines_and_none_keeps_the_baselines():
+    from harness.analyses.baseline import make_baseline
+    from harness.analyses.check import HOLDS, REGRESSION, check
+    from tests.test_check import BASE, noisy, synthetic
+
+    config = {**BASE.config, "tasks": {"t": {**BASE.config["tasks"]["t"], "min_effect": 0.45}}}
+    base = make_baseline(BASE.model_copy(update={"config": config}))
+    run = synthetic(noisy(0.30, 0.05, 3), noisy(0.30, 0.05, 4))
+    for floors in (None, {}, {"min_effect": None}):
+        result = check(run, base, floors=floors)
+        assert result.status == REGRESSION and "below min_effect 0.45" in _lines(result)["effect"].reason
+    assert check(run, base, floors={"min_effect": 0.1}).status == HOLDS
+
+
+def test_check_lines_come_per_condition_in_kind_order_and_protect_only_what_the_baseline_protects():
+    from harness.analyses.baseline import make_baseline
+    from harness.analyses.check import NO_EFFECT, REGRESSION, check
+    from tests.test_check import noisy, synthetic
+
+    def pair(steered: float, strong: float, seed: int):  # noqa: ANN202
+        return _two_conditions(synthetic(noisy(steered, 0.05, seed), noisy(0.30, 0.05, seed + 1)),
+                               synthetic(noisy(strong, 0.05, seed + 2), noisy(0.30, 0.05, seed + 3)))
+
+    base = make_baseline(pair(0.30, -0.30, 1), no_effect=True)  # strong moved the wrong way
+    assert base.no_effect == {"t": ["strong"]}
+    result = check(pair(0.05, -0.9, 11), base)  # steered lost its effect; strong has none to lose
+    assert [(line.condition, line.kind) for line in result.lines] == [
+        (c, k) for c in ("steered", "strong") for k in ("effect", "fluency", "degenerate", "ledger")]
+    effects = {line.condition: line for line in result.lines if line.kind == "effect"}
+    assert effects["steered"].verdict == "regression" and effects["strong"].verdict == NO_EFFECT
+    assert result.status == REGRESSION and result.allowed_inconclusive == 0
+
+
+def test_check_status_regression_outranks_inconclusive_and_allowed_counts_only_when_it_holds():
+    from harness.analyses.baseline import make_baseline
+    from harness.analyses.check import HOLDS, INCONCLUSIVE, REGRESSION, check
+    from tests.test_check import BASE, noisy, synthetic
+
+    vague = synthetic(noisy(0.15, 0.6, 3), noisy(0.30, 0.05, 4))  # effect inconclusive, the rest holds
+    worse = _with_counts(synthetic(noisy(0.15, 0.6, 3), noisy(0.30, 0.05, 4)), (96, 40, 0, 0), (96, 0, 0, 0))
+    for run, allow, status, allowed in ((vague, False, INCONCLUSIVE, 0), (vague, True, HOLDS, 1),
+                                        (worse, False, REGRESSION, 0), (worse, True, REGRESSION, 0)):
+        result = check(run, make_baseline(BASE), allow_inconclusive=allow)
+        assert (result.status, result.allowed_inconclusive) == (status, allowed), (allow, result.lines)
+        assert _lines(result)["effect"].verdict == "inconclusive"
+
+
+def test_check_without_a_fluency_record_in_the_baseline_has_no_fluency_line_and_gate_specific_keeps_it():
+    from harness.analyses.check import HOLDS, check
+    from tests.test_check import noisy
+
+    base, run = _specific_run(noisy(0.2, 0.05, 7), noisy(0.2, 0.05, 8))
+    plain, specific = check(run, base), check(run, base, gate="specific")
+    assert plain.status == specific.status == HOLDS
+    # the fluency cost is always against unsteered, whichever reference the headline is gated on
+    assert _lines(specific)["fluency"] == _lines(plain)["fluency"]
+    bare = base.model_copy(update={"fluency_cost": []})
+    assert [line.kind for line in check(run, bare).lines] == ["effect", "degenerate", "ledger"]
