@@ -1276,3 +1276,34 @@ def test_check_without_a_fluency_record_in_the_baseline_has_no_fluency_line_and_
     assert _lines(specific)["fluency"] == _lines(plain)["fluency"]
     bare = base.model_copy(update={"fluency_cost": []})
     assert [line.kind for line in check(run, bare).lines] == ["effect", "degenerate", "ledger"]
+
+
+def test_check_a_holm_adjusted_p_of_exactly_alpha_is_not_a_regression():
+    from harness.analyses.baseline import make_baseline
+    from harness.analyses.check import INCONCLUSIVE, check
+    from harness.schema.spec import ALPHA, FLUENCY_METRIC
+    from tests.test_check import BASE, noisy, synthetic
+
+    # found by bisection: the fluency growth's raw one-sided p is 250 / 10000, Holm (2 tests) doubles it
+    run = synthetic(noisy(0.30, 0.05, 3), noisy(0.30 + 0.31901855468750007, 0.3, 4))
+    growth = _prompt_effects(run, FLUENCY_METRIC) - _prompt_effects(BASE, FLUENCY_METRIC)
+    assert _perm_p(growth - 0.15, "greater") == 0.025  # precondition, by scipy
+    result = check(run, make_baseline(BASE))
+    line = _lines(result)["fluency"]
+    assert line.p_regression == ALPHA and line.verdict == "inconclusive" and result.status == INCONCLUSIVE
+
+
+def test_check_a_floor_regression_keeps_its_reason_when_the_test_is_also_significant():
+    from harness.analyses.baseline import make_baseline
+    from harness.analyses.check import REGRESSION, check
+    from tests.test_check import BASE, noisy, synthetic
+
+    shrunk = synthetic(noisy(0.10, 0.05, 3), noisy(0.30, 0.05, 4))  # significantly smaller, and below 0.2
+    result = check(shrunk, make_baseline(BASE), floors={"min_effect": 0.2})
+    line = _lines(result)["effect"]
+    assert result.status == REGRESSION and line.p_regression < ALPHA
+    assert (line.verdict, line.reason) == ("regression", "effect below min_effect 0.2")
+    # a baseline written without floors for the task (hand-made) is read as having none
+    bare = make_baseline(BASE).model_copy(update={"floors": {}})
+    steady = synthetic(noisy(0.30, 0.05, 3), noisy(0.30, 0.05, 4))
+    assert _lines(check(steady, bare))["effect"].verdict == "holds"
