@@ -12,7 +12,7 @@ TASKS = known("task")
 
 def test_bundled_tasks_cover_every_kind():
     kinds = {load_task(name).spec.kind: name for name in TASKS}
-    assert set(kinds) == {"topic", "sentiment", "fact"}
+    assert set(kinds) == {"topic", "sentiment", "fact", "concept"}
     assert {"love_hate", "weddings", "exclamation", "eiffel_rome"} <= set(TASKS)
     assert len(TASKS) >= 7
 
@@ -22,7 +22,7 @@ def test_bundled_task_loads_with_enough_distinct_prompts(name):
     task = load_task(name)
     texts = [p.text for p in task.prompts]
     assert len(set(texts)) == len(texts), "duplicate prompts"
-    if task.spec.kind in ("topic", "sentiment"):
+    if task.spec.kind in ("topic", "sentiment", "concept"):
         assert len(texts) >= 24
         assert len({" ".join(t.split()[:3]) for t in texts}) >= 16, "prompts look templated"
     else:
@@ -43,7 +43,9 @@ def test_suites_load_and_name_bundled_tasks(suite):
 def test_quick_suite_covers_all_kinds_and_full_covers_every_task():
     quick = resolve_tasks("quick", RunOptions())
     assert {t.spec.kind for t in quick} == {"topic", "sentiment", "fact"}
-    assert set(load_suite("full").tasks) == set(TASKS)
+    concepts = {name for name in TASKS if load_task(name).spec.kind == "concept"}
+    assert set(load_suite("full").tasks) == set(TASKS) - concepts  # concept tasks: the concepts suite
+    assert set(load_suite("concepts").tasks) == concepts
 
 
 def test_quick_fact_subset_keeps_enough_probes_for_significance():
