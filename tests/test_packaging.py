@@ -24,7 +24,7 @@ def test_a_wheel_installed_elsewhere_runs_a_bundled_task_from_another_directory(
                    "harness/bundled_tasks/topic/conversation_openers.jsonl",
                    "harness/scorers/data/sentiment_lr.json",
                    "harness/scorers/data/rubrics/axbench.yaml",
-                   "harness/data/capability.jsonl", "harness/py.typed"):
+                   "harness/diagnostics/data/capability.jsonl", "harness/py.typed"):
         assert needed in names, needed
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site),
