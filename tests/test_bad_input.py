@@ -51,7 +51,7 @@ TASK_CASES = [
     ("unknown scorer", edit(GOOD, "vader: {}", "vaderr: {}"), {}, [],
      ["unknown scorer 'vaderr'", "sentiment", "keywords"]),
     ("unknown kind", edit(GOOD, "kind: sentiment", "kind: mood"), {}, [],
-     [":2:", "kind", "'topic', 'sentiment' or 'fact'", "'mood'"]),
+     [":2:", "kind", "'topic', 'sentiment', 'fact' or 'concept'", "'mood'"]),
     ("unknown method", edit(GOOD, "method: actadd", "method: rome"), {}, [],
      ["steering", "method", "'actadd'", "'rome'"]),
     ("unknown key", GOOD + "temperature: 2\n", {}, [], ["temperature", "Extra inputs"]),
