@@ -104,7 +104,8 @@ def test_there_is_one_bos_switch_and_without_bos_the_first_token_is_steered(tiny
     for r in read_jsonl(tmp_path / "out" / "samples.jsonl"):
         if r["condition"] == "steered":
             assert r["prompt_ids"][0] != tiny_llama.tokenizer.bos_token_id
-            assert r["ledger"]["L1.resid"]["prompt"][0] == len(r["prompt_ids"])  # every prompt token
+            (prompt,) = [e for e in r["ledger"] if e["site"] == "L1.resid" and e["kind"] == "prompt"]
+            assert prompt["positions"] == len(r["prompt_ids"])  # every prompt token
 
 
 def test_set_applies_to_the_method_chosen_with_method(tmp_path):
