@@ -157,3 +157,22 @@ def test_a_pooled_agreement_driven_by_the_conditions_alone_vanishes_within_each_
     assert all(w.auc == 0.5 and w.n == 8 and not w.within for w in ag.within.values())
     assert "within each condition" in agreement_text(ag)
     assert not agreement_of(samples, "keywords.any", "perplexity.logppl", conditions=["steered"]).within
+
+
+def test_agreement_by_construction_is_flagged_and_a_real_one_is_not():
+    """keywords.any is keywords.rate > 0: AUC 1 by construction; a constant score: AUC 0.5 by construction."""
+    rates = [0.0, 0.0, 0.1, 0.0, 0.3, 0.2, 0.0, 0.05]
+    samples = [_sample(i, "steered", {"keywords.any": float(r > 0), "keywords.rate": r,
+                                      "perplexity.logppl": 3.0, "judge.score": float(i % 3)})
+               for i, r in enumerate(rates)]
+    same = agreement_of(samples, "keywords.any", "keywords.rate")
+    assert same.auc == 1.0 and len(same.warnings) == 2
+    assert "one scorer (keywords)" in same.warnings[0] and "separates" in same.warnings[1]
+    assert "warning: keywords.any and keywords.rate come from one scorer" in agreement_text(same)
+    assert "Warning: keywords.rate separates keywords.any's classes perfectly" in agreement_markdown([same])
+    constant = agreement_of(samples, "keywords.any", "perplexity.logppl")
+    assert constant.auc == 0.5 and constant.warnings == [
+        "perplexity.logppl is constant over the samples: its AUC is 0.5 by construction, whatever the "
+        "metrics measure"]
+    independent = agreement_of(samples, "keywords.any", "judge.score")
+    assert 0.0 < independent.auc < 1.0 and independent.warnings == []

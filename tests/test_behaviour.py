@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
 from harness.api import build_steering
 from harness.engine import GenerationSettings, generate
@@ -27,6 +28,7 @@ def _mean_scores(lm, task_name: str, scorer: str, metric: str, *, prompts: int, 
                                  if g.row.condition == c])) for c in conds}
 
 
+@pytest.mark.slow  # 34 s; love_hate's effect on the embedded model is also tested with its controls
 def test_love_hate_raises_vader_compound_over_seeds(smollm):
     """Each seed's effect is noisy (SE about 0.07 at 24 prompts x 2 samples): every seed must move
     VADER up, and the two seeds together by more than 0.1."""

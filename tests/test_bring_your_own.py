@@ -142,8 +142,15 @@ def test_prompts_from_a_saved_dataset_or_a_parquet_file_run_end_to_end(smollm, t
     ("{dataset: nobody/nothing-here, split: test}", ["nobody/nothing-here", "cannot be loaded"]),
 ])
 def test_dataset_errors_name_the_dataset_split_and_field(tmp_path, monkeypatch, source, words):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a hub id offline fails at once, as it must in CI
+    import datasets
+    import huggingface_hub.constants
+
+    # a hub id offline fails at once, as it must in CI; the libraries read the variables at import,
+    # so once they are imported the setting itself is patched (the variables alone cost a 23 s timeout)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     _make_dataset(tmp_path)
     with pytest.raises(UserError) as err:
         resolve_tasks(str(_dataset_task(tmp_path, source)), RunOptions())

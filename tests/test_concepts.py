@@ -115,6 +115,10 @@ def test_judge_option_in_process_or_served_records_the_key_variable_name_only(mo
         judge_params("http://127.0.0.1:8000/v1::m", mode="expected")  # expected needs logits
     with pytest.raises(UserError, match="bad --judge"):
         judge_params("smollm2-135m", key_env="MY_JUDGE_KEY")  # a key is for a served judge
+    with pytest.raises(UserError, match=r"BASE_URL::MODEL, e.g. http://127.0.0.1:8000/v1::"):
+        judge_params("http://127.0.0.1:8000/v1/")  # a URL alone was taken for a local model's name
+    with pytest.raises(UserError, match="both BASE_URL and MODEL"):
+        judge_params("http://127.0.0.1:8000/v1::")
     task = with_judge(load_task(CONCEPTS[0]), served)
     assert task.spec.headline == "judge.score" and task.spec.scorers["judge"] == served
     assert "concept_similarity.similarity" in task.spec.metrics  # the judge-free score stays beside it
@@ -179,6 +183,25 @@ def test_selection_never_sees_the_reported_half():
         assert choose(records(flipped), "t", "m", candidates, split.select, 1.0)[0] == loser
 
 
+def test_a_strength_cannot_win_the_selection_by_emptying_the_prompts_it_does_badly_on():
+    split = split_half(PROMPTS, 7)
+    values = {("unsteered", p): 0.0 for p in PROMPTS}  # the worst value seen: 0
+    values |= {("actadd L1 c+1", p): 1.0 for p in PROMPTS}  # moderate everywhere
+    keep = split.select[0]  # c+8 scores 2.0 on one prompt and leaves every other one without a value
+    values |= {("actadd L1 c+8", p): (2.0 if p == keep else math.nan) for p in PROMPTS}
+    candidates = {"actadd L1 c+1": 1.0, "actadd L1 c+8": 8.0}
+    assert choose(records(values), "t", "m", candidates, split.select, 1.0) == ("actadd L1 c+1", 1.0)
+    # the emptied prompts count as the worst value of the task on the selection half (0): 2 / 6
+    assert choose(records(values), "t", "m", {"actadd L1 c+8": 8.0}, split.select, 1.0)[1] == pytest.approx(
+        2.0 / 6)
+    # averaging the finite prompts only, as before, would have chosen c+8 (2.0 > 1.0): the test can fail
+    values |= {("actadd L1 c+1", p): 0.25 for p in PROMPTS}
+    assert choose(records(values), "t", "m", candidates, split.select, 1.0)[0] == "actadd L1 c+8"
+    # a decrease headline: the worst value is the largest one
+    flipped = {k: -v for k, v in values.items()}
+    assert choose(records(flipped), "t", "m", candidates, split.select, -1.0)[0] == "actadd L1 c+8"
+
+
 def test_heldout_scores_report_the_chosen_strength_on_the_other_half_only():
     from scipy import stats
 
@@ -195,7 +218,7 @@ def test_heldout_scores_report_the_chosen_strength_on_the_other_half_only():
                             split.select, 1.0)[0]
     reported = [values[chosen, p] for p in split.report]
     ci = stats.ttest_1samp(reported, 0).confidence_interval(0.95)
-    assert score.score == pytest.approx(np.mean(reported)) and score.n == len(split.report)
+    assert score.score == pytest.approx(np.mean(reported)) and score.n == score.n_planned == len(split.report)
     assert (score.ci_low, score.ci_high) == (pytest.approx(ci.low), pytest.approx(ci.high))
     diffs = [values[chosen, p] - values["unsteered", p] for p in split.report]
     assert score.effect.point == pytest.approx(np.mean(diffs)) and score.effect.n == len(split.report)

@@ -122,6 +122,7 @@ def test_two_processes_give_the_single_process_run(tiny_dir, tmp_path):
     assert done.stdout.count("wrote ") >= 1
 
 
+@pytest.mark.slow  # 25 s; the two-process run itself is in the default run
 def test_two_process_sweep_gives_the_single_process_sweep(tiny_dir, tmp_path):
     task = write_task(tmp_path, prompts=PROMPTS[:4])
     args = ["sweep", str(task), "--model", str(tiny_dir), "--layers", "1,2", "--coeffs", "2,8",
@@ -145,6 +146,7 @@ def _rank_process(launcher: subprocess.Popen, rank: int):  # noqa: ANN202 (psuti
     return None
 
 
+@pytest.mark.slow  # 36 s
 def test_killed_rank_is_reported_and_a_rerun_completes_only_the_missing_samples(tiny_dir, tmp_path):
     task = write_task(tmp_path, prompts=MORE_PROMPTS[:16])
     args = ["run", str(task), "--model", str(tiny_dir), "--batch-size", "1"]

@@ -182,3 +182,21 @@ def test_chat_generation_renders_the_prompt_as_a_user_turn(tiny_llama, tmp_path)
                                    overrides=["generation.chat=true", "steering.chat=true"]))
     finally:
         tok.chat_template = None
+
+
+def test_with_a_chat_prompt_the_prompting_instruction_opens_the_users_turn(smollm):
+    """Not before the template (where SmolLM2's default system prompt then followed it): in the
+    user's turn, before the instruction, as a user would type it and as AxBench prompts."""
+    from harness.models.tokens import encode_prompt, encode_with_preamble
+
+    tok = smollm.tokenizer
+    ids = encode_with_preamble(tok, "Write a haiku.", "Talk about dogs in your answer.\n", chat=True)
+    text = tok.decode(ids)
+    system = text.index("<|im_start|>system")
+    assert text.index("<|im_start|>user\nTalk about dogs in your answer.\nWrite a haiku.<|im_end|>") > system
+    assert text.count("Talk about dogs") == 1 and ids[0] == tok.bos_token_id
+    alone = encode_prompt(tok, "Write a haiku.", chat=True)
+    # the ledger's preamble positions (len(with) - len(without)) are the instruction's tokens
+    assert len(ids) - len(alone) == len(tok("Talk about dogs in your answer.\n").input_ids)
+    plain = encode_with_preamble(tok, "Write a haiku.", "Talk about dogs in your answer.\n")
+    assert tok.decode(plain) == tok.bos_token + "Talk about dogs in your answer.\nWrite a haiku."

@@ -148,6 +148,9 @@ def _check_interrupted_folder(out: Path) -> None:
 
 # Random kill points: seeded delays over the whole run (start-up, generation, scoring, writing).
 KILL_TRIALS = [(signal.SIGKILL if i % 2 else signal.SIGTERM, i) for i in range(4)]
+# one trial of each signal in the default run, two more in the slow one (about 17 s each)
+KILL_PARAMS = [pytest.param(s, i, id=f"{s.name}-{i}", marks=[pytest.mark.slow] if i >= 2 else [])
+               for s, i in KILL_TRIALS]
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +163,7 @@ def uninterrupted(tiny_dir, tmp_path_factory) -> tuple[list[str], list[dict], fl
     return args, effects_of(folder / "full"), time.monotonic() - start
 
 
-@pytest.mark.parametrize(("sig", "trial"), KILL_TRIALS, ids=[f"{s.name}-{i}" for s, i in KILL_TRIALS])
+@pytest.mark.parametrize(("sig", "trial"), KILL_PARAMS)
 def test_run_killed_at_a_random_point_resumes_to_the_same_effects(uninterrupted, tmp_path, sig, trial):
     import random
 

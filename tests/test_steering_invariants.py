@@ -159,6 +159,14 @@ def test_the_negated_control_of_an_ablation_or_prompting_is_refused_not_planned_
                                                                          "steered · random 2"}
     with pytest.raises(UserError, match="prompting instruction has no vector"):
         with_controls({"steered": Condition(prompting, {}, {"x": 1})}, ControlsSpec(random=1))
+    # beside a condition that can have controls (a concept task's vectors beside its prompting), the one
+    # that cannot gets none and is named in a warning, instead of refusing the whole run
+    vector = Steering((Intervention(1, torch.ones(width)),))
+    mixed = {"prompting": Condition(prompting, {}, {"p": 1}), "actadd": Condition(vector, {}, {"a": 1}),
+             "ablation": Condition(ablation, {}, {"b": 1})}
+    with pytest.warns(UserWarning, match="no matched controls for prompting, ablation"):
+        planned = with_controls(mixed, ControlsSpec(negated=True))
+    assert set(planned) == {"prompting", "actadd", "ablation", "actadd · negated"}
     with pytest.raises(ValueError, match="no strength"):
         ablation.scaled(2.0)
 

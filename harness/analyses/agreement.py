@@ -57,6 +57,7 @@ class Agreement(Record):
     spearman_p: float = math.nan
     spearman_method: str = SPEARMAN_METHOD
     spearman_note: str = ""  # why there is no rho
+    warnings: list[str] = Field(default_factory=list)  # why a number here may agree by construction
     # pooled over several conditions: the agreement within each (the steering cannot drive it there)
     within: dict[str, Agreement] = Field(default_factory=dict)
 
@@ -78,6 +79,14 @@ def _rho_note(x: Sequence[float], y: Sequence[float], a: str, b: str) -> str:
         return f"{len(x)} sample(s) with both metrics"
     constant = [m for m, v in ((a, x), (b, y)) if len(set(v)) == 1]
     return f"{' and '.join(constant)} constant over the samples" if constant else ""
+
+
+def _by_construction(a: str, b: str) -> list[str]:
+    """A warning when both metrics come from one scorer (`keywords.any` is `keywords.rate` > 0)."""
+    scorer = a.split(".", 1)[0]
+    if "." in a and scorer == b.split(".", 1)[0]:
+        return [f"{a} and {b} come from one scorer ({scorer}): they may agree by construction"]
+    return []
 
 
 def _binary(values: Sequence[float]) -> bool:
@@ -125,16 +134,25 @@ def agreement_of(samples: Sequence[SampleRecord], a: str, b: str, *, run: str = 
                     spearman_ci_low=rho_low, spearman_ci_high=rho_high, spearman_p=rho_p,
                     spearman_note=_rho_note(x, y, a, b), within=within)
     label, score = (a, y) if _binary(x) else (b, x) if _binary(y) else (None, None)
+    warnings = _by_construction(a, b)
     if label is None:
         why = "neither metric is binary (0/1)" if used else "no sample with both metrics"
-        return out.model_copy(update={"auc_note": why})
+        return out.model_copy(update={"auc_note": why, "warnings": warnings})
     truth = x if label == a else y
     positive = [v for v, t in zip(score, truth, strict=True) if t == 1.0]
     negative = [v for v, t in zip(score, truth, strict=True) if t == 0.0]
     point, low, high = auc(positive, negative, confidence, seed=seed)
     note = "" if positive and negative else f"no {'negative' if positive else 'positive'} sample of {label}"
+    other = b if label == a else a
+    if positive and negative and len(set(score)) == 1:
+        warnings.append(f"{other} is constant over the samples: its AUC is 0.5 by construction, "
+                        "whatever the metrics measure")
+    elif point in (0.0, 1.0):
+        warnings.append(f"{other} separates {label}'s classes perfectly: check that neither metric is "
+                        "computed from the other")
     return out.model_copy(update={"label": label, "n_positive": len(positive), "n_negative": len(negative),
-                                  "auc": point, "auc_ci_low": low, "auc_ci_high": high, "auc_note": note})
+                                  "auc": point, "auc_ci_low": low, "auc_ci_high": high, "auc_note": note,
+                                  "warnings": warnings})
 
 
 def agreement(run: str | Path, a: str, b: str, *, tasks: Sequence[str] = (), conditions: Sequence[str] = (),

@@ -49,7 +49,8 @@ class MethodScore(_Record):
     score: float
     ci_low: float
     ci_high: float
-    n: int
+    n: int  # prompts of the reported half with a finite value
+    n_planned: int = 0  # prompts of the reported half
     effect: Estimate | None  # chosen − unsteered on the reported half
     per_prompt: dict[str, float]  # reported half: prompt identity -> mean headline of the chosen condition
 
@@ -68,7 +69,8 @@ class MethodSummary(_Record):
 
     method: str
     metric: str
-    n: int
+    n: int  # (concept, instruction) units with a finite held-out value
+    n_planned: int = 0  # every reported (concept, instruction) unit
     score: float
     ci_low: float
     ci_high: float
@@ -90,7 +92,8 @@ def method_table(scores: Sequence[MethodScore], reference: str = "prompting") ->
         ref = pooled.get((reference, metric))
         versus = ref is not None and method != reference and set(ref) == set(values)
         out.append(MethodSummary(
-            method=method, metric=metric, n=len(finite), score=float(np.mean(finite)) if finite else math.nan,
+            method=method, metric=metric, n=len(finite), n_planned=len(values),
+            score=float(np.mean(finite)) if finite else math.nan,
             ci_low=low, ci_high=high, tasks=len({s.task for s in scores if s.method == method}),
             versus=reference if versus else None,
             difference=compare_values(ref, values).estimate if versus and ref is not None else None))
@@ -133,16 +136,23 @@ def concept_conditions(lm: LoadedModel, task: Task) -> dict[str, Condition]:
 def choose(samples: Sequence[SampleRecord], task: str, metric: str, candidates: dict[str, float | None],
            select: Sequence[str], sign: float) -> tuple[str | None, float]:
     """The candidate condition with the best mean `metric` over the `select` prompts (ties: the
-    smaller |coefficient|), and that mean. Reads only the samples of the `select` prompts."""
+    smaller |coefficient|), and that mean. A prompt where a candidate has no finite value (an empty
+    or unrated completion) counts as the worst sample value of any condition of the task on the
+    selection half, so a strength cannot win by emptying the prompts it does badly on. Reads only
+    the `select` prompts."""
     chosen = set(select)
-    mine = [s for s in samples if s.prompt_id in chosen]
+    mine = [s for s in samples if s.prompt_id in chosen and s.task == task]
+    per = {cond: list(condition_values(mine, task, cond, metric, list(select))[0].values())
+           for cond in candidates}
+    seen = [v for s in mine if isinstance(v := s.scores.get(metric), float | int) and math.isfinite(v)]
+    if not seen:
+        return None, math.nan
+    worst = min(seen) if sign > 0 else max(seen)
     best, best_key, best_score = None, (-math.inf, -math.inf), math.nan
     for cond, coeff in candidates.items():
-        values = [v for v in condition_values(mine, task, cond, metric, list(select))[0].values()
-                  if math.isfinite(v)]
-        if not values:
+        if not any(math.isfinite(v) for v in per[cond]):
             continue
-        score = float(np.mean(values))
+        score = float(np.mean([v if math.isfinite(v) else worst for v in per[cond]]))
         key = (sign * score, -abs(coeff or 0.0))
         if key > best_key:
             best, best_key, best_score = cond, key, score
@@ -178,14 +188,14 @@ def _reported(samples: Sequence[SampleRecord], task: str, metric: str, method: s
     if chosen is None:
         return MethodScore(task=task, method=method, metric=metric, condition=None, coeff=None,
                            selection_score=math.nan, score=math.nan, ci_low=math.nan, ci_high=math.nan, n=0,
-                           effect=None, per_prompt={})
+                           n_planned=len(split.report), effect=None, per_prompt={})
     steered = condition_values(samples, task, chosen, metric, split.report)[0]
     base = condition_values(samples, task, UNSTEERED, metric, split.report)[0]
     finite = [v for v in steered.values() if math.isfinite(v)]
     low, high = t_ci(finite)
     return MethodScore(task=task, method=method, metric=metric, condition=chosen, coeff=candidates[chosen],
                        selection_score=selection_score, score=float(np.mean(finite)) if finite else math.nan,
-                       ci_low=low, ci_high=high, n=len(finite),
+                       ci_low=low, ci_high=high, n=len(finite), n_planned=len(split.report),
                        effect=compare_values(base, steered).estimate, per_prompt=steered)
 
 

@@ -20,7 +20,7 @@ from harness.schema.results import LedgerEntry
 from harness.steering.base import PREAMBLE_SITE, Steering
 from harness.steering.session import RowLayout, SteeringNotAppliedError, steering_hooks, unapplied
 
-SEMANTICS_VERSION = 2
+SEMANTICS_VERSION = 3  # 3: a prompting instruction in a chat prompt opens the user turn
 """Bump whenever the tokens the engine produces for the same inputs could change: samples
 generated under another version are never reused (it is part of every sample's identity)."""
 

@@ -19,10 +19,11 @@ if TYPE_CHECKING:
 class PromptingSpec(MethodSpec):
     """The prompting baseline: no vector; `instruction` is put before every prompt.
 
-    `chat: false` puts the instruction and a newline before the prompt as plain text;
-    `chat: true` renders it as the system message of the tokenizer's chat template and
-    lets the assistant's turn begin with the prompt. Scorers see only the completion, and the
-    repetition penalty sees only the prompt and the completion, as for every method.
+    `chat: false` puts the instruction and a newline before the prompt: as plain text, or, with
+    `generation.chat`, at the start of the user's turn (as AxBench); `chat: true` renders it as
+    the system message of the tokenizer's chat template and lets the assistant's turn begin with
+    the prompt. Scorers see only the completion, and the repetition penalty sees only the prompt
+    and the completion, as for every method.
     """
 
     method: Literal["prompting"]

@@ -39,13 +39,18 @@ def encode_prompt(tokenizer: Any, text: str, use_bos: bool = True, chat: bool = 
 
 def encode_with_preamble(tokenizer: Any, text: str, preamble: str, use_bos: bool = True,
                          chat: bool = False) -> list[int]:
-    """`encode_prompt(text)` with the tokens of `preamble` between BOS and the text (prompting).
+    """`encode_prompt(text)` with the tokens of `preamble` before the text (prompting): between
+    BOS and the text as plain text; with `chat`, at the start of the user's turn, as a user would
+    type it (AxBench), not before the template.
 
-    The text is tokenized on its own, so its tokens are the same with and without a preamble.
+    As plain text the text is tokenized on its own, so its tokens are the same with and without a
+    preamble; in a chat turn the two are rendered together.
     """
-    ids = encode_prompt(tokenizer, text, use_bos, chat)
     if not preamble:
-        return ids
+        return encode_prompt(tokenizer, text, use_bos, chat)
+    if chat:
+        return encode_prompt(tokenizer, preamble + text, use_bos, chat)
+    ids = encode_prompt(tokenizer, text, use_bos)
     pre = list(tokenizer(preamble, add_special_tokens=False).input_ids)
     return [*ids[:1], *pre, *ids[1:]] if use_bos else [*pre, *ids]
 

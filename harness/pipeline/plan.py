@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -49,30 +50,47 @@ def with_controls(conditions: dict[str, Condition], spec: ControlsSpec) -> dict[
     `NAME · negated`. They are ordinary conditions, so they share the unsteered samples and seeds.
 
     A null steering (coefficient 0) gets none: every control of it would be unsteered too. A
-    control that cannot differ from its condition is refused (UserError saying why): any control
-    of prompting (no vector), the negation of an ablation or of a clamp to 0 (the same steering)."""
+    control that cannot differ from its condition (any control of prompting, which has no vector;
+    the negation of an ablation or of a clamp to 0, the same steering) is refused with a UserError
+    saying why when no steered condition could have its controls; beside conditions that can (the
+    vector methods of a concept task beside its prompting), that condition gets none and a warning
+    names it."""
     if not spec.active:
         return conditions
     out = dict(conditions)
+    refused: dict[str, str] = {}
     for name, cond in conditions.items():
         if cond.steering is None or cond.steering.is_null() or cond.control:
             continue
         try:
-            for r in range(1, spec.random + 1):
-                seed = int(hashlib.sha256(json.dumps([spec.seed, cond.identity, r], sort_keys=True).encode())
-                           .hexdigest()[:12], 16)
-                ident = {"control": "random", "of": cond.identity, "index": r, "seed": spec.seed}
-                out[f"{name} · random {r}"] = Condition(cond.steering.randomized(seed),
-                                                        {"control": "random", "of": name, "index": r}, ident,
-                                                        name, "random")
-            if spec.negated:
-                out[f"{name} · negated"] = Condition(
-                    cond.steering.negated(), {"control": "negated", "of": name},
-                    {"control": "negated", "of": cond.identity}, name, "negated")
+            out |= _controls_of(name, cond, cond.steering, spec)
         except ValueError as err:
-            raise UserError(f"condition '{name}': a matched control that would not differ from it is "
-                            f"refused: {err}; ask only for controls that can differ (random ones for an "
-                            "ablation, none for prompting)") from None
+            refused[name] = str(err)
+    if refused and len(out) == len(conditions):
+        name, err = next(iter(refused.items()))
+        raise UserError(f"condition '{name}': a matched control that would not differ from it is "
+                        f"refused: {err}; ask only for controls that can differ (random ones for an "
+                        "ablation, none for prompting)")
+    if refused:
+        warnings.warn(f"no matched controls for {', '.join(refused)}: "
+                      f"{'; '.join(dict.fromkeys(refused.values()))}", UserWarning, stacklevel=2)
+    return out
+
+
+def _controls_of(name: str, cond: Condition, steering: Steering, spec: ControlsSpec) -> dict[str, Condition]:
+    """The matched controls of one steered condition; ValueError when one cannot differ from it."""
+    out: dict[str, Condition] = {}
+    for r in range(1, spec.random + 1):
+        seed = int(hashlib.sha256(json.dumps([spec.seed, cond.identity, r], sort_keys=True).encode())
+                   .hexdigest()[:12], 16)
+        ident = {"control": "random", "of": cond.identity, "index": r, "seed": spec.seed}
+        out[f"{name} · random {r}"] = Condition(steering.randomized(seed),
+                                                {"control": "random", "of": name, "index": r}, ident,
+                                                name, "random")
+    if spec.negated:
+        out[f"{name} · negated"] = Condition(
+            steering.negated(), {"control": "negated", "of": name},
+            {"control": "negated", "of": cond.identity}, name, "negated")
     return out
 
 

@@ -63,7 +63,9 @@ def agreement_text(ag: Agreement) -> str:
         *(["within each condition (pooled, metrics the steering moves together agree by that alone):"]
           if ag.within else []),
         *(f"  {c}: {w.n} samples · AUC {text(_auc(w))} · Spearman ρ {text(_rho(w))}"
+          + "".join(f" · warning: {x}" for x in w.warnings if x not in ag.warnings)
           for c, w in ag.within.items()),
+        *(f"warning: {x}" for x in ag.warnings),
         AGREEMENT_LEGEND,
     ]) + "\n"
 
@@ -77,5 +79,8 @@ def agreement_rows(agreements: Sequence[Agreement]) -> list[list[Cell]]:
 
 def agreement_markdown(agreements: Sequence[Agreement]) -> str:
     """Several agreements as one Markdown table with its legend."""
-    return "\n".join([*table_md(AGREEMENT_COLUMNS, agreement_rows(agreements)), AGREEMENT_LEGEND]) + "\n"
+    warnings = dict.fromkeys(x for pooled in agreements for ag in (pooled, *pooled.within.values())
+                             for x in ag.warnings)
+    return "\n".join([*table_md(AGREEMENT_COLUMNS, agreement_rows(agreements)), AGREEMENT_LEGEND,
+                      *(f"\nWarning: {x}." for x in warnings)]) + "\n"
 

@@ -90,10 +90,12 @@ STEER_LEGEND = ("Steerability (Tan et al. 2024: a mean effect can hide prompts p
 
 
 def steer_rows(run: RunResult) -> list[list[Cell]]:
-    """One row of STEER_COLUMNS per headline that records its steerability (none in older runs)."""
+    """One row of STEER_COLUMNS per headline; a run written before steerability was recorded says so."""
     rows: list[list[Cell]] = []
     for h in run.headlines:
         if (s := h.steerability) is None:
+            rows.append([h.task, h.condition, h.metric, arrow(h.expected_direction), str(h.estimate.n),
+                         "not recorded: run written before steerability was; rerun to get it", "—", "—"])
             continue
         ties = f" ({s.ties} tie{'s' * (s.ties != 1)})" if s.ties else ""
         rows.append([h.task, h.condition, h.metric, arrow(h.expected_direction), str(s.n),

@@ -19,6 +19,11 @@ def judge_params(judge: str, key_env: str | None = None, mode: str | None = None
     `http://localhost:8000/v1::Qwen2.5-0.5B`); `key_env`: the NAME of the environment variable
     holding the served judge's key (the key itself is never recorded); `mode`: parse or expected."""
     url, sep, model = judge.rpartition(SERVED_SEP)
+    if not sep and judge.startswith(("http://", "https://")):
+        raise UserError(f"bad --judge {judge!r}: a served judge is BASE_URL::MODEL, e.g. "
+                        f"{judge.rstrip('/')}::Qwen2.5-0.5B (the model name the server knows)")
+    if sep and not (url and model):
+        raise UserError(f"bad --judge {judge!r}: a served judge needs both BASE_URL and MODEL around ::")
     params: dict[str, Any] = ({"backend": "openai", "base_url": url, "model": model} if sep
                               else {"backend": "local", "model": judge})
     if key_env:
