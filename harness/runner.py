@@ -183,7 +183,7 @@ def _finish(plans: list[TaskPlan], found: dict[str, dict[str, Any]], ctx: _Conte
              for t, p, s in zip(tasks, plans, scored, strict=True)]
     result = RunResult(
         config={"target": ctx.target, "model": ctx.pool.lm.name,
-                "tasks": {t.name: _resolved(t) for t in tasks}, **ctx.extra},
+                "tasks": {t.name: _resolved(t, "steering" in ctx.extra) for t in tasks}, **ctx.extra},
         config_hash=hashlib.sha256("\n".join(k for p in plans for k in p.keys).encode()).hexdigest()[:16],
         model=ctx.pool.lm.identity(), versions=_versions(), started=ctx.started, finished=_now(), tasks=infos,
         effects=numbers.effects, fluency_cost=numbers.fluency, headlines=numbers.headlines,
@@ -196,8 +196,13 @@ def _finish(plans: list[TaskPlan], found: dict[str, dict[str, Any]], ctx: _Conte
     return result
 
 
-def _resolved(task: Task) -> dict[str, Any]:
-    return {**task.spec.model_dump(mode="json"), "prompts": [p.model_dump(mode="json") for p in task.prompts]}
+def _resolved(task: Task, replaced: bool = False) -> dict[str, Any]:
+    """The task as run; `replaced`: its steering was replaced by the run's (`config.steering`), so
+    the file's `steering` and `methods`, which steered nothing, are not recorded as if they had."""
+    spec = task.spec.model_dump(mode="json", exclude={"steering", "methods"} if replaced else None)
+    if replaced:
+        spec["steering"] = "replaced: see config.steering"
+    return {**spec, "prompts": [p.model_dump(mode="json") for p in task.prompts]}
 
 
 def _versions() -> dict[str, str]:

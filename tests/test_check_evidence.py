@@ -117,6 +117,28 @@ def test_point6_no_effect_keeps_protecting_headlines_that_have_an_effect():
     assert shrunk.status == REGRESSION and _line(shrunk, "effect").verdict == "regression"
 
 
+def test_a_baseline_effect_not_significant_in_its_own_run_is_no_effect_to_protect():
+    """A self-check of a run whose effect is noise "held" before: the same samples change by exactly
+    0 per prompt, so the holds test passes whatever the effect. Now the line is inconclusive, and
+    --no-effect lists the headline, after which the other lines still gate."""
+    weak = synthetic(noisy(0.02, 0.3, 9), noisy(0.30, 0.05, 2))
+    (h,) = weak.headlines
+    weak = weak.model_copy(update={"headlines": [h.model_copy(update={"significant": False})]})
+    assert h.estimate.p_value > 0.05  # the data really are not significant
+    result = check(weak, make_baseline(weak))
+    effect = _line(result, "effect")
+    assert result.status == INCONCLUSIVE and effect.verdict == "inconclusive"
+    assert "was not significant in its own run" in effect.reason and "--no-effect" in effect.reason
+    # before, the same check held: the verdict comes from the baseline's significance alone
+    significant = weak.model_copy(update={"headlines": [h.model_copy(update={"significant": True})]})
+    assert _line(check(significant, make_baseline(significant)), "effect").verdict == "holds"
+    listed = make_baseline(weak, no_effect=True)
+    assert listed.no_effect == {TASK: ["steered"]}
+    result = check(weak, listed)
+    assert result.status == HOLDS and _line(result, "effect").verdict == NO_EFFECT
+    assert "not significantly (p = " in _line(result, "effect").reason
+
+
 def _baseline_json(tmp_path: Path, change) -> Path:  # noqa: ANN001
     data = json.loads(make_baseline(BASE).model_dump_json())
     change(data)

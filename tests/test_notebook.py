@@ -29,6 +29,10 @@ def test_the_readme_notebook_example_runs_as_written(capsys):
     assert {s.condition for s in result.samples} == {"unsteered", "steered"}
     assert result.headlines[0].estimate.n == 4
     assert mine.config["steering"]["python steering"].startswith("sha256:")
+    # the task file's own steering, which steered nothing here, is not recorded as if it had
+    (task,) = mine.config["tasks"].values()
+    assert task["steering"] == "replaced: see config.steering" and "methods" not in task
+    assert isinstance(result.config["tasks"][result.tasks[0].name]["steering"], dict)
     steered = [{s.key for s in r.samples if s.condition == "steered"} for r in (result, mine)]
     assert len(steered[1]) == 4 and steered[0].isdisjoint(steered[1])
 

@@ -5,6 +5,9 @@ A baseline is evidence, so it is validated whenever one is made or read: its sch
 (exactly this harness's), at least one headline, every headline finite with a per-prompt
 summary, and an effect in the expected direction, unless the headline is listed in `no_effect`
 (`harness baseline RUN --to X --no-effect`): then `check` reports it has no effect to protect.
+`--no-effect` lists every headline whose effect is not established: against the expected
+direction, or not significant in its own run (`check` finds no established effect to protect in
+an unlisted one: its effect line is inconclusive, never "holds").
 """
 
 from __future__ import annotations
@@ -117,13 +120,14 @@ def _refused(source: str, err: ValidationError) -> UserError:
 
 
 def make_baseline(run: RunResult, no_effect: bool = False) -> Baseline:
-    """What `check` keeps of `run`. `no_effect`: headlines whose effect is not in the expected
-    direction are kept as having no effect to protect (refused otherwise)."""
+    """What `check` keeps of `run`. `no_effect`: headlines whose effect is not established (not in
+    the expected direction, which is refused otherwise, or not significant) are kept as having no
+    effect to protect."""
     keep = {h.metric for h in run.headlines} | {f.metric for f in run.fluency_cost}
     unprotected: dict[str, list[str]] = {}
     tasks = run.config["tasks"]
     for h in run.headlines:
-        if no_effect and math.isfinite(h.estimate.point) and _against(h):
+        if no_effect and math.isfinite(h.estimate.point) and (_against(h) or not h.significant):
             unprotected.setdefault(h.task, []).append(h.condition)
     try:
         return Baseline(

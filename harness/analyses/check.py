@@ -13,8 +13,11 @@ decide, a line is *inconclusive*, never "holds".
   finite value at all. "Holds" needs evidence: the change must exclude the loss of the whole
   baseline effect (one-sided test at ALPHA on its own line: all lines must hold, an
   intersection-union test); otherwise the line is *inconclusive* and says how many prompts
-  would decide it. A baseline written with `--no-effect` has no effect to protect for the
-  headlines it lists: their effect line says so and gates nothing (floors still apply).
+  would decide it. A baseline effect that was not significant in its own run is no established
+  effect: its line is inconclusive (the same samples would otherwise "hold" by construction). A
+  baseline written with `--no-effect` has no effect to protect for the headlines it lists (those
+  against the expected direction or not significant): their effect line says so and gates
+  nothing (floors still apply).
 - **fluency cost**: a growth significantly larger than `tolerance.fluency` nats, a cost above
   `max_fluency_cost`, or no finite value is a regression; it holds when a one-sided test shows
   the growth below `tolerance.fluency`.
@@ -281,14 +284,21 @@ def _effect_line(base: Headline, now: Headline, now_pp: PromptSummary | None, ba
     if minimum is not None and sign * now_diff < minimum:
         return _Test(_replace(line, "regression", f"effect below min_effect {minimum}", math.nan), p_reg)
     if not protect:
+        how = (f"not in the expected direction ({base.expected_direction})" if not expected > 0
+               else f"not significantly (p = {base.estimate.p_value:.3g} before adjustment)")
         return _Test(line.model_copy(update={
             "verdict": NO_EFFECT, "reason": f"the baseline (written with --no-effect) moved "
-            f"{base_diff:+.3g}, not in the expected direction ({base.expected_direction}): nothing to "
-            "protect"}), p_reg)
+            f"{base_diff:+.3g}, {how}: nothing to protect"}), p_reg)
     if not expected > 0:
         return _Test(line.model_copy(update={
             "verdict": "inconclusive", "reason": f"the baseline's {what} ({base_diff:+.3g}) is not in the "
             f"expected direction ({base.expected_direction}): there is no effect to protect"}), p_reg)
+    if not base.significant:
+        return _Test(line.model_copy(update={
+            "verdict": "inconclusive", "reason": f"the baseline's {what} ({base_diff:+.3g}, p = "
+            f"{base.estimate.p_value:.3g} before adjustment) was not significant in its own run: no "
+            "established effect to protect; write the baseline with --no-effect (then fluency, degenerate "
+            "samples and the ledger still gate) or from a run with more prompts"}), p_reg)
     p_holds = margin_p_value(toward, -expected, "greater")
     line = line.model_copy(update={"p_holds": p_holds})
     short = _too_little(coverage, tol)

@@ -218,9 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
     base.add_argument("run", help="run.json or its folder")
     base.add_argument("--to", required=True, help="baseline JSON to write")
     base.add_argument("--no-effect", action="store_true",
-                      help="keep headlines whose effect is not in the expected direction as 'no effect to "
-                      "protect' (check then gates only their fluency, degenerate samples and ledger); "
-                      "without it such a baseline is refused")
+                      help="keep headlines whose effect is not established (not in the expected direction, "
+                      "or not significant) as 'no effect to protect' (check then gates only their fluency, "
+                      "degenerate samples and ledger); without it a wrong-way effect is refused and check "
+                      "finds a non-significant one inconclusive")
     base.set_defaults(func=commands.cmd_baseline)
     return parser
 
