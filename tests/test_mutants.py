@@ -16,7 +16,22 @@ from harness.pipeline.analyse import DISRUPTION, TaskSamples, analyse
 from harness.schema.results import SampleRecord
 from harness.schema.spec import ALPHA, FLUENCY_METRIC
 from harness.schema.task import TaskSpec
-from harness.stats import bootstrap_ci, hedges_g_independent, line_fit, median_ci, pooled_sd, welch
+from harness.stats import (
+    auc,
+    bootstrap_ci,
+    hedges_g,
+    hedges_g_independent,
+    holm,
+    line_fit,
+    median_ci,
+    pooled_sd,
+    proportion_ci,
+    sd_ci,
+    spearman,
+    welch,
+)
+from harness.stats.power import minimum_detectable_difference, minimum_detectable_effect, prompts_needed
+from harness.stats.steerability import steerability
 
 NAN = float("nan")
 
@@ -1307,3 +1322,163 @@ def test_check_a_floor_regression_keeps_its_reason_when_the_test_is_also_signifi
     bare = make_baseline(BASE).model_copy(update={"floors": {}})
     steady = synthetic(noisy(0.30, 0.05, 3), noisy(0.30, 0.05, 4))
     assert _lines(check(steady, bare))["effect"].verdict == "holds"
+
+# ------------------------------------- stats, power, steerability: the second mutmut pass
+# (mutants of harness.stats, harness.stats.power and harness.stats.steerability)
+
+def _t_power_sum(df: int, alpha: float = 0.05, sides: int = 2) -> float:
+    """t_{1 − α/sides, df} + t_{0.8, df}: the normal-approximation power formula with t quantiles."""
+    return float(stats.t.ppf(1 - alpha / sides, df) + stats.t.ppf(0.8, df))
+
+
+def _brute_needed(sd: float, effect: float, sides: int) -> int:
+    """The fewest prompts, from the fewest at which the sign-flip test reaches 0.05 (6 two-sided,
+    5 one-sided), whose t-approximation detectable effect is at most `effect`."""
+    n = 6 if sides == 2 else 5
+    while _t_power_sum(n - 1, sides=sides) * sd / math.sqrt(n) > effect:
+        n += 1
+    return n
+
+
+def test_minimum_detectable_effect_is_the_t_approximation_at_fixed_sizes():
+    # two-sided by default: (t_.975,5 + t_.8,5) / √6 = (2.5706 + 0.9195) / 2.4495 = 1.4248
+    assert minimum_detectable_effect(1.0, 6) == pytest.approx(1.4248, abs=1e-4)
+    one_sided = 2 * _t_power_sum(9, sides=1) / math.sqrt(10)
+    assert minimum_detectable_effect(2.0, 10, sides=1) == pytest.approx(one_sided)
+    # α = 0.3 one-sided reaches p < α with 2 prompts (smallest p 1/4): one degree of freedom
+    assert minimum_detectable_effect(1.0, 2, alpha=0.3, sides=1) == pytest.approx(
+        (stats.t.ppf(0.7, 1) + stats.t.ppf(0.8, 1)) / math.sqrt(2))
+    assert math.isnan(minimum_detectable_effect(1.0, 5))  # two-sided needs 6 prompts
+    assert math.isfinite(minimum_detectable_effect(1.0, 5, sides=1))
+    assert math.isnan(minimum_detectable_effect(NAN, 10))
+
+
+def test_minimum_detectable_difference_of_two_independent_samples_by_scipys_t():
+    # (t_.975,7 + t_.8,7) × 2 × √(1/3 + 1/6)
+    assert minimum_detectable_difference(2.0, 3, 6) == pytest.approx(_t_power_sum(7) * 2 * math.sqrt(0.5))
+    assert minimum_detectable_difference(2.0, 6, 3) == pytest.approx(_t_power_sum(7) * 2 * math.sqrt(0.5))
+    assert minimum_detectable_difference(1.0, 2, 2) == pytest.approx(_t_power_sum(2))  # 2 a side suffice
+    for args in ((1.0, 1, 5), (1.0, 5, 1), (NAN, 5, 5)):
+        assert math.isnan(minimum_detectable_difference(*args)), args
+
+
+@pytest.mark.parametrize("sides", [1, 2])
+def test_prompts_needed_is_the_fewest_prompts_whose_detectable_effect_reaches_the_effect(sides):
+    # includes effects at which the old fixed-point iteration oscillated between n and n + 1 and
+    # answered one prompt too few (1.319 one-sided: 5 instead of 6; 1.387 two-sided: 6 instead of 7)
+    effects = [0.3, 0.5, 0.75, 0.975140007569576, 1.1926998818042585, 1.319056131124131, 1.387168848243594,
+               2.0, 5.0]
+    for effect in effects:
+        kwargs = {} if sides == 2 else {"sides": 1}  # two-sided is the default
+        assert prompts_needed(1.0, effect, **kwargs) == _brute_needed(1.0, effect, sides), effect
+        assert prompts_needed(2.0, -2 * effect, **kwargs) == _brute_needed(1.0, effect, sides), effect
+
+
+def test_prompts_needed_is_none_beyond_the_limit_not_the_minimum():
+    assert prompts_needed(1.0, 1e-4) is None  # needs about 785 million: was 6, the minimum
+    assert prompts_needed(1.0, 1e-200) is None
+    n = prompts_needed(1.0, 0.0033)  # about 720 thousand, although the first guess is over a million
+    assert n is not None
+    assert _t_power_sum(n - 1) / math.sqrt(n) <= 0.0033 < _t_power_sum(n - 2) / math.sqrt(n - 1)
+    # an effect needing exactly 1,000,001 prompts: over the default limit of a million
+    effect = _t_power_sum(1_000_000) / math.sqrt(1_000_001) * (1 + 1e-12)
+    assert prompts_needed(1.0, effect) is None
+    assert prompts_needed(1.0, effect, limit=2_000_000) == 1_000_001
+    assert prompts_needed(1.0, 2.0, limit=10) == _brute_needed(1.0, 2.0, 2)
+    assert prompts_needed(1.0, 0.5, limit=10) is None
+
+
+def test_prompts_needed_is_none_for_a_zero_or_non_finite_effect_or_sd_and_the_minimum_without_spread():
+    for sd, effect in ((1.0, 0.0), (1.0, math.inf), (1.0, NAN), (NAN, 1.0), (math.inf, 1.0)):
+        assert prompts_needed(sd, effect) is None, (sd, effect)
+    assert prompts_needed(0.0, 1.0) == 6 and prompts_needed(0.0, 1.0, sides=1) == 5
+    assert prompts_needed(1.0, 100.0) == 6 and prompts_needed(1.0, 100.0, sides=1) == 5
+
+
+# ----------------------------------------------------------------------------- holm, intervals
+
+def test_holm_caps_at_one_and_leaves_nans_out_of_m():
+    # m = 3 (the NaN does not count): 0.01 × 3, 0.03 × 2, 0.04 × 1 raised to the running max 0.06
+    assert holm([0.01, 0.04, 0.03, NAN])[:3] == pytest.approx([0.03, 0.06, 0.06])
+    out = holm([0.6, NAN, 0.7])  # 1.2 and 0.7 → running max 1.2 → capped at 1
+    assert out[0] == 1.0 and math.isnan(out[1]) and out[2] == 1.0
+
+
+def test_proportion_ci_of_one_trial_and_at_another_confidence_is_clopper_pearson_by_beta_quantiles():
+    assert proportion_ci(0, 1) == pytest.approx((0.0, 0.975))  # 1 − 0.025^(1/1)
+    assert proportion_ci(1, 1) == pytest.approx((0.025, 1.0))
+    low, high = proportion_ci(3, 10, 0.8)  # Beta(k, n − k + 1) and Beta(k + 1, n − k) at 0.1 / 0.9
+    assert (low, high) == pytest.approx((stats.beta.ppf(0.1, 3, 8), stats.beta.ppf(0.9, 4, 7)), abs=1e-12)
+
+
+def test_sd_ci_bounds_put_the_chi_square_tail_probabilities_where_they_belong():
+    for x, confidence in (([1.0, 3.0], 0.95), ([1.0, 2.0, 4.0, 8.0, 9.0], 0.9)):
+        low, high = sd_ci(x, confidence)
+        n, scaled = len(x), (len(x) - 1) * np.var(x, ddof=1)  # (n − 1) s² / σ² ~ χ²(n − 1)
+        assert stats.chi2.sf(scaled / low**2, n - 1) == pytest.approx((1 - confidence) / 2, rel=1e-9)
+        assert stats.chi2.cdf(scaled / high**2, n - 1) == pytest.approx((1 - confidence) / 2, rel=1e-9)
+
+
+def test_steerability_uses_its_confidence_for_both_intervals():
+    d = np.array([-0.3, 0.1, 0.2, -0.1, 0.5, 0.4, 0.3, 0.25, 0.1, 0.6])
+    s = steerability(d, "increase", confidence=0.8)
+    ci = stats.binomtest(2, 10).proportion_ci(0.8, method="exact")
+    assert s.confidence == 0.8 and (s.share_ci_low, s.share_ci_high) == pytest.approx((ci.low, ci.high))
+    scaled = 9 * np.var(d, ddof=1)
+    assert stats.chi2.sf(scaled / s.sd_ci_low**2, 9) == pytest.approx(0.1, rel=1e-9)
+    assert stats.chi2.cdf(scaled / s.sd_ci_high**2, 9) == pytest.approx(0.1, rel=1e-9)
+
+
+# ----------------------------------------------------------------------------- auc, spearman
+
+def _pair_auc(positive: np.ndarray, negative: np.ndarray, axis: int = -1) -> np.ndarray:
+    """AUC by comparing every positive-negative pair (a tie counts one half), vectorized."""
+    p, n = np.moveaxis(positive, axis, -1)[..., :, None], np.moveaxis(negative, axis, -1)[..., None, :]
+    return np.mean((p > n) + 0.5 * (p == n), axis=(-2, -1))
+
+
+def test_auc_interval_is_scipys_bca_bootstrap_of_pair_counting_with_2000_resamples_seed_0():
+    pos, neg = np.array([0.9, 0.4, 0.7, 0.8, 0.3, 0.65]), np.array([0.1, 0.5, 0.2, 0.35, 0.6, 0.05, 0.3])
+    for confidence in (0.95, 0.8):
+        kwargs = {} if confidence == 0.95 else {"confidence": confidence}
+        ref = stats.bootstrap((pos, neg), _pair_auc, vectorized=True, n_resamples=2000,
+                              confidence_level=confidence, method="BCa",
+                              rng=np.random.default_rng(0)).confidence_interval
+        point, low, high = auc(pos, neg, **kwargs)
+        assert point == pytest.approx(_pair_auc(pos, neg))
+        assert (low, high) == pytest.approx((ref.low, ref.high))
+
+
+def test_auc_of_perfect_separation_falls_back_to_the_percentile_interval_and_small_samples():
+    assert auc([3.0, 4.0, 5.0], [0.0, 1.0, 2.0]) == (1.0, 1.0, 1.0)  # every resample is 1: BCa is NaN
+    point, low, high = auc([1.0, 3.0], [0.0, 2.0])  # two a side give an interval
+    assert point == 0.75 and math.isfinite(low) and math.isfinite(high)
+    one = auc([1.0, 2.0, 3.0], [0.0])  # one negative: a point, no interval
+    assert one[0] == 1.0 and math.isnan(one[1]) and math.isnan(one[2])
+
+
+def test_spearman_interval_at_four_pairs_by_hand_and_at_rho_plus_minus_one():
+    # rho = 1 − 6 Σd² / (n (n² − 1)) = 1 − 12 / 60 = 0.8; z = atanh 0.8 = 1.098612,
+    # se = √((1 + 0.8² / 2) / (4 − 3)) = 1.148913, half = 1.959964 se = 2.251832:
+    # (tanh(−1.153220), tanh(3.350444)) = (−0.818816, 0.997543)
+    rho, low, high, _ = spearman([1.0, 2.0, 3.0, 4.0], [1.0, 3.0, 2.0, 4.0])
+    assert (rho, low, high) == pytest.approx((0.8, -0.818816, 0.997543), abs=2e-6)
+    rho, low, high, _ = spearman([1.0, 2.0, 3.0, 4.0], [4.0, 2.0, 3.0, 1.0])  # the mirror image
+    assert (rho, low, high) == pytest.approx((-0.8, -0.997543, 0.818816), abs=2e-6)
+    for sign in (1.0, -1.0):  # finite bounds at rho = ±1
+        rho, low, high, _ = spearman([1.0, 2.0, 3.0, 4.0, 5.0], [sign * v for v in (1.0, 2.0, 3.0, 4.0, 5.0)])
+        assert rho == pytest.approx(sign) and -1.0 <= low <= high <= 1.0
+        assert (low, high) == pytest.approx((sign, sign), abs=1e-9)
+
+
+def test_spearman_of_two_pairs_has_rho_but_no_interval_and_no_pairs_give_nan():
+    rho, low, high, _ = spearman([1.0, 2.0], [3.0, 5.0])
+    assert rho == pytest.approx(1.0) and math.isnan(low) and math.isnan(high)
+    assert all(math.isnan(v) for v in spearman([], []))
+
+
+def test_hedges_g_is_nan_where_only_the_spread_overflows_float_range():
+    u, s = -1e300 * (1 + np.arange(6) / 10), 1e300 * (1 + np.arange(6) / 10)  # mean difference 2.5e300
+    with np.errstate(over="ignore"):
+        assert np.isinf(np.var(u, ddof=1)) and math.isfinite(float(np.mean(s) - np.mean(u)))
+        assert math.isnan(hedges_g(u, s)) and math.isnan(hedges_g_independent(u, s))  # not 0.0

@@ -50,10 +50,14 @@ def prompts_needed(sd: float, effect: float, *, alpha: float = ALPHA, power: flo
     least = min_prompts(alpha, sides)
     if sd == 0:
         return least
-    n = least
-    for _ in range(50):  # fixed point of n = (t-quantiles(n) * sd / effect)^2
-        new = max(least, math.ceil((_quantiles(n - 1, alpha, power, sides) * sd / abs(effect)) ** 2))
-        if new == n or new > limit:
-            break
-        n = new
-    return n if n <= limit else None
+
+    def enough(n: int) -> bool:  # the t approximation detects `effect` with n prompts
+        return _quantiles(n - 1, alpha, power, sides) * sd <= abs(effect) * math.sqrt(n)
+
+    if least > limit or not enough(limit):
+        return None
+    low, high = least, limit
+    while low < high:  # bisect for the fewest: once n prompts are enough, so are more
+        mid = (low + high) // 2
+        low, high = (low, mid) if enough(mid) else (mid + 1, high)
+    return low
