@@ -312,3 +312,17 @@ def test_concepts_run_end_to_end_with_the_in_process_judge(smollm, tmp_path):
     assert judged and all({"judge.concept", "judge.instruction", "judge.fluency"} <= set(s.scores)
                           for s in judged)
     assert "judge.concept = " in (out / "report.html").read_text()  # the ratings beside each text
+
+
+def test_method_option_on_a_concept_task_runs_that_method_only():
+    """`--method mean_diff` on a concept task was refused ("concept.strengths names no steering"):
+    the chosen steering replaced the task's ActAdd, which its strengths still named."""
+    from harness.analyses.heldout import methods_of
+    from harness.runner import RunOptions, resolve_tasks
+
+    for method, strengths in (("mean_diff", {"mean_diff"}), ("actadd", {"actadd"}), ("prompting", set())):
+        (task,) = resolve_tasks("concept_dogs", RunOptions(method=method))
+        assert list(methods_of(task)) == [method] and set(task.spec.concept.strengths) == strengths
+    (task,) = resolve_tasks("concept_dogs", RunOptions(method="mean_diff", overrides=["steering.layer=9"]))
+    assert task.spec.steering.layer == 9  # --set applies to the chosen method
+    assert len(methods_of(load_task("concept_dogs"))) == 3  # without --method: every steering

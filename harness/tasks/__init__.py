@@ -189,14 +189,29 @@ def choose_method(data: dict[str, Any], method: str, path: Path) -> dict[str, An
     method), before any `--set`, so overrides apply to the chosen method."""
     alternatives = data.get("methods") or {}
     steering = data.get("steering") or {}
+    chosen = None
     if isinstance(alternatives, dict) and method in alternatives:
-        return {**data, "steering": copy.deepcopy(alternatives[method])}  # --set changes this one only
-    if isinstance(steering, dict) and steering.get("method") == method:
-        return data
+        chosen = {**data, "steering": copy.deepcopy(alternatives[method])}  # --set changes this one only
+    elif isinstance(steering, dict) and steering.get("method") == method:
+        chosen = data
+    if chosen is not None and data.get("kind") == "concept":
+        return _only_method(chosen, method)
+    if chosen is not None:
+        return chosen
     have = sorted({str(steering.get("method")) if isinstance(steering, dict) else "?",
                    *(alternatives if isinstance(alternatives, dict) else {})})
     raise UserError(f"{path}: task '{data.get('name')}' has no steering for method '{method}' "
                     f"(it has: {', '.join(have)}); add it under `methods:`")
+
+
+def _only_method(data: dict[str, Any], method: str) -> dict[str, Any]:
+    """A concept task runs every steering it has; with a chosen method it runs that one only (and
+    its strengths), beside unsteered."""
+    concept = data.get("concept")
+    if isinstance(concept, dict) and isinstance(concept.get("strengths"), dict):
+        strengths = {k: v for k, v in concept["strengths"].items() if k == method}
+        concept = {**concept, "strengths": strengths}
+    return {**data, "methods": {}, "concept": concept}
 
 
 def load_task(name_or_path: str, overrides: Sequence[str] = (), method: str | None = None) -> Task:
