@@ -129,9 +129,10 @@ def test_a_baseline_effect_not_significant_in_its_own_run_is_no_effect_to_protec
     effect = _line(result, "effect")
     assert result.status == INCONCLUSIVE and effect.verdict == "inconclusive"
     assert "was not significant in its own run" in effect.reason and "--no-effect" in effect.reason
-    # before, the same check held: the verdict comes from the baseline's significance alone
+    # before, the same check held; marking the headline significant by hand is now refused (p > α)
     significant = weak.model_copy(update={"headlines": [h.model_copy(update={"significant": True})]})
-    assert _line(check(significant, make_baseline(significant)), "effect").verdict == "holds"
+    with pytest.raises(UserError, match="marked significant"):
+        make_baseline(significant)
     listed = make_baseline(weak, no_effect=True)
     assert listed.no_effect == {TASK: ["steered"]}
     result = check(weak, listed)
@@ -227,6 +228,8 @@ def test_point7_four_prompts_cannot_hold_whatever_their_values():
     few = np.full(N, math.nan)
     few[:4] = 0.3
     four = synthetic(few, few)
+    (h,) = four.headlines  # 4 prompts cannot be significant in their own run either (p ≥ 0.125)
+    four = _with(four, headlines=[h.model_copy(update={"significant": False})])
     assert MIN_PROMPTS == 5 and 0.5 ** 4 > 0.05 > 0.5 ** 5
     result = check(four, make_baseline(four))
     assert {line.kind: line.verdict for line in result.lines if line.kind in ("effect", "fluency")} == {

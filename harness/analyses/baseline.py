@@ -29,7 +29,7 @@ from harness.schema.results import (
     PromptSummary,
     RunResult,
 )
-from harness.schema.spec import Record
+from harness.schema.spec import ALPHA, Record
 from harness.stats.comparable import measurement
 from harness.store import atomic_write_text
 
@@ -80,6 +80,9 @@ def baseline_problems(b: Baseline) -> list[str]:
             problems.append(f"{name}: the effect {h.estimate.point:+.3g} is not in the expected direction "
                             f"({h.expected_direction}), so it protects nothing; write the baseline with "
                             "--no-effect to check only fluency, degenerate samples and the ledger")
+        if h.significant and not h.estimate.p_value < ALPHA:  # Holm never lowers a p-value
+            problems.append(f"{name}: marked significant with p = {h.estimate.p_value:.3g} before adjustment "
+                            f"(not below α = {ALPHA:g}; edited by hand?)")
         if (h.task, h.condition, h.metric) not in summarised:
             problems.append(f"{name}: no per-prompt summary to compare by prompt")
         elif math.isfinite(h.estimate.point) and not _agrees(h.estimate.point,

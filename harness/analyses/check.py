@@ -14,7 +14,8 @@ decide, a line is *inconclusive*, never "holds".
   baseline effect (one-sided test at ALPHA on its own line: all lines must hold, an
   intersection-union test); otherwise the line is *inconclusive* and says how many prompts
   would decide it. A baseline effect that was not significant in its own run is no established
-  effect: its line is inconclusive (the same samples would otherwise "hold" by construction). A
+  effect: its line is inconclusive (the same samples would otherwise "hold" by construction);
+  with `--gate specific` that is the specific effect's own p-value (before adjustment). A
   baseline written with `--no-effect` has no effect to protect for the headlines it lists (those
   against the expected direction or not significant): their effect line says so and gates
   nothing (floors still apply).
@@ -267,8 +268,11 @@ def _effect_line(base: Headline, now: Headline, now_pp: PromptSummary | None, ba
     sign = 1.0 if base.expected_direction == "increase" else -1.0
     coverage = _coverage(base_pp, now_pp, "controls" if gate == "specific" else "unsteered")
     now_eff, base_eff = _effects(now_pp), _effects(base_pp)
-    base_diff = _point(base_pp) if gate == "specific" else base.estimate.point
-    now_diff = _point(now_pp) if gate == "specific" else now.estimate.point
+    # the specific gate protects the specific effect: its own significance, not the headline's vs unsteered
+    base_est = _estimate(base_pp) if gate == "specific" else base.estimate
+    established = base_est.p_value < ALPHA if gate == "specific" else base.significant
+    base_diff = base_est.point
+    now_diff = _estimate(now_pp).point if gate == "specific" else now.estimate.point
     if not any(math.isfinite(v) for v in now_eff.values()) or not math.isfinite(now_diff):
         return _nan_line(base.task, base.condition, "effect", what, coverage, base_diff, now_diff,
                          "no finite value of the headline metric in the run (all NaN, flagged or empty)")
@@ -293,12 +297,14 @@ def _effect_line(base: Headline, now: Headline, now_pp: PromptSummary | None, ba
         return _Test(line.model_copy(update={
             "verdict": "inconclusive", "reason": f"the baseline's {what} ({base_diff:+.3g}) is not in the "
             f"expected direction ({base.expected_direction}): there is no effect to protect"}), p_reg)
-    if not base.significant:
+    if not established:
+        remedy = ("write the baseline from a run with more prompts" if gate == "specific" else "write the "
+                  "baseline with --no-effect (then fluency, degenerate samples and the ledger still gate) or "
+                  "from a run with more prompts")
         return _Test(line.model_copy(update={
             "verdict": "inconclusive", "reason": f"the baseline's {what} ({base_diff:+.3g}, p = "
-            f"{base.estimate.p_value:.3g} before adjustment) was not significant in its own run: no "
-            "established effect to protect; write the baseline with --no-effect (then fluency, degenerate "
-            "samples and the ledger still gate) or from a run with more prompts"}), p_reg)
+            f"{base_est.p_value:.3g} before adjustment) was not significant in its own run: no "
+            f"established effect to protect; {remedy}"}), p_reg)
     p_holds = margin_p_value(toward, -expected, "greater")
     line = line.model_copy(update={"p_holds": p_holds})
     short = _too_little(coverage, tol)
@@ -325,12 +331,11 @@ def _more(c: Comparison, room: float) -> str:
     return f"{c.estimate.n} prompts, about {max(need, MIN_PROMPTS)} prompts would decide it"
 
 
-def _point(summary: PromptSummary | None) -> float:
+def _estimate(summary: PromptSummary | None) -> Estimate:
     """The paired effect of a per-prompt summary (its condition − its reference)."""
-    if summary is None:
-        return math.nan
-    reference, condition = ({k: v[i] for k, v in summary.prompts.items()} for i in (0, 1))
-    return compare_values(reference, condition).estimate.point
+    prompts = summary.prompts if summary else {}
+    reference, condition = ({k: v[i] for k, v in prompts.items()} for i in (0, 1))
+    return compare_values(reference, condition).estimate
 
 
 def _fluency_line(base: Headline, run: RunResult, baseline: Baseline, now_pp: PromptSummary | None,

@@ -13,7 +13,7 @@ import numpy as np
 from harness.analyses.sweep import SweepGrid, sweep_conditions
 from harness.errors import UserError
 from harness.models import LoadedModel
-from harness.pipeline.analyse import condition_values
+from harness.pipeline.analyse import condition_values, values_by_prompt
 from harness.pipeline.plan import Condition, task_conditions
 from harness.runner import RunOptions, run
 from harness.schema.results import Estimate, RunResult, SampleRecord
@@ -136,23 +136,23 @@ def concept_conditions(lm: LoadedModel, task: Task) -> dict[str, Condition]:
 def choose(samples: Sequence[SampleRecord], task: str, metric: str, candidates: dict[str, float | None],
            select: Sequence[str], sign: float) -> tuple[str | None, float]:
     """The candidate condition with the best mean `metric` over the `select` prompts (ties: the
-    smaller |coefficient|), and that mean. A prompt where a candidate has no finite value (an empty
-    or unrated completion) counts as the worst sample value of any condition of the task on the
-    selection half, so a strength cannot win by emptying the prompts it does badly on. Reads only
-    the `select` prompts."""
+    smaller |coefficient|), and that mean. A sample without a finite value (an empty, flagged or
+    unrated completion; a prompt with none) counts as the worst sample value of any condition of the
+    task on the selection half, so a strength cannot win by emptying the prompts or samples it does
+    badly on. Reads only the `select` prompts."""
     chosen = set(select)
     mine = [s for s in samples if s.prompt_id in chosen and s.task == task]
-    per = {cond: list(condition_values(mine, task, cond, metric, list(select))[0].values())
-           for cond in candidates}
+    per = {cond: values_by_prompt(mine, task, cond, metric) for cond in candidates}
     seen = [v for s in mine if isinstance(v := s.scores.get(metric), float | int) and math.isfinite(v)]
     if not seen:
         return None, math.nan
     worst = min(seen) if sign > 0 else max(seen)
     best, best_key, best_score = None, (-math.inf, -math.inf), math.nan
     for cond, coeff in candidates.items():
-        if not any(math.isfinite(v) for v in per[cond]):
+        if not any(math.isfinite(v) for values in per[cond].values() for v in values):
             continue
-        score = float(np.mean([v if math.isfinite(v) else worst for v in per[cond]]))
+        scored = (per[cond].get(p) or [math.nan] for p in select)
+        score = float(np.mean([np.mean([v if math.isfinite(v) else worst for v in vs]) for vs in scored]))
         key = (sign * score, -abs(coeff or 0.0))
         if key > best_key:
             best, best_key, best_score = cond, key, score

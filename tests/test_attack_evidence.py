@@ -1,0 +1,76 @@
+"""Attacks on today's evidence rules: inputs where check, baselines and the held-out choice were
+silently wrong before (each test names the old outcome)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from harness.analyses.baseline import make_baseline
+from harness.analyses.check import HOLDS, INCONCLUSIVE, check
+from harness.analyses.heldout import choose, split_half
+from harness.errors import UserError
+from harness.schema.results import SampleRecord
+from harness.stats.comparison import compare_values
+from tests.test_check import BASE, PROMPTS, N, noisy
+from tests.test_check_evidence import _line, _specific
+
+
+def test_gate_specific_self_check_of_a_specific_effect_that_was_noise_is_inconclusive_not_holds():
+    """`--gate specific` protects the specific effect, yet it asked whether the headline effect vs
+    unsteered was significant: a specific effect at p = 0.43 "held" against itself (p_holds 1e-4)."""
+    effect = noisy(0.01, 0.3, 9)
+    level = np.linspace(0.3, 0.5, N)
+    p = compare_values(dict(zip(PROMPTS, level, strict=True)),
+                       dict(zip(PROMPTS, level + effect, strict=True))).estimate.p_value
+    assert p > 0.4  # the specific effect really is noise
+    run = _specific(BASE, effect)
+    assert run.headlines[0].significant  # the effect vs unsteered is established
+    result = check(run, make_baseline(run), gate="specific")
+    line = _line(result, "effect")
+    assert result.status == INCONCLUSIVE and line.verdict == "inconclusive"
+    assert "not significant in its own run" in line.reason and f"p = {p:.3g}" in line.reason
+    # an established specific effect still holds against itself
+    strong = _specific(BASE, noisy(0.2, 0.05, 7))
+    assert check(strong, make_baseline(strong), gate="specific").status == HOLDS
+
+
+def test_a_headline_marked_significant_with_p_above_alpha_is_refused():
+    """Holm never lowers a p-value, so `significant: true` with a raw p of 0.9 is an edited baseline;
+    before, it was accepted and its self-check held."""
+    (h,) = BASE.headlines
+    edited = BASE.model_copy(update={"headlines": [
+        h.model_copy(update={"estimate": h.estimate.model_copy(update={"p_value": 0.9})})]})
+    with pytest.raises(UserError, match="marked significant with p = 0.9"):
+        make_baseline(edited)
+    at_alpha = BASE.model_copy(update={"headlines": [
+        h.model_copy(update={"estimate": h.estimate.model_copy(update={"p_value": 0.05})})]})
+    with pytest.raises(UserError, match="marked significant"):  # p < α, not ≤
+        make_baseline(at_alpha)
+    make_baseline(BASE)  # a consistent one is kept
+
+
+SELECT_PROMPTS = [f"p{i:02d}" for i in range(12)]
+
+
+def _samples(values: dict[tuple[str, str], list[float]]) -> list[SampleRecord]:
+    return [SampleRecord(key=f"{c}/{p}/{i}", task="t", condition=c, prompt_index=SELECT_PROMPTS.index(p),
+                         prompt_id=p, prompt=p, sample=i, seed=i, completion="x", token_ids=[1],
+                         prompt_ids=[1], scores={"m": v})
+            for (c, p), vs in values.items() for i, v in enumerate(vs)]
+
+
+def test_a_strength_cannot_win_the_selection_by_emptying_the_samples_it_does_badly_on():
+    """With 3 samples per prompt, c+8 scores 2.0 on one sample of each prompt and leaves the other
+    two without a value; c+1 scores 1.0 on all. Before, per-prompt means of the finite samples gave
+    c+8 2.0 and chose it; an unscored sample counts as the worst value (0) as an unscored prompt does."""
+    split = split_half(SELECT_PROMPTS, 7)
+    values = {("unsteered", p): [0.0, 0.0, 0.0] for p in SELECT_PROMPTS}
+    values |= {("actadd L1 c+1", p): [1.0, 1.0, 1.0] for p in SELECT_PROMPTS}
+    values |= {("actadd L1 c+8", p): [2.0, math.nan, math.nan] for p in SELECT_PROMPTS}
+    candidates = {"actadd L1 c+1": 1.0, "actadd L1 c+8": 8.0}
+    assert choose(_samples(values), "t", "m", candidates, split.select, 1.0) == ("actadd L1 c+1", 1.0)
+    assert choose(_samples(values), "t", "m", {"actadd L1 c+8": 8.0}, split.select, 1.0)[1] == pytest.approx(
+        2.0 / 3)
