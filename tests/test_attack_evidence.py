@@ -74,3 +74,34 @@ def test_a_strength_cannot_win_the_selection_by_emptying_the_samples_it_does_bad
     assert choose(_samples(values), "t", "m", candidates, split.select, 1.0) == ("actadd L1 c+1", 1.0)
     assert choose(_samples(values), "t", "m", {"actadd L1 c+8": 8.0}, split.select, 1.0)[1] == pytest.approx(
         2.0 / 3)
+
+
+def test_spearman_p_of_few_pairs_is_exact_not_the_t_approximation():
+    """rho = 1 of 4 pairs happens by chance in 2 of the 4! = 24 pairings: p = 1/12, where scipy's t
+    approximation said 0 (reported "p < 0.001"); rho = 0.8 of 4 pairs: 8 of 24 pairings reach |rho| ≥ 0.8."""
+    from itertools import permutations
+
+    from harness.stats import spearman
+
+    def brute(x: list[float], y: list[float]) -> float:
+        rho = spearman(x, y)[0]
+        pairings = [spearman(x, list(q))[0] for q in permutations(y)]
+        return sum(abs(r) >= abs(rho) - 1e-12 for r in pairings) / len(pairings)
+
+    for y in ([1.0, 2.0, 3.0, 4.0], [1.0, 3.0, 2.0, 4.0], [2.0, 1.0, 4.0, 3.0, 6.0, 5.0]):
+        x = sorted(y)
+        assert spearman(x, y)[3] == pytest.approx(brute(x, y), abs=1e-12)
+    assert spearman([1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 3.0, 4.0])[3] == pytest.approx(1 / 12)
+
+
+def test_agreement_warns_when_the_ranks_agree_perfectly_and_the_interval_is_a_point():
+    from harness.analyses.agreement import agreement_of
+
+    samples = [SampleRecord(key=f"k{i}", task="t", condition="steered", prompt_index=i, prompt_id=f"p{i}",
+                            prompt="x", sample=0, seed=0, completion="x", token_ids=[1], prompt_ids=[1],
+                            scores={"judge.concept": float(i), "perplexity.logppl": 2.0 * i + 1})
+               for i in range(5)]
+    ag = agreement_of(samples, "judge.concept", "perplexity.logppl")
+    assert ag.spearman == pytest.approx(1.0) and ag.spearman_ci_low == pytest.approx(1.0)
+    assert any("agree perfectly" in w for w in ag.warnings), ag.warnings
+    assert ag.spearman_p == pytest.approx(2 / 120)  # exact: 2 of the 5! pairings

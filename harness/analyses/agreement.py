@@ -135,6 +135,9 @@ def agreement_of(samples: Sequence[SampleRecord], a: str, b: str, *, run: str = 
                     spearman_note=_rho_note(x, y, a, b), within=within)
     label, score = (a, y) if _binary(x) else (b, x) if _binary(y) else (None, None)
     warnings = _by_construction(a, b)
+    if math.isclose(abs(rho), 1.0, abs_tol=1e-12):
+        warnings.append(f"the ranks of {a} and {b} agree perfectly (rho {rho:+.0f}): check that neither "
+                        "metric is computed from the other; Fisher's z interval is a point there, whatever n")
     if label is None:
         why = "neither metric is binary (0/1)" if used else "no sample with both metrics"
         return out.model_copy(update={"auc_note": why, "warnings": warnings})
@@ -149,7 +152,8 @@ def agreement_of(samples: Sequence[SampleRecord], a: str, b: str, *, run: str = 
                         "whatever the metrics measure")
     elif point in (0.0, 1.0):
         warnings.append(f"{other} separates {label}'s classes perfectly: check that neither metric is "
-                        "computed from the other")
+                        "computed from the other; the bootstrap interval cannot vary then (every resample "
+                        "separates too), so its width is no evidence of precision")
     return out.model_copy(update={"label": label, "n_positive": len(positive), "n_negative": len(negative),
                                   "auc": point, "auc_ci_low": low, "auc_ci_high": high, "auc_note": note,
                                   "warnings": warnings})
