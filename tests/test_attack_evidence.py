@@ -105,3 +105,18 @@ def test_agreement_warns_when_the_ranks_agree_perfectly_and_the_interval_is_a_po
     assert ag.spearman == pytest.approx(1.0) and ag.spearman_ci_low == pytest.approx(1.0)
     assert any("agree perfectly" in w for w in ag.warnings), ag.warnings
     assert ag.spearman_p == pytest.approx(2 / 120)  # exact: 2 of the 5! pairings
+
+
+def test_the_committed_quick_baseline_lists_every_headline_its_run_did_not_establish():
+    """Since check finds a non-significant baseline effect inconclusive, love_hate (+0.063, p = 0.099
+    at quick size) made CI's `harness check runs/ci --baseline quick.json` exit 3 whatever the run did:
+    the baseline lists it as `harness baseline --no-effect` would (its other lines still gate)."""
+    from pathlib import Path
+
+    from harness.analyses.baseline import read_baseline
+
+    base = read_baseline(Path(__file__).resolve().parent.parent / "results/baselines/smollm2-135m/quick.json")
+    unlisted = [(h.task, h.estimate.p_value) for h in base.headlines
+                if not h.significant and h.condition not in base.no_effect.get(h.task, [])]
+    assert not unlisted
+    assert {h.task for h in base.headlines if h.significant} == {"weddings", "eiffel_rome"}
