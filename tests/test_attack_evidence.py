@@ -120,3 +120,22 @@ def test_the_committed_quick_baseline_lists_every_headline_its_run_did_not_estab
                 if not h.significant and h.condition not in base.no_effect.get(h.task, [])]
     assert not unlisted
     assert {h.task for h in base.headlines if h.significant} == {"weddings", "eiffel_rome"}
+
+
+def test_a_chat_rendered_prompting_preamble_is_refused_inside_a_chat_prompt():
+    """build_prompting(lm, ..., chat=True) passed to evaluate() with a generation.chat task (the task
+    file's guard never sees it) put a whole rendered chat (system turn, assistant turn opened) inside
+    the user's turn, silently; a plain instruction still opens the user's turn."""
+    from harness.models.tokens import encode_prompt, encode_with_preamble
+    from tests.conftest import _tiny_tokenizer
+
+    tok = _tiny_tokenizer()
+    tok.chat_template = ("{% for m in messages %}<|endoftext|>{{ m['role'] }}\n{{ m['content'] }}\n"
+                         "{% endfor %}{% if add_generation_prompt %}<|endoftext|>assistant\n{% endif %}")
+    rendered = tok.apply_chat_template([{"role": "system", "content": "Talk about towers."}], tokenize=False,
+                                       add_generation_prompt=True)
+    with pytest.raises(UserError, match="nest one chat in another"):
+        encode_with_preamble(tok, "The city", rendered, use_bos=False, chat=True)
+    ids = encode_with_preamble(tok, "The city", "Talk about towers.\n", use_bos=False, chat=True)
+    assert ids == encode_prompt(tok, "Talk about towers.\nThe city", use_bos=False, chat=True)
+    assert encode_with_preamble(tok, "The city", rendered, use_bos=False)  # plain text: the chat: true design

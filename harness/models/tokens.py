@@ -7,6 +7,8 @@ from typing import Any
 
 import torch
 
+from harness.errors import UserError
+
 
 def bos_token_id(tokenizer: Any) -> int:
     """The id put at position 0 so steered and contrast prompts share the attention sink."""
@@ -49,6 +51,12 @@ def encode_with_preamble(tokenizer: Any, text: str, preamble: str, use_bos: bool
     if not preamble:
         return encode_prompt(tokenizer, text, use_bos, chat)
     if chat:
+        if marks := [t for t in getattr(tokenizer, "all_special_tokens", []) if t and t in preamble]:
+            raise UserError(f"a prompting preamble holding the special token(s) {', '.join(marks)} (a chat "
+                            "template already rendered, e.g. build_prompting(lm, ..., chat=True)) inside the "
+                            "user's turn of generation.chat would nest one chat in another; build it with "
+                            "chat=False (the instruction then opens the user's turn) or run without "
+                            "generation.chat")
         return encode_prompt(tokenizer, preamble + text, use_bos, chat)
     ids = encode_prompt(tokenizer, text, use_bos)
     pre = list(tokenizer(preamble, add_special_tokens=False).input_ids)
