@@ -139,3 +139,22 @@ def test_a_chat_rendered_prompting_preamble_is_refused_inside_a_chat_prompt():
     ids = encode_with_preamble(tok, "The city", "Talk about towers.\n", use_bos=False, chat=True)
     assert ids == encode_prompt(tok, "Talk about towers.\nThe city", use_bos=False, chat=True)
     assert encode_with_preamble(tok, "The city", rendered, use_bos=False)  # plain text: the chat: true design
+
+
+def test_harness_baseline_says_when_a_headline_it_keeps_was_not_significant(tmp_path, capsys):
+    """Written without --no-effect, such a baseline made every later check exit 3 with no word when
+    it was written; now `harness baseline` says so, and with --no-effect it lists the headline."""
+    from harness.cli import main
+    from tests.test_check import synthetic
+
+    weak = synthetic(noisy(0.02, 0.3, 9), noisy(0.30, 0.05, 2))
+    (h,) = weak.headlines
+    weak = weak.model_copy(update={"headlines": [h.model_copy(update={"significant": False})]})
+    (tmp_path / "run.json").write_text(weak.model_dump_json())
+    assert main(["baseline", str(tmp_path / "run.json"), "--to", str(tmp_path / "b.json")]) == 0
+    out = capsys.readouterr().out
+    assert "note: not significant in this run: t steered (p = " in out and "--no-effect" in out
+    args = ["baseline", str(tmp_path / "run.json"), "--to", str(tmp_path / "b.json")]
+    assert main([*args, "--no-effect"]) == 0
+    out = capsys.readouterr().out
+    assert "no effect to protect: t steered" in out and "note:" not in out

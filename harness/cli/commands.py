@@ -329,6 +329,11 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     unprotected = [f"{task} {c}" for task, conditions in baseline.no_effect.items() for c in conditions]
     note = f" (no effect to protect: {', '.join(unprotected)})" if unprotected else ""
     print(f"wrote baseline {args.to}{note}")
+    weak = [f"{h.task} {h.condition} (p = {h.estimate.p_value:.3g})" for h in baseline.headlines
+            if not h.significant and h.condition not in baseline.no_effect.get(h.task, [])]
+    if weak:
+        print(f"note: not significant in this run: {', '.join(weak)}; check will find their effect lines "
+              "inconclusive (exit 3): write the baseline with --no-effect, or from a run with more prompts")
     return 0
 
 
