@@ -158,3 +158,20 @@ def test_harness_baseline_says_when_a_headline_it_keeps_was_not_significant(tmp_
     assert main([*args, "--no-effect"]) == 0
     out = capsys.readouterr().out
     assert "no effect to protect: t steered" in out and "note:" not in out
+
+
+def test_gate_specific_no_effect_line_cites_the_effect_it_was_listed_for():
+    """A headline listed by --no-effect for its effect vs unsteered (p > 0.05) under --gate specific:
+    the reason paired the specific effect's point (+0.2) with the unsteered effect's p-value."""
+    from harness.analyses.check import NO_EFFECT
+    from tests.test_check import synthetic
+
+    plain = synthetic(noisy(0.02, 0.3, 9), noisy(0.30, 0.05, 2))
+    (h,) = plain.headlines
+    plain = plain.model_copy(update={"headlines": [h.model_copy(update={"significant": False})]})
+    run = _specific(plain, noisy(0.2, 0.05, 7))
+    line = _line(check(run, make_baseline(run, no_effect=True), gate="specific"), "effect")
+    assert line.verdict == NO_EFFECT and line.baseline == pytest.approx(0.2, abs=0.05)  # the specific effect
+    assert line.reason == (f"the baseline (written with --no-effect) moved {h.estimate.point:+.3g}, not "
+                           f"significantly (p = {h.estimate.p_value:.3g} before adjustment): nothing to "
+                           "protect")

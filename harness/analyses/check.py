@@ -287,12 +287,13 @@ def _effect_line(base: Headline, now: Headline, now_pp: PromptSummary | None, ba
     minimum = floors.get("min_effect")
     if minimum is not None and sign * now_diff < minimum:
         return _Test(_replace(line, "regression", f"effect below min_effect {minimum}", math.nan), p_reg)
-    if not protect:
-        how = (f"not in the expected direction ({base.expected_direction})" if not expected > 0
+    if not protect:  # listed for its effect vs unsteered, whatever the gate
+        against = not sign * base.estimate.point > 0
+        how = (f"not in the expected direction ({base.expected_direction})" if against
                else f"not significantly (p = {base.estimate.p_value:.3g} before adjustment)")
         return _Test(line.model_copy(update={
             "verdict": NO_EFFECT, "reason": f"the baseline (written with --no-effect) moved "
-            f"{base_diff:+.3g}, {how}: nothing to protect"}), p_reg)
+            f"{base.estimate.point:+.3g}, {how}: nothing to protect"}), p_reg)
     if not expected > 0:
         return _Test(line.model_copy(update={
             "verdict": "inconclusive", "reason": f"the baseline's {what} ({base_diff:+.3g}) is not in the "
