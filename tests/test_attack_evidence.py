@@ -175,3 +175,21 @@ def test_gate_specific_no_effect_line_cites_the_effect_it_was_listed_for():
     assert line.reason == (f"the baseline (written with --no-effect) moved {h.estimate.point:+.3g}, not "
                            f"significantly (p = {h.estimate.p_value:.3g} before adjustment): nothing to "
                            "protect")
+
+
+def test_a_sweep_config_cannot_win_the_half_selection_by_emptying_prompts():
+    """`harness sweep --select-on half` chose by the paired effect over the prompts with a value on
+    both sides, so c+8, which scores 2.0 on one selection prompt and leaves every other one empty,
+    beat c+1 (+1.0 everywhere). The held-out choice of concept tasks already counted an unscored
+    prompt as the worst value seen; the sweep now chooses the same way."""
+    from harness.analyses.sweep_analysis import _select_on_half
+
+    split = split_half(SELECT_PROMPTS, 0)  # the sweep's split: the same seeded permutation
+    keep = split.select[0]
+    values = {("unsteered", p): [0.0] for p in SELECT_PROMPTS}
+    values |= {("L1 c+1", p): [1.0] for p in SELECT_PROMPTS}
+    values |= {("L1 c+8", p): [2.0 if p == keep else math.nan] for p in SELECT_PROMPTS}
+    chosen = _select_on_half(_samples(values), "t", "m", ["L1 c+1", "L1 c+8"], 1.0, None, 0, SELECT_PROMPTS,
+                             None)
+    assert chosen.selected_prompts == split.select
+    assert chosen.condition == "L1 c+1" and chosen.estimate.point == pytest.approx(1.0)

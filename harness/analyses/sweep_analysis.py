@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from harness.analyses.heldout import choose
 from harness.errors import UserError
 from harness.pipeline.analyse import condition_values
 from harness.schema.results import Estimate, RunResult, SampleRecord
@@ -140,7 +141,9 @@ def _steerability(samples: Sequence[SampleRecord], task: str, metric: str,
 def _select_on_half(samples: Sequence[SampleRecord], task: str, metric: str, conditions: list[str],
                     sign: float, budget: float | None, seed: int, prompt_ids: list[str],
                     fluency_metric: str | None) -> Selection:
-    """Choose the best config on a seeded half of the prompts, report it on the other half."""
+    """Choose the best config on a seeded half of the prompts (as a concept task's strength: an
+    unscored prompt or sample counts as the worst value seen, `heldout.choose`), report it on the
+    other half."""
     order = np.random.default_rng(seed).permutation(len(prompt_ids))
     half = len(prompt_ids) // 2
     select = [prompt_ids[i] for i in sorted(order[:half])]
@@ -150,16 +153,11 @@ def _select_on_half(samples: Sequence[SampleRecord], task: str, metric: str, con
         base = condition_values(samples, task, UNSTEERED, on, which)[0]
         return compare_values(base, condition_values(samples, task, cond, on, which)[0], seed=seed).estimate
 
-    best, best_diff = None, -math.inf
-    for cond in conditions:
-        over = budget is not None and (fluency_metric is None
-                                       or not effect(cond, select, fluency_metric).point <= budget)
-        if over:
-            continue
-        diff = sign * effect(cond, select).point
-        if math.isfinite(diff) and diff > best_diff:
-            best, best_diff = cond, diff
-    if best is None:
+    within = {c: None for c in conditions if budget is None or (
+        fluency_metric is not None and effect(c, select, fluency_metric).point <= budget)}
+    best, _ = choose(samples, task, metric, within, select, sign)
+    best_diff = sign * effect(best, select).point if best is not None else math.nan
+    if best is None or not math.isfinite(best_diff):
         return Selection(condition=None, selected_on=len(select), reported_on=len(report),
                          selection_diff=float("nan"), estimate=None, selected_prompts=select,
                          reported_prompts=report)
