@@ -1386,6 +1386,7 @@ def test_prompts_needed_is_none_beyond_the_limit_not_the_minimum():
     assert prompts_needed(1.0, effect, limit=2_000_000) == 1_000_001
     assert prompts_needed(1.0, 2.0, limit=10) == _brute_needed(1.0, 2.0, 2)
     assert prompts_needed(1.0, 0.5, limit=10) is None
+    assert prompts_needed(1.0, 100.0, limit=6) == 6 and prompts_needed(1.0, 100.0, limit=5) is None  # least 6
 
 
 def test_prompts_needed_is_none_for_a_zero_or_non_finite_effect_or_sd_and_the_minimum_without_spread():
@@ -1465,9 +1466,9 @@ def test_spearman_interval_at_four_pairs_by_hand_and_at_rho_plus_minus_one():
     assert (rho, low, high) == pytest.approx((0.8, -0.818816, 0.997543), abs=2e-6)
     rho, low, high, _ = spearman([1.0, 2.0, 3.0, 4.0], [4.0, 2.0, 3.0, 1.0])  # the mirror image
     assert (rho, low, high) == pytest.approx((-0.8, -0.997543, 0.818816), abs=2e-6)
-    for sign in (1.0, -1.0):  # finite bounds at rho = ±1
-        rho, low, high, _ = spearman([1.0, 2.0, 3.0, 4.0, 5.0], [sign * v for v in (1.0, 2.0, 3.0, 4.0, 5.0)])
-        assert rho == pytest.approx(sign) and -1.0 <= low <= high <= 1.0
+    for sign in (1.0, -1.0):  # finite bounds at rho = ±1 exactly (scipy's rho of 4 pairs in order is exact)
+        rho, low, high, _ = spearman([1.0, 2.0, 3.0, 4.0], [sign * v for v in (1.0, 2.0, 3.0, 4.0)])
+        assert rho == sign and -1.0 <= low <= high <= 1.0
         assert (low, high) == pytest.approx((sign, sign), abs=1e-9)
 
 
@@ -1482,3 +1483,40 @@ def test_hedges_g_is_nan_where_only_the_spread_overflows_float_range():
     with np.errstate(over="ignore"):
         assert np.isinf(np.var(u, ddof=1)) and math.isfinite(float(np.mean(s) - np.mean(u)))
         assert math.isnan(hedges_g(u, s)) and math.isnan(hedges_g_independent(u, s))  # not 0.0
+
+
+# ------------------------------------------ check: which significance establishes the baseline effect
+
+def test_check_a_headline_significant_only_before_holm_is_no_established_effect():
+    from harness.analyses.baseline import make_baseline
+    from harness.analyses.check import INCONCLUSIVE, check
+    from tests.test_check import BASE
+
+    # raw p far below 0.05, but the run recorded it as not significant (Holm-adjusted over its family)
+    (h,) = BASE.headlines
+    assert h.estimate.p_value < 0.001
+    held = BASE.model_copy(update={"headlines": [h.model_copy(update={"significant": False})]})
+    result = check(held, make_baseline(held))  # a self-check: the change is exactly 0 per prompt
+    line = _lines(result)["effect"]
+    assert result.status == INCONCLUSIVE and line.verdict == "inconclusive"
+    assert "was not significant in its own run" in line.reason and "--no-effect" in line.reason
+
+
+def test_check_gate_specific_needs_the_specific_effect_itself_significant_in_the_baseline():
+    from harness.analyses.check import INCONCLUSIVE, check
+    from tests.test_check import noisy
+
+    # vs unsteered the baseline moved +0.30 (significant); vs its random controls +0.066, p = 0.21
+    specific = noisy(0.05, 0.3, 11)
+    p = stats.ttest_1samp(specific, 0.0).pvalue
+    assert specific.mean() > 0 and p > 0.05
+    base, run = _specific_run(specific, noisy(0.3, 0.05, 8))
+    assert base.headlines[0].significant
+    result = check(run, base, gate="specific")
+    line = _lines(result)["effect"]
+    assert result.status == INCONCLUSIVE and line.verdict == "inconclusive"
+    assert line.baseline == pytest.approx(specific.mean())
+    assert "was not significant in its own run" in line.reason
+    assert line.reason.endswith("write the baseline from a run with more prompts")
+    # the same run, gated on the effect against unsteered, is judged on the headline's significance
+    assert _lines(check(run, base))["effect"].verdict == "holds"
