@@ -47,8 +47,8 @@ def _add_summaries(run, samples) -> None:  # noqa: ANN001
     c, _, summary = compare_conditions(samples, "love_hate", "steered", METRIC, run.tasks[0].prompt_ids, 0)
     run.per_prompt = [summary]
     run.headlines = [Headline(task="love_hate", condition="steered", metric=METRIC,
-                              expected_direction="increase", estimate=c.estimate, significant=True,
-                              moved_as_expected=True)]
+                              expected_direction="increase", estimate=c.estimate,
+                              significant=c.estimate.p_value < 0.05, moved_as_expected=c.estimate.point > 0)]
 
 
 def test_compare_refuses_runs_of_other_models_or_dtypes(tmp_path, capsys):

@@ -138,9 +138,14 @@ def test_every_report_shows_the_wrong_way_share_with_its_interval_and_the_spread
     assert f"{s.share_ci_low:.3f}, {s.share_ci_high:.3f}" in html
 
 
-def test_runs_and_baselines_written_before_steerability_still_read_and_report():
-    baseline = read_baseline(BASELINE)  # the committed baseline: no steerability fields
+def test_runs_and_baselines_written_before_steerability_still_read_and_report(tmp_path):
+    data = json.loads(BASELINE.read_text())  # the committed baseline, as written before steerability
+    for headline in data["headlines"]:
+        headline.pop("steerability", None)
+    (tmp_path / "old.json").write_text(json.dumps(data))
+    baseline = read_baseline(tmp_path / "old.json")
     assert baseline.headlines and all(h.steerability is None for h in baseline.headlines)
+    assert all(h.steerability is not None for h in read_baseline(BASELINE).headlines)  # rewritten with it
     data = json.loads(_run().model_dump_json())
     for record in (*data["effects"], *data["headlines"]):
         del record["steerability"]
