@@ -63,6 +63,12 @@ def _against(h: Headline) -> bool:
     return (h.estimate.point if h.expected_direction == "increase" else -h.estimate.point) <= 0
 
 
+def unestablished(h: Headline) -> bool:
+    """Whether a finite headline establishes no effect to protect: against the expected direction,
+    or not significant in its own run (what `--no-effect` lists)."""
+    return math.isfinite(h.estimate.point) and (_against(h) or not h.significant)
+
+
 def baseline_problems(b: Baseline) -> list[str]:
     """Why `b` is no evidence to check runs against (empty when it is)."""
     if b.schema_version != SCHEMA_VERSION:
@@ -130,7 +136,7 @@ def make_baseline(run: RunResult, no_effect: bool = False) -> Baseline:
     unprotected: dict[str, list[str]] = {}
     tasks = run.config["tasks"]
     for h in run.headlines:
-        if no_effect and math.isfinite(h.estimate.point) and (_against(h) or not h.significant):
+        if no_effect and unestablished(h):
             unprotected.setdefault(h.task, []).append(h.condition)
     try:
         return Baseline(

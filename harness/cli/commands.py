@@ -321,7 +321,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
-    from harness.analyses.baseline import write_baseline
+    from harness.analyses.baseline import unestablished, write_baseline
     from harness.store import read_run
 
     run, _ = read_run(Path(args.run))
@@ -330,7 +330,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     note = f" (no effect to protect: {', '.join(unprotected)})" if unprotected else ""
     print(f"wrote baseline {args.to}{note}")
     weak = [f"{h.task} {h.condition} (p = {h.estimate.p_value:.3g})" for h in baseline.headlines
-            if not h.significant and h.condition not in baseline.no_effect.get(h.task, [])]
+            if unestablished(h) and h.condition not in baseline.no_effect.get(h.task, [])]
     if weak:
         print(f"note: not significant in this run: {', '.join(weak)}; check will find their effect lines "
               "inconclusive (exit 3): write the baseline with --no-effect, or from a run with more prompts")
