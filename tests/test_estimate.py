@@ -18,7 +18,7 @@ from harness.pipeline.analyse import TaskSamples, analyse
 from harness.schema.results import RunResult, SampleRecord, TaskInfo
 from harness.schema.spec import FLUENCY_METRIC
 from harness.schema.task import TaskSpec
-from harness.stats.comparison import Family
+from harness.stats.comparison import Family, compare_values
 from harness.stats.power import minimum_detectable_effect
 
 N_PROMPTS = 12
@@ -150,3 +150,22 @@ def test_only_stats_calls_scipy():
                    if re.search(r"^\s*(from|import) scipy", p.read_text(encoding="utf-8"), re.M)
                    and p.parent.name != "scorers")
     assert users == ["stats/__init__.py"]
+
+
+def test_a_constant_per_prompt_difference_has_no_interval_and_no_mde_only_its_exact_p():
+    """8 of 8 prompts moving by exactly +1 is strong evidence (sign-flip p = 2/256), but the t
+    interval would be the point [1, 1] and the MDE 0: claims no sample of 8 prompts supports."""
+    from harness.report.cells import estimate, text
+    from harness.stats import CI_ZERO_SPREAD
+
+    keys = [f"p{i}" for i in range(8)]
+    flat = compare_values({k: 0.0 for k in keys}, {k: 1.0 for k in keys}).estimate
+    assert math.isnan(flat.ci_low) and math.isnan(flat.ci_high) and math.isnan(flat.mde)
+    assert flat.ci_method == CI_ZERO_SPREAD and flat.point == 1.0 and flat.sd == 0.0
+    assert flat.p_value == 2 / 256
+    assert text(estimate(flat)) == f"+1.000 ({CI_ZERO_SPREAD})"
+    nearly = compare_values({k: 0.0 for k in keys}, {**{k: 1.0 for k in keys}, "p0": 0.9}).estimate
+    assert nearly.ci_method == "Student t" and nearly.ci_low < nearly.point < nearly.ci_high
+    assert 0 < nearly.mde < 1
+    unpaired = compare_values({"a": 2.0, "b": 2.0}, {"x": 2.0, "y": 2.0, "z": 2.0}).estimate
+    assert unpaired.ci_method == CI_ZERO_SPREAD and math.isnan(unpaired.ci_low) and math.isnan(unpaired.mde)

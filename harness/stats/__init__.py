@@ -30,6 +30,9 @@ Alternative = Literal["two-sided", "less", "greater"]
 CI_T = "Student t"
 CI_WELCH = "Welch t"
 CI_NONE = "none: fewer than 2 prompts"
+# every compared prompt moved by the same amount: a t interval would be a point and an MDE 0, claims
+# that no sample size supports (8 of 8 prompts flipping does not make the population effect exact)
+CI_ZERO_SPREAD = "none: zero spread, the interval would be a point"
 TEST_SIGN_FLIP = "sign-flip permutation"
 TEST_WELCH = "Welch t-test"
 TEST_NONE = "none: fewer than 2 prompts"

@@ -37,6 +37,7 @@ from harness.stats import (
     CI_NONE,
     CI_T,
     CI_WELCH,
+    CI_ZERO_SPREAD,
     NAN,
     TEST_NONE,
     TEST_SIGN_FLIP,
@@ -81,27 +82,32 @@ def compare_values(a: Mapping[str, float], b: Mapping[str, float], *, seed: int 
         x = np.array([a[k] for k in keys], dtype=float)
         y = np.array([b[k] for k in keys], dtype=float)
         d = y - x
-        low, high = t_ci(d, confidence)
         spread = sd(d)
         enough = d.size > 1
+        flat = enough and spread == 0
+        low, high = (NAN, NAN) if flat else t_ci(d, confidence)
         estimate = Estimate(
             paired=True, mean_a=_mean(x), mean_b=_mean(y), point=_mean(y) - _mean(x), ci_low=low,
-            ci_high=high, confidence=confidence, ci_method=CI_T if enough else CI_NONE,
+            ci_high=high, confidence=confidence,
+            ci_method=CI_ZERO_SPREAD if flat else CI_T if enough else CI_NONE,
             p_value=paired_p_value(d, seed=seed), test=TEST_SIGN_FLIP if enough else TEST_NONE,
             n_planned=len(a), n=len(keys), n_unscorable=len(a) - len(keys), sd=spread,
-            mde=minimum_detectable_effect(spread, len(keys)), effect_size=hedges_g(x, y))
+            mde=NAN if flat else minimum_detectable_effect(spread, len(keys)), effect_size=hedges_g(x, y))
         return Comparison(estimate, tuple(float(v) for v in d))
     x = np.array([v for _, v in sorted(a.items()) if math.isfinite(v)], dtype=float)
     y = np.array([v for _, v in sorted(b.items()) if math.isfinite(v)], dtype=float)
     low, high, p = welch(x, y, confidence)
     enough = x.size > 1 and y.size > 1
     spread = pooled_sd(x, y)
+    flat = enough and spread == 0
     return Comparison(Estimate(
-        paired=False, mean_a=_mean(x), mean_b=_mean(y), point=_mean(y) - _mean(x), ci_low=low, ci_high=high,
-        confidence=confidence, ci_method=CI_WELCH if enough else CI_NONE, p_value=p,
+        paired=False, mean_a=_mean(x), mean_b=_mean(y), point=_mean(y) - _mean(x),
+        ci_low=NAN if flat else low, ci_high=NAN if flat else high, confidence=confidence,
+        ci_method=CI_ZERO_SPREAD if flat else CI_WELCH if enough else CI_NONE, p_value=p,
         test=TEST_WELCH if enough else TEST_NONE, n_planned=len(a) + len(b), n=int(x.size + y.size),
         n_unscorable=len(a) + len(b) - int(x.size + y.size), sd=spread,
-        mde=minimum_detectable_difference(spread, x.size, y.size), effect_size=hedges_g_independent(x, y)))
+        mde=NAN if flat else minimum_detectable_difference(spread, x.size, y.size),
+        effect_size=hedges_g_independent(x, y)))
 
 
 def _mean(x: np.ndarray) -> float:
