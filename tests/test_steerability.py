@@ -82,6 +82,10 @@ def test_sd_ci_covers_the_true_sd_of_normal_data_95_percent_of_the_time():
     low, high = sd_ci([1.0, 2.0, 3.0, 4.0])
     assert low < np.std([1, 2, 3, 4], ddof=1) < high
     assert all(math.isnan(v) for v in sd_ci([1.0]))
+    # 8 prompts moving alike: the chi-square interval would be the point [0, 0], which 8 prompts
+    # cannot support; one differing prompt gives a real interval
+    assert all(math.isnan(v) for v in sd_ci([0.5] * 8))
+    assert 0 < sd_ci([0.5] * 7 + [0.6])[0] < sd_ci([0.5] * 7 + [0.6])[1]
 
 
 def test_steerability_of_five_wrong_way_prompts_in_twenty_is_a_quarter_with_the_exact_interval():

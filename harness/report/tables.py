@@ -101,7 +101,8 @@ def steer_rows(run: RunResult) -> list[list[Cell]]:
         rows.append([h.task, h.condition, h.metric, arrow(h.expected_direction), str(s.n),
                      f"{s.wrong_way}/{s.n}{ties}",
                      Estimate(s.share, s.share_ci_low, s.share_ci_high, signed=False),
-                     Estimate(s.sd, s.sd_ci_low, s.sd_ci_high, signed=False)])
+                     Estimate(s.sd, s.sd_ci_low, s.sd_ci_high, signed=False,
+                              note="no interval: every prompt moved alike" if s.n > 1 and s.sd == 0 else "")])
     return rows
 
 

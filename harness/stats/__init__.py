@@ -258,10 +258,10 @@ def sd_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, flo
     """Chi-square interval of the standard deviation of the finite values: sqrt((n − 1) s² / q) at
     the upper and the lower (1 ± confidence) / 2 quantile q of χ²(n − 1). Exact for normal data, too
     narrow for heavy-tailed data (it rests on the normal-theory distribution of the variance).
-    Fewer than 2 values gives (nan, nan)."""
+    Fewer than 2 values, or all equal (the interval would be the point 0), gives (nan, nan)."""
     x = np.asarray(values, dtype=float)
     x = x[np.isfinite(x)]
-    if x.size < 2:
+    if x.size < 2 or np.all(x == x[0]):
         return NAN, NAN
     scaled = (x.size - 1) * x.var(ddof=1)
     upper, lower = stats.chi2.ppf([(1 + confidence) / 2, (1 - confidence) / 2], x.size - 1)
