@@ -23,6 +23,7 @@ from harness.errors import UserError
 from harness.schema.results import (
     SCHEMA_VERSION,
     ConditionCounts,
+    Estimate,
     FluencyRecord,
     Headline,
     LedgerRecord,
@@ -30,7 +31,9 @@ from harness.schema.results import (
     RunResult,
 )
 from harness.schema.spec import ALPHA, Record
+from harness.stats import PERMUTATIONS
 from harness.stats.comparable import measurement
+from harness.stats.comparison import compare_values
 from harness.store import atomic_write_text
 
 
@@ -91,10 +94,10 @@ def baseline_problems(b: Baseline) -> list[str]:
                             f"(not below α = {ALPHA:g}; edited by hand?)")
         if (h.task, h.condition, h.metric) not in summarised:
             problems.append(f"{name}: no per-prompt summary to compare by prompt")
-        elif math.isfinite(h.estimate.point) and not _agrees(h.estimate.point,
-                                                             summarised[(h.task, h.condition, h.metric)]):
-            problems.append(f"{name}: the headline effect {h.estimate.point:+.6g} is not the mean of its "
-                            "per-prompt effects (edited by hand?)")
+        elif math.isfinite(h.estimate.point) and (off := _not_recomputed(
+                h.estimate, summarised[(h.task, h.condition, h.metric)], b.task_configs.get(h.task, {}))):
+            problems.append(f"{name}: its per-prompt values do not give the headline's {', '.join(off)} "
+                            "(edited by hand?)")
     keys = [(h.task, h.condition) for h in b.headlines]
     problems += [f"{t} {c}: more than one headline" for t, c in sorted(set(keys)) if keys.count((t, c)) > 1]
     unknown = unprotected - set(keys)
@@ -115,11 +118,24 @@ def baseline_problems(b: Baseline) -> list[str]:
     return problems
 
 
-def _agrees(point: float, summary: PromptSummary) -> bool:
-    """Whether a headline point is the mean of its finite per-prompt effects (condition − reference)."""
-    effects = [s - u for u, s in summary.prompts.values() if math.isfinite(u) and math.isfinite(s)]
-    mean = math.fsum(effects) / len(effects) if effects else math.nan
-    return math.isclose(point, mean, rel_tol=1e-6, abs_tol=1e-9)
+def _not_recomputed(e: Estimate, summary: PromptSummary, task_config: dict[str, Any]) -> list[str]:
+    """The numbers of a headline estimate that its per-prompt values do not give again (point,
+    interval, SD, n and p; a Monte Carlo p within 5 of its standard errors, whatever the seed)."""
+    again = compare_values({k: u for k, (u, _) in summary.prompts.items()},
+                           {k: s for k, (_, s) in summary.prompts.items()},
+                           seed=int(task_config.get("seed", 0)), confidence=e.confidence).estimate
+    off = [f"{field} {getattr(e, field):.6g}" for field in ("point", "ci_low", "ci_high", "sd")
+           if not _same(getattr(e, field), getattr(again, field))]
+    off += [f"n {e.n}"] * (e.n != again.n)
+    exact = again.n < 2 or 2**again.n <= PERMUTATIONS
+    slack = 1e-9 if exact else 5 * math.sqrt(again.p_value * (1 - again.p_value) / PERMUTATIONS) + 2 / PERMUTATIONS
+    if not (math.isnan(e.p_value) and math.isnan(again.p_value)) and not abs(e.p_value - again.p_value) <= slack:
+        off.append(f"p {e.p_value:.4g} (they give {again.p_value:.4g})")
+    return off
+
+
+def _same(x: float, y: float) -> bool:
+    return (math.isnan(x) and math.isnan(y)) or math.isclose(x, y, rel_tol=1e-6, abs_tol=1e-9)
 
 
 def _refused(source: str, err: ValidationError) -> UserError:
