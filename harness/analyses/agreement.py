@@ -89,16 +89,20 @@ def _by_construction(a: str, b: str) -> list[str]:
     return []
 
 
+AUTO = "<auto>"  # agreement_of's label: chosen from the samples (the binary metric, if any)
+
+
 def _binary(values: Sequence[float]) -> bool:
     return bool(values) and all(v in (0.0, 1.0) for v in values)
 
 
 def agreement_of(samples: Sequence[SampleRecord], a: str, b: str, *, run: str = "",
                  tasks: Sequence[str] = (), conditions: Sequence[str] = (), confidence: float = 0.95,
-                 seed: int = 0) -> Agreement:
+                 seed: int = 0, label: str | None = AUTO) -> Agreement:
     """Agreement of `b` with `a` over the `samples` of `tasks` (default: every task that scores
     both) and `conditions` (default: all). The AUC is of the other metric for the binary one (of `b`
-    for `a` when both are binary)."""
+    for `a` when both are binary), or for `label` (None: no AUC); each condition's row keeps the
+    pooled row's choice, so a 0-2 rating that takes only 0 and 1 in one condition stays no label."""
     if a == b:
         raise UserError(f"the agreement of {a} with itself is 1 by construction: name two metrics")
     scored = {m: sorted({s.task for s in samples if m in s.scores}) for m in (a, b)}
@@ -125,15 +129,17 @@ def agreement_of(samples: Sequence[SampleRecord], a: str, b: str, *, run: str = 
     x = [s.scores[a] for s in used]
     y = [s.scores[b] for s in used]
     rho, rho_low, rho_high, rho_p = spearman(x, y, confidence)
+    if label == AUTO:
+        label = a if _binary(x) else b if _binary(y) else None
     pooled = list(dict.fromkeys(s.condition for s in mine))
     within = {c: agreement_of(mine, a, b, run=run, tasks=chosen, conditions=[c], confidence=confidence,
-                              seed=seed) for c in pooled} if not conditions and len(pooled) > 1 else {}
+                              seed=seed, label=label) for c in pooled} if not conditions and len(pooled) > 1 else {}
     out = Agreement(run=run, a=a, b=b, tasks=chosen, conditions=list(conditions), n_samples=len(mine),
                     n=len(used), n_prompts=len({(s.task, s.prompt_id) for s in used}),
                     excluded=dict(excluded.most_common()), confidence=confidence, spearman=rho,
                     spearman_ci_low=rho_low, spearman_ci_high=rho_high, spearman_p=rho_p,
                     spearman_note=_rho_note(x, y, a, b), within=within)
-    label, score = (a, y) if _binary(x) else (b, x) if _binary(y) else (None, None)
+    score = y if label == a else x if label == b else None
     warnings = _by_construction(a, b)
     if math.isclose(abs(rho), 1.0, abs_tol=1e-12):
         warnings.append(f"the ranks of {a} and {b} agree perfectly (rho {rho:+.0f}): check that neither "

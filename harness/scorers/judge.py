@@ -33,9 +33,11 @@ CACHE_ENV = "HARNESS_JUDGE_CACHE"  # the SQLite file of verdicts, or "off" (defa
 _FIELD = re.compile(r"\{(concept|instruction|completion)\}")
 # A verdict: "[[2]]", "Rating: 2", or a reply whose only number is the rating, at its start.
 _BRACKETED = re.compile(r"\[\[\s*(\d+)\s*\]\]")
-_LABELLED = re.compile(r"(?i)\brating\s*(?:is|:|=)?\s*\**\s*(\d+(?:\.\d+)?)")
+# a number that goes on as another number ("0-2", "1 or 2", "1,5", "1e2", "0x2") is not a rating
+_GOES_ON = r"(?![.,]?\d|[eEx]\d)(?!\s*\**\s*(?:[-–—,]|\bor\b|\bto\b|\band\b)\s*\**\s*\d)"
+_LABELLED = re.compile(r"(?i)\brating\s*(?:is|:|=)?\s*\**\s*(\d+(?:\.\d+)?)" + _GOES_ON)
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
-_LEADING = re.compile(r"^\W*(\d+(?:\.\d+)?)")
+_LEADING = re.compile(r"^[^\w\-−–]*(\d+(?:\.\d+)?)")  # a minus sign makes it no rating
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +149,14 @@ class JudgeParams(Spec):
             raise ValueError("base_url and api_key_env are for backend openai")
         return self
 
+    @field_validator("api_key_env")
+    @classmethod
+    def _a_variable_name(cls, name: str | None) -> str | None:
+        if name is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):  # not echoed: a key?
+            raise ValueError("must be the NAME of an environment variable (letters, digits, _), never "
+                             "the key itself: the name is written to run.json")
+        return name
+
     @field_validator("rubric")
     @classmethod
     def _rubric_loads(cls, rubric: str) -> str:
@@ -191,7 +201,7 @@ class JudgeScorer(BaseScorer):
                 lm = load_model(p.model or DEFAULT_MODEL)
             backend = LocalJudge(lm, p.max_tokens, p.batch_size)
             if p.mode == "expected":
-                backend.rating_token_ids()
+                backend.rating_token_ids(self.rubric.answer_prefix)
         backend.check()
         self.backend = backend
 
@@ -221,8 +231,9 @@ class JudgeScorer(BaseScorer):
             for c in CRITERIA:
                 if c == "concept" and not concept:
                     continue
+                asked_about = concept if "{concept}" in getattr(self.rubric, c) else None  # in the key iff asked
                 key = verdict_key(self.backend.identity, self.rubric_sha, p.mode, c, s.prompt, s.completion,
-                                  concept if c == "concept" else None)
+                                  asked_about)
                 asks[i, c] = key
                 questions.setdefault(key, self.rubric.conversation(c, s.prompt, s.completion, concept))
         verdicts = self.cache.get_many(questions)
@@ -292,6 +303,8 @@ class JudgeScorer(BaseScorer):
                 (math.nan, f"unparseable judge reply: {verdict['reply']!r}")
         probs = verdict["probabilities"]
         mass = sum(probs)
+        if not math.isfinite(mass):
+            return math.nan, f"unparseable: the judge's rating probabilities are not finite ({probs})"
         if mass < self.params.min_mass or mass <= 0:
             return math.nan, f"unparseable: the judge puts {mass:.3g} < min_mass on the rating tokens"
         return sum(r * q for r, q in enumerate(probs)) / mass, None

@@ -60,13 +60,18 @@ class LocalJudge:
             return [*rendered["input_ids"], *start]
         return [*encode(tok, "\n\n".join(m["content"] for m in conversation) + "\n\n", use_bos=True), *start]
 
-    def rating_token_ids(self) -> list[int]:
-        """The token of each rating "0", "1", "2" (expected mode needs each to be one token)."""
-        ids = [self.lm.tokenizer(r, add_special_tokens=False).input_ids for r in RATINGS]
-        if any(len(i) != 1 for i in ids):
-            raise UserError(f"judge {self.lm.name}: the ratings {RATINGS} are not one token each "
-                            f"({ids}); use mode: parse")
-        return [i[0] for i in ids]
+    def rating_token_ids(self, reply_start: str = "") -> list[int]:
+        """The token of each rating "0", "1", "2" as the tokenizer writes it after `reply_start`:
+        expected mode needs `reply_start + r` to tokenize as `reply_start`'s tokens plus one (a
+        tokenizer that glues the space to the digit, " 2", never writes "2" after "Rating: ")."""
+        tok = self.lm.tokenizer
+        start = tok(reply_start, add_special_tokens=False).input_ids if reply_start else []
+        ids = [tok(reply_start + r, add_special_tokens=False).input_ids for r in RATINGS]
+        if any(len(i) != len(start) + 1 or i[:-1] != start for i in ids):
+            raise UserError(f"judge {self.lm.name}: after the rubric's answer prefix {reply_start!r} the "
+                            f"ratings {RATINGS} are not one token each ({ids} after {start}); "
+                            "use mode: parse, or a rubric whose answer_prefix the ratings extend by one token")
+        return [i[-1] for i in ids]
 
     def _batches(self, conversations: Sequence[Conversation], reply_start: str = ""
                  ) -> list[tuple[list[int], list[list[int]]]]:
@@ -102,7 +107,7 @@ class LocalJudge:
 
         from harness.models.tokens import left_pad
 
-        ratings = torch.tensor(self.rating_token_ids(), device=self.lm.device)
+        ratings = torch.tensor(self.rating_token_ids(reply_start), device=self.lm.device)
         for idx, rows in tqdm(self._batches(conversations, reply_start), desc="judge", disable=None):
             ids, mask = left_pad(rows, self.lm.tokenizer.pad_token_id, self.lm.device)
             positions = (mask.cumsum(dim=1) - 1).clamp(min=0)  # a row scores the same in any batch
