@@ -101,7 +101,8 @@ class Gpt2StyleTokenizer:
             pass
 
         out = Out()
-        out.input_ids = [self._id(p) for p in re.findall(r" ?\d+| ?[A-Za-z]+| ?[^\sA-Za-z\d]+|\s+(?!\S)|\s+", text)]
+        pieces = re.findall(r" ?\d+| ?[A-Za-z]+| ?[^\sA-Za-z\d]+|\s+(?!\S)|\s+", text)
+        out.input_ids = [self._id(p) for p in pieces]
         return out
 
 

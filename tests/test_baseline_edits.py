@@ -36,7 +36,8 @@ def _edit(data: dict) -> None:  # the per-prompt summary of the headline
     (lambda d: d["ledger"][0].update(positions=0), "zero where no position changed"),
     (lambda d: d["ledger"][0].update(positions=-3), "the ledger needs"),
     (lambda d: d["floors"]["t"].update(min_effect="NaN"), "must be finite"),
-], ids=["point-not-mean", "ci-narrowed", "sd-shrunk", "inf-per-prompt", "negative-count", "more-degenerate-than-samples",
+], ids=["point-not-mean", "ci-narrowed", "sd-shrunk", "inf-per-prompt", "negative-count",
+        "more-degenerate-than-samples",
         "ledger-norm-at-no-position", "ledger-negative-positions", "nan-floor"])
 def test_hand_edited_baseline_is_refused_when_read_and_check_exits_2(tmp_path, change, words, capsys):
     data = json.loads(make_baseline(BASE).model_dump_json())

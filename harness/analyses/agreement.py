@@ -132,8 +132,9 @@ def agreement_of(samples: Sequence[SampleRecord], a: str, b: str, *, run: str = 
     if label == AUTO:
         label = a if _binary(x) else b if _binary(y) else None
     pooled = list(dict.fromkeys(s.condition for s in mine))
+    by_condition = not conditions and len(pooled) > 1
     within = {c: agreement_of(mine, a, b, run=run, tasks=chosen, conditions=[c], confidence=confidence,
-                              seed=seed, label=label) for c in pooled} if not conditions and len(pooled) > 1 else {}
+                              seed=seed, label=label) for c in pooled} if by_condition else {}
     out = Agreement(run=run, a=a, b=b, tasks=chosen, conditions=list(conditions), n_samples=len(mine),
                     n=len(used), n_prompts=len({(s.task, s.prompt_id) for s in used}),
                     excluded=dict(excluded.most_common()), confidence=confidence, spearman=rho,

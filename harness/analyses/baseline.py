@@ -128,8 +128,9 @@ def _not_recomputed(e: Estimate, summary: PromptSummary, task_config: dict[str, 
            if not _same(getattr(e, field), getattr(again, field))]
     off += [f"n {e.n}"] * (e.n != again.n)
     exact = again.n < 2 or 2**again.n <= PERMUTATIONS
-    slack = 1e-9 if exact else 5 * math.sqrt(again.p_value * (1 - again.p_value) / PERMUTATIONS) + 2 / PERMUTATIONS
-    if not (math.isnan(e.p_value) and math.isnan(again.p_value)) and not abs(e.p_value - again.p_value) <= slack:
+    p = again.p_value
+    slack = 1e-9 if exact else 5 * math.sqrt(p * (1 - p) / PERMUTATIONS) + 2 / PERMUTATIONS
+    if not (math.isnan(e.p_value) and math.isnan(p)) and not abs(e.p_value - p) <= slack:
         off.append(f"p {e.p_value:.4g} (they give {again.p_value:.4g})")
     return off
 

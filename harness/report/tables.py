@@ -167,9 +167,9 @@ DIAGNOSE_COLUMNS = ["task", "condition", "mean KL [95% CI]", "p95 KL [95% CI]", 
                     "capability acc", "Δ acc [95% CI]", "Δ log P(answer) [95% CI]"]
 DIAGNOSE_LEGEND = ("off-target cost on {n} neutral tweets: per-token KL(unsteered ‖ steered) of the "
                    "next-token distributions, its 95th percentile over tokens, and Δ log-perplexity of the "
-                   "text; capability retention on {items} cloze items (those the unsteered SmolLM2-135M-Instruct "
-                   "answers right: another model's unsteered accuracy says how many it does); "
-                   "CIs over texts and items")
+                   "text; capability retention on {items} cloze items (those the unsteered "
+                   "SmolLM2-135M-Instruct answers right: another model's unsteered accuracy says how many "
+                   "it does); CIs over texts and items")
 
 
 def diagnose_rows(run: RunResult) -> list[list[Cell]]:

@@ -231,7 +231,7 @@ class JudgeScorer(BaseScorer):
             for c in CRITERIA:
                 if c == "concept" and not concept:
                     continue
-                asked_about = concept if "{concept}" in getattr(self.rubric, c) else None  # in the key iff asked
+                asked_about = concept if "{concept}" in getattr(self.rubric, c) else None  # keyed iff asked
                 key = verdict_key(self.backend.identity, self.rubric_sha, p.mode, c, s.prompt, s.completion,
                                   asked_about)
                 asks[i, c] = key

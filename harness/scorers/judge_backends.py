@@ -70,7 +70,7 @@ class LocalJudge:
         if any(len(i) != len(start) + 1 or i[:-1] != start for i in ids):
             raise UserError(f"judge {self.lm.name}: after the rubric's answer prefix {reply_start!r} the "
                             f"ratings {RATINGS} are not one token each ({ids} after {start}); "
-                            "use mode: parse, or a rubric whose answer_prefix the ratings extend by one token")
+                            "use mode: parse, or an answer_prefix the ratings extend by one token")
         return [i[-1] for i in ids]
 
     def _batches(self, conversations: Sequence[Conversation], reply_start: str = ""
