@@ -172,3 +172,30 @@ def test_within_condition_agreement_keeps_the_pooled_choice_of_label():
     pooled = agreement_of(samples, "sentiment.p", "judge.concept")
     assert pooled.label is None  # judge.concept takes 0, 1, 2: not binary
     assert pooled.within["steered"].label == pooled.label  # now "judge.concept"
+
+
+# 8. Credentials inside a served judge's base_url were written to run.json and error messages.
+@pytest.mark.parametrize("url", ["http://user:sk-secret@127.0.0.1:9/v1", "http://127.0.0.1:9/v1?key=sk-secret"])
+def test_credentials_in_the_base_url_are_refused_without_echoing_them(url):
+    from harness.tasks.concepts import judge_params
+
+    with pytest.raises(UserError) as err:
+        judge_params(f"{url}::some-model")
+    assert "sk-secret" not in str(err.value)
+
+
+# 9. The "worst value" an unscored sample counts as in the held-out choice came from every sample,
+#    flagged ones included: a flagged outlier made the penalty harsher than any real sample.
+def test_the_worst_value_of_the_heldout_choice_ignores_flagged_samples():
+    from harness.analyses.heldout import choose
+    from harness.schema.results import SampleRecord
+
+    def rec(cond, i, v, flagged=None):
+        return SampleRecord(key=f"{cond}{i}{v}", task="t", condition=cond, prompt_index=i, prompt_id=f"p{i}",
+                            prompt="p", sample=0, seed=0, completion="c", token_ids=[], prompt_ids=[],
+                            scores={"m": v}, flagged=flagged)
+
+    samples = [rec("a", 0, 1.0), rec("a", 1, 1.0), rec("b", 0, 2.0), rec("b", 1, math.nan),
+               rec("c", 0, -100.0, flagged="non-finite logits")]
+    best, score = choose(samples, "t", "m", {"a": 1.0, "b": 2.0}, ["p0", "p1"], 1.0)
+    assert score == 1.5 and best == "b"  # b's unscored sample counts as the worst real value, 1.0

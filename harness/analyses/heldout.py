@@ -143,7 +143,8 @@ def choose(samples: Sequence[SampleRecord], task: str, metric: str, candidates: 
     chosen = set(select)
     mine = [s for s in samples if s.prompt_id in chosen and s.task == task]
     per = {cond: values_by_prompt(mine, task, cond, metric) for cond in candidates}
-    seen = [v for s in mine if isinstance(v := s.scores.get(metric), float | int) and math.isfinite(v)]
+    seen = [v for s in mine if not s.flagged and isinstance(v := s.scores.get(metric), float | int)
+            and math.isfinite(v)]
     if not seen:
         return None, math.nan
     worst = min(seen) if sign > 0 else max(seen)

@@ -157,6 +157,16 @@ class JudgeParams(Spec):
                              "the key itself: the name is written to run.json")
         return name
 
+    @field_validator("base_url")
+    @classmethod
+    def _no_credentials_in_the_url(cls, url: str | None) -> str | None:
+        from urllib.parse import urlsplit
+
+        if url is not None and ((parts := urlsplit(url)).username or parts.password or parts.query):
+            raise ValueError("a user, password or query in base_url would be written to run.json: give the "
+                             "key through api_key_env (the name of the variable that holds it)")
+        return url
+
     @field_validator("rubric")
     @classmethod
     def _rubric_loads(cls, rubric: str) -> str:

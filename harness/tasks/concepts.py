@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
@@ -19,6 +20,11 @@ def judge_params(judge: str, key_env: str | None = None, mode: str | None = None
     `http://localhost:8000/v1::Qwen2.5-0.5B`); `key_env`: the NAME of the environment variable
     holding the served judge's key (the key itself is never recorded); `mode`: parse or expected."""
     url, sep, model = judge.rpartition(SERVED_SEP)
+    parts = urlsplit(url)
+    if parts.username or parts.password or parts.query:  # never echoed: they may hold a key
+        raise UserError(f"bad --judge {parts.scheme}://{parts.hostname}...: a user, password or query in "
+                        "the URL would be written to run.json; give the key through --judge-key-env (the "
+                        "NAME of the environment variable that holds it)")
     if not sep and judge.startswith(("http://", "https://")):
         raise UserError(f"bad --judge {judge!r}: a served judge is BASE_URL::MODEL, e.g. "
                         f"{judge.rstrip('/')}::Qwen2.5-0.5B (the model name the server knows)")
