@@ -13,6 +13,7 @@ from harness.runner import RunOptions, run
 from harness.scorers import make_scorer
 from harness.scorers.base import Sample, ScoringContext
 from harness.tasks import load_task
+from harness.stats import CI_ZERO_SPREAD
 
 
 def _mean_scores(lm, task_name: str, scorer: str, metric: str, *, prompts: int, samples: int,
@@ -70,4 +71,6 @@ def test_coefficient_zero_is_not_reported_significant(smollm, tmp_path):
     for e in result.effects:
         assert e.estimate.point == 0 or math.isnan(e.estimate.point)
     (cost,) = result.fluency_cost
-    assert cost.estimate.ci_low <= 0 <= cost.estimate.ci_high and cost.ppl_ratio == 1.0
+    # identical samples: every prompt's difference is 0, so no interval is claimed, and p is 1
+    assert cost.estimate.point == 0 and cost.ppl_ratio == 1.0 and cost.estimate.p_value == 1.0
+    assert cost.estimate.ci_method == CI_ZERO_SPREAD and math.isnan(cost.estimate.ci_low)
