@@ -12,8 +12,8 @@ from harness.engine import GenerationSettings, generate
 from harness.runner import RunOptions, run
 from harness.scorers import make_scorer
 from harness.scorers.base import Sample, ScoringContext
-from harness.tasks import load_task
 from harness.stats import CI_ZERO_SPREAD
+from harness.tasks import load_task
 
 
 def _mean_scores(lm, task_name: str, scorer: str, metric: str, *, prompts: int, samples: int,

@@ -23,6 +23,7 @@ from harness.report.compare_report import (
 )
 from harness.schema.results import EffectRecord, Estimate, FluencyRecord, RunResult, SampleRecord, TaskInfo
 from harness.schema.task import PromptRecord
+from harness.stats import CI_ZERO_SPREAD
 
 TASK, METRIC, FLUENCY = "love_hate", "sentiment.p_positive", "perplexity.logppl"
 N_PROMPTS, N_SAMPLES = 12, 3
@@ -109,7 +110,8 @@ def test_same_config_twice_no_difference(tmp_path: Path) -> None:
     for row in result.rows:
         d = row.vs_reference[0]
         assert d.estimate.paired and d.n == N_PROMPTS
-        assert d.estimate.point == 0.0 and (d.estimate.ci_low, d.estimate.ci_high) == (0.0, 0.0)
+        assert d.estimate.point == 0.0 and d.estimate.sd == 0.0  # identical runs: no interval is claimed
+        assert d.estimate.ci_method == CI_ZERO_SPREAD and math.isnan(d.estimate.ci_low)
         assert d.estimate.p_value == 1.0 and not d.significant
         assert row.effects[0].estimate.point == pytest.approx(row.effects[1].estimate.point)
     assert _row(result).headline and _row(result, FLUENCY).is_fluency
