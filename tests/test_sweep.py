@@ -44,8 +44,9 @@ def test_each_config_of_a_sweep_equals_that_config_run_alone(tiny_llama, sweep_d
         sweep_eff = {e.metric: e for e in sweep.effects if e.condition == name}
         for e in alone.effects:
             assert sweep_eff[e.metric].estimate.point == pytest.approx(e.estimate.point, abs=1e-9)
-            assert sweep_eff[e.metric].estimate.ci_low == pytest.approx(e.estimate.ci_low, abs=1e-9, nan_ok=True)
-            assert sweep_eff[e.metric].estimate.ci_method == e.estimate.ci_method
+            mine = sweep_eff[e.metric].estimate
+            assert mine.ci_low == pytest.approx(e.estimate.ci_low, abs=1e-9, nan_ok=True)
+            assert mine.ci_method == e.estimate.ci_method
 
 
 def test_norm_unit_scales_each_vector_to_multiples_of_the_residual_norm(tiny_llama, tmp_path):
