@@ -163,6 +163,7 @@ def test_a_constant_per_prompt_difference_has_no_interval_and_no_mde_only_its_ex
     assert math.isnan(flat.ci_low) and math.isnan(flat.ci_high) and math.isnan(flat.mde)
     assert flat.ci_method == CI_ZERO_SPREAD and flat.point == 1.0 and flat.sd == 0.0
     assert flat.p_value == 2 / 256
+    assert math.isnan(minimum_detectable_effect(0.0, 8, sides=1))  # check's "detectable" column too
     assert text(estimate(flat)) == f"+1.000 ({CI_ZERO_SPREAD})"
     nearly = compare_values({k: 0.0 for k in keys}, {**{k: 1.0 for k in keys}, "p0": 0.9}).estimate
     assert nearly.ci_method == "Student t" and nearly.ci_low < nearly.point < nearly.ci_high

@@ -92,7 +92,7 @@ def compare_values(a: Mapping[str, float], b: Mapping[str, float], *, seed: int 
             ci_method=CI_ZERO_SPREAD if flat else CI_T if enough else CI_NONE,
             p_value=paired_p_value(d, seed=seed), test=TEST_SIGN_FLIP if enough else TEST_NONE,
             n_planned=len(a), n=len(keys), n_unscorable=len(a) - len(keys), sd=spread,
-            mde=NAN if flat else minimum_detectable_effect(spread, len(keys)), effect_size=hedges_g(x, y))
+            mde=minimum_detectable_effect(spread, len(keys)), effect_size=hedges_g(x, y))
         return Comparison(estimate, tuple(float(v) for v in d))
     x = np.array([v for _, v in sorted(a.items()) if math.isfinite(v)], dtype=float)
     y = np.array([v for _, v in sorted(b.items()) if math.isfinite(v)], dtype=float)
@@ -106,7 +106,7 @@ def compare_values(a: Mapping[str, float], b: Mapping[str, float], *, seed: int 
         ci_method=CI_ZERO_SPREAD if flat else CI_WELCH if enough else CI_NONE, p_value=p,
         test=TEST_WELCH if enough else TEST_NONE, n_planned=len(a) + len(b), n=int(x.size + y.size),
         n_unscorable=len(a) + len(b) - int(x.size + y.size), sd=spread,
-        mde=NAN if flat else minimum_detectable_difference(spread, x.size, y.size),
+        mde=minimum_detectable_difference(spread, x.size, y.size),
         effect_size=hedges_g_independent(x, y)))
 
 

@@ -25,8 +25,9 @@ def minimum_detectable_effect(sd: float, n: int, *, alpha: float = ALPHA, power:
                               sides: int = 2) -> float:
     """The smallest mean paired difference detected with probability `power` by a level-`alpha`
     test over `n` prompts whose per-prompt differences have standard deviation `sd`; NaN where the
-    sign-flip test cannot reach `alpha` with `n` prompts."""
-    if n < min_prompts(alpha, sides) or not math.isfinite(sd):
+    sign-flip test cannot reach `alpha` with `n` prompts, or where the differences have no spread
+    (0 would claim that any change is detectable)."""
+    if n < min_prompts(alpha, sides) or not math.isfinite(sd) or sd == 0:
         return math.nan
     return _quantiles(n - 1, alpha, power, sides) * sd / math.sqrt(n)
 
@@ -35,7 +36,7 @@ def minimum_detectable_difference(sd: float, n_a: int, n_b: int, *, alpha: float
                                   power: float = POWER) -> float:
     """The smallest difference of means of two independent samples of prompts (pooled standard
     deviation `sd`) a two-sided level-`alpha` t-test detects with probability `power`."""
-    if n_a < 2 or n_b < 2 or not math.isfinite(sd):
+    if n_a < 2 or n_b < 2 or not math.isfinite(sd) or sd == 0:  # no spread: nothing to plan from
         return math.nan
     return _quantiles(n_a + n_b - 2, alpha, power, 2) * sd * math.sqrt(1 / n_a + 1 / n_b)
 
