@@ -170,3 +170,13 @@ def test_a_constant_per_prompt_difference_has_no_interval_and_no_mde_only_its_ex
     assert 0 < nearly.mde < 1
     unpaired = compare_values({"a": 2.0, "b": 2.0}, {"x": 2.0, "y": 2.0, "z": 2.0}).estimate
     assert unpaired.ci_method == CI_ZERO_SPREAD and math.isnan(unpaired.ci_low) and math.isnan(unpaired.mde)
+
+
+def test_check_does_not_promise_a_prompt_count_from_prompts_that_all_moved_alike():
+    from harness.analyses.check import _more
+
+    keys = [f"p{i}" for i in range(4)]
+    flat = compare_values({k: 0.0 for k in keys}, {k: 0.5 for k in keys})
+    assert "no spread to plan" in _more(flat, 0.5) and "would decide it" not in _more(flat, 0.5)
+    spread = compare_values({k: 0.0 for k in keys}, {"p0": 0.4, "p1": 0.6, "p2": 0.5, "p3": 0.45})
+    assert "would decide it" in _more(spread, 0.5)

@@ -1389,10 +1389,11 @@ def test_prompts_needed_is_none_beyond_the_limit_not_the_minimum():
     assert prompts_needed(1.0, 100.0, limit=6) == 6 and prompts_needed(1.0, 100.0, limit=5) is None  # least 6
 
 
-def test_prompts_needed_is_none_for_a_zero_or_non_finite_effect_or_sd_and_the_minimum_without_spread():
-    for sd, effect in ((1.0, 0.0), (1.0, math.inf), (1.0, NAN), (NAN, 1.0), (math.inf, 1.0)):
+def test_prompts_needed_is_none_for_a_zero_or_non_finite_effect_or_sd_and_the_minimum_for_huge_effects():
+    # an observed spread of 0 is no basis for a plan (8 prompts moving alike say little of the 9th)
+    for sd, effect in ((1.0, 0.0), (1.0, math.inf), (1.0, NAN), (NAN, 1.0), (math.inf, 1.0), (0.0, 1.0)):
         assert prompts_needed(sd, effect) is None, (sd, effect)
-    assert prompts_needed(0.0, 1.0) == 6 and prompts_needed(0.0, 1.0, sides=1) == 5
+        assert prompts_needed(sd, effect, sides=1) is None, (sd, effect)
     assert prompts_needed(1.0, 100.0) == 6 and prompts_needed(1.0, 100.0, sides=1) == 5
 
 

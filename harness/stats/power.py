@@ -44,13 +44,12 @@ def minimum_detectable_difference(sd: float, n_a: int, n_b: int, *, alpha: float
 def prompts_needed(sd: float, effect: float, *, alpha: float = ALPHA, power: float = POWER,
                    sides: int = 2, limit: int = 1_000_000) -> int | None:
     """Prompts a paired test needs to detect a mean difference `effect` with probability `power`
-    (None when `effect` is 0 or not finite, or more than `limit` would be needed); never fewer
+    (None when `effect` is 0 or not finite, when `sd` is 0 or not finite: no spread to plan from,
+    as for `minimum_detectable_effect`, or when more than `limit` would be needed); never fewer
     than the sign-flip test needs to reach `alpha` at all."""
-    if not math.isfinite(effect) or effect == 0 or not math.isfinite(sd):
+    if not math.isfinite(effect) or effect == 0 or not math.isfinite(sd) or sd == 0:
         return None
     least = min_prompts(alpha, sides)
-    if sd == 0:
-        return least
 
     def enough(n: int) -> bool:  # the t approximation detects `effect` with n prompts
         return _quantiles(n - 1, alpha, power, sides) * sd <= abs(effect) * math.sqrt(n)
