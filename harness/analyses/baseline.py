@@ -31,7 +31,7 @@ from harness.schema.results import (
     RunResult,
 )
 from harness.schema.spec import ALPHA, Record
-from harness.stats import PERMUTATIONS
+from harness.stats import PERMUTATIONS, sign_flip_is_exact
 from harness.stats.comparable import measurement
 from harness.stats.comparison import compare_values
 from harness.store import atomic_write_text
@@ -127,7 +127,7 @@ def _not_recomputed(e: Estimate, summary: PromptSummary, task_config: dict[str, 
     off = [f"{field} {getattr(e, field):.6g}" for field in ("point", "ci_low", "ci_high", "sd")
            if not _same(getattr(e, field), getattr(again, field))]
     off += [f"n {e.n}"] * (e.n != again.n)
-    exact = again.n < 2 or 2**again.n <= PERMUTATIONS
+    exact = again.n < 2 or sign_flip_is_exact(again.n)
     p = again.p_value
     slack = 1e-9 if exact else 5 * math.sqrt(p * (1 - p) / PERMUTATIONS) + 2 / PERMUTATIONS
     if not (math.isnan(e.p_value) and math.isnan(p)) and not abs(e.p_value - p) <= slack:

@@ -326,9 +326,9 @@ def _undecided(c: Comparison, expected: float) -> str:
 
 def _more(c: Comparison, room: float) -> str:
     """How many prompts would let a one-sided test decide a change `room` away from its margin."""
-    need = prompts_needed(c.estimate.sd, room, sides=1)
     if c.estimate.sd == 0:
         return f"{c.estimate.n} prompts, all moved alike: no spread to plan more prompts from"
+    need = prompts_needed(c.estimate.sd, room, sides=1)
     if need is None:
         return f"{c.estimate.n} prompts, more prompts would not decide it"
     return f"{c.estimate.n} prompts, about {max(need, MIN_PROMPTS)} prompts would decide it"

@@ -181,12 +181,17 @@ def paired_p_value(diffs: Sequence[float], seed: int = 0, n_resamples: int = PER
     return float(res.pvalue)
 
 
+def sign_flip_is_exact(n: int, n_resamples: int = PERMUTATIONS) -> bool:
+    """Whether `paired_p_value` of n prompts enumerates every sign flip (else it is Monte Carlo)."""
+    return 2**n <= n_resamples
+
+
 def smallest_p(n: int, sides: int = 2, n_resamples: int = PERMUTATIONS) -> float:
     """The smallest p-value the sign-flip test of `paired_p_value` can give with n prompts:
     sides / 2**n when exact (scipy doubles the smaller one-sided p), else sides / (n_resamples + 1)."""
     if n < 2:
         return NAN
-    if 2**n <= n_resamples:
+    if sign_flip_is_exact(n, n_resamples):
         return min(1.0, sides / 2**n)
     return min(1.0, sides / (n_resamples + 1))
 

@@ -20,16 +20,12 @@ def judge_params(judge: str, key_env: str | None = None, mode: str | None = None
     `http://localhost:8000/v1::Qwen2.5-0.5B`); `key_env`: the NAME of the environment variable
     holding the served judge's key (the key itself is never recorded); `mode`: parse or expected."""
     url, sep, model = judge.rpartition(SERVED_SEP)
-    parts = urlsplit(url)
-    if parts.username or parts.password or parts.query:  # never echoed: they may hold a key
-        raise UserError(f"bad --judge {parts.scheme}://{parts.hostname}...: a user, password or query in "
-                        "the URL would be written to run.json; give the key through --judge-key-env (the "
-                        "NAME of the environment variable that holds it)")
+    shown = _redacted(judge)
     if not sep and judge.startswith(("http://", "https://")):
-        raise UserError(f"bad --judge {judge!r}: a served judge is BASE_URL::MODEL, e.g. "
-                        f"{judge.rstrip('/')}::Qwen2.5-0.5B (the model name the server knows)")
+        raise UserError(f"bad --judge {shown!r}: a served judge is BASE_URL::MODEL, e.g. "
+                        f"{shown.rstrip('/')}::Qwen2.5-0.5B (the model name the server knows)")
     if sep and not (url and model):
-        raise UserError(f"bad --judge {judge!r}: a served judge needs both BASE_URL and MODEL around ::")
+        raise UserError(f"bad --judge {shown!r}: a served judge needs both BASE_URL and MODEL around ::")
     params: dict[str, Any] = ({"backend": "openai", "base_url": url, "model": model} if sep
                               else {"backend": "local", "model": judge})
     if key_env:
@@ -40,8 +36,17 @@ def judge_params(judge: str, key_env: str | None = None, mode: str | None = None
         registry.scorer_class("judge").Params.model_validate(params)
     except ValidationError as err:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'judge'}: {e['msg']}" for e in err.errors())
-        raise UserError(f"bad --judge {judge!r}: {problems}") from None
+        raise UserError(f"bad --judge {shown!r}: {problems}") from None
     return params
+
+
+def _redacted(judge: str) -> str:
+    """`judge` as an error may show it: a URL without its user, password or query (they may hold a key)."""
+    parts = urlsplit(judge)
+    if not (parts.username or parts.password or parts.query):
+        return judge
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=host, query="").geturl() + " (credentials removed)"
 
 
 def with_judge(task: Task, params: dict[str, Any]) -> Task:
